@@ -28,6 +28,10 @@ _LAZY = {
     "ModelMismatchError": "pypatch.errors",
     "ImageError": "pypatch.errors",
     "ModelNotFoundError": "pypatch.errors",
+    "InvalidArgumentError": "pypatch.errors",
+    "InvalidTypeError": "pypatch.errors",
+    "NotTrainedError": "pypatch.errors",
+    "DatasetFormatError": "pypatch.errors",
 }
 _SUBMODULES = {"metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli"}
 

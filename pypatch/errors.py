@@ -1,0 +1,61 @@
+"""The exception hierarchy of pypatch.
+
+Every error a user can cause is a subclass of both ``PypatchError`` and the builtin that
+best describes it, so ``except ValueError`` keeps working. The native module ``_core``
+translates its C++ exceptions into these classes (see csrc/bindings).
+"""
+from __future__ import annotations
+
+
+class PypatchError(Exception):
+    """Base class of every error raised on purpose by pypatch."""
+
+
+class InvalidArgumentError(PypatchError, ValueError):
+    """An argument has the wrong value, shape or dimension."""
+
+
+class InvalidTypeError(PypatchError, TypeError):
+    """An argument has the wrong type or dtype."""
+
+
+class IndexFormatError(PypatchError, ValueError):
+    """An index file is truncated, corrupted, or not a pypatch index."""
+
+
+class IndexVersionError(IndexFormatError):
+    """An index file was written by an incompatible (newer major) format version."""
+
+
+class NotTrainedError(PypatchError, ValueError):
+    """A product quantizer or index was used before being trained."""
+
+
+class ModelMismatchError(PypatchError, ValueError):
+    """A query was embedded with a different model than the one that built the index."""
+
+
+class ModelNotFoundError(PypatchError, FileNotFoundError):
+    """A model name or path could not be resolved to an ONNX file."""
+
+
+class ImageError(PypatchError, ValueError):
+    """An image could not be read or is unusable (truncated, empty, too large, ...)."""
+
+
+class DatasetFormatError(PypatchError, ValueError):
+    """A benchmark/dataset file is missing or malformed; the message names file and line."""
+
+
+__all__ = [
+    "PypatchError",
+    "InvalidArgumentError",
+    "InvalidTypeError",
+    "IndexFormatError",
+    "IndexVersionError",
+    "NotTrainedError",
+    "ModelMismatchError",
+    "ModelNotFoundError",
+    "ImageError",
+    "DatasetFormatError",
+]
