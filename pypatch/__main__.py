@@ -1,0 +1,5 @@
+import sys
+
+from pypatch.cli import main
+
+sys.exit(main())

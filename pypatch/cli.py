@@ -1,0 +1,62 @@
+"""The ``pypatch`` command line: one sub-command per module in ``pypatch.commands``.
+
+Each command module defines ``add_parser(subparsers)`` (which registers its arguments and sets
+``func``) and keeps its imports inside ``run`` so that ``pypatch --help`` stays fast.
+Errors a user can cause are printed as one line and exit with status 2; never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# sub-command name -> module under pypatch.commands (ordered as shown in --help)
+COMMANDS = {
+    "export": "export",
+    "index": "index",
+    "search": "search",
+    "info": "info",
+    "eval": "eval",
+    "make-benchmark": "make_benchmark",
+    "bench": "bench",
+    "demo": "demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pypatch", description="Patch-wise instance-level image retrieval (Patchify)."
+    )
+    from pypatch import __version__
+
+    parser.add_argument("--version", action="version", version=f"pypatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module_name in COMMANDS.values():
+        try:
+            module = importlib.import_module(f"pypatch.commands.{module_name}")
+        except ModuleNotFoundError as exc:  # command not built yet
+            if exc.name != f"pypatch.commands.{module_name}":
+                raise
+            continue
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    from pypatch.errors import PypatchError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("pypatch: interrupted", file=sys.stderr)
+        return 130
+    except (PypatchError, OSError, ValueError) as exc:
+        print(f"pypatch {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
