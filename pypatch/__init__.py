@@ -21,6 +21,9 @@ _LAZY = {
     # backbones and regions (issue 3)
     "Embedder": "pypatch.embedder",
     "PatchGrid": "pypatch.grid",
+    # image-level index (issue 5)
+    "ImageIndex": "pypatch.image_index",
+    "SearchHit": "pypatch.results",
     # errors
     "PypatchError": "pypatch.errors",
     "IndexFormatError": "pypatch.errors",

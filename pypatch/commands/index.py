@@ -1,0 +1,88 @@
+"""``pypatch index SOURCE --out INDEX``: embed a folder (or list) of images into one index file."""
+from __future__ import annotations
+
+import argparse
+
+from pypatch.errors import InvalidArgumentError
+
+
+def parse_pq(text: str) -> dict:
+    """``"m=32,nbits=8"`` (either key optional) -> {"m": 32, "nbits": 8}."""
+    out = {"m": 32, "nbits": 8}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep and key.isdigit():  # "--pq 16" means m=16
+            key, value = "m", key
+        if key not in out or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"expected m=M,nbits=B with integers (e.g. m=32,nbits=8), got {text!r}")
+        out[key] = int(value)
+    return out
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "index", help="build an index from a folder of images",
+        description="Embed every image of SOURCE patch by patch and write one index file.")
+    p.add_argument("source", metavar="SOURCE",
+                   help="folder of images (walked recursively), a single image, or a text "
+                        "file with one image path per line (.txt)")
+    p.add_argument("--out", "-o", required=True, metavar="INDEX", help="index file to write")
+    p.add_argument("--model", default=None,
+                   help="ONNX file or registered model name (default: efficientnet_lite0)")
+    p.add_argument("--regions", default="L3",
+                   help="region strategy: L0 (global), L1, L2, L3 (default), rmac, rmacN, sliding")
+    store = p.add_mutually_exclusive_group()
+    store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8",
+                       help="product-quantised store (the default, m=32, nbits=8)")
+    store.add_argument("--flat", action="store_true", help="exact float32 store (no compression)")
+    store.add_argument("--flat16", action="store_true", help="exact float16 store")
+    p.add_argument("--mode", choices=("crop", "single_pass"), default="crop",
+                   help="crop: embed each cell (the paper); single_pass: pool cells from one "
+                        "feature map per image (much faster)")
+    p.add_argument("--train-on", choices=("patches", "global"), default="patches",
+                   help="PQ codebooks trained on patch descriptors (default) or whole-image ones")
+    p.add_argument("--train-size", type=int, default=65536, metavar="N",
+                   help="at most N training vectors for the PQ codebooks")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="threads for the model and the search core (default: all cores)")
+    p.set_defaults(func=run)
+
+
+def read_path_list(path: str) -> list:
+    from pathlib import Path
+
+    base = Path(path).parent
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [str(base / line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+
+
+def run(args) -> int:
+    import os
+    import sys
+    import time
+
+    from pypatch.image_index import ImageIndex
+
+    if args.threads is not None and args.threads < 1:
+        raise InvalidArgumentError(f"--threads: expected a positive integer, got {args.threads}")
+    source = args.source
+    if os.path.isfile(source) and source.lower().endswith(".txt"):
+        source = read_path_list(source)
+    if args.flat or args.flat16:
+        store, pq = ("flat16" if args.flat16 else "flat"), {"m": 32, "nbits": 8}
+    else:
+        store, pq = "pq", args.pq or {"m": 32, "nbits": 8}
+    start = time.perf_counter()
+    index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
+                             pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
+                             train_on=args.train_on, train_size=args.train_size,
+                             num_threads=args.threads, progress=True)
+    index.save(args.out)
+    seconds = time.perf_counter() - start
+    info = index.info()
+    print(f"indexed {info['images']} images ({info['patches']} patches, "
+          f"{info['bytes_per_image']:.0f} bytes/image) in {seconds:.1f} s -> {args.out}")
+    for where, reason in index.skipped:
+        print(f"skipped {where}: {reason}", file=sys.stderr)
+    return 0

@@ -1,0 +1,133 @@
+"""``pypatch search INDEX QUERY...``: ranked images with the winning patch's box.
+
+``--json`` prints one JSON object per query per line::
+
+    {"query": "q.jpg", "hits": [{"rank": 1, "image": "a.jpg", "score": 0.83,
+                                 "box": [x0, y0, x1, y1], "cell": [x0, y0, x1, y1], "level": 2}]}
+
+``box`` is the best box pypatch has for the hit, ``cell`` the winning grid cell (equal until box
+refinement exists); pixels of the database image, x1/y1 exclusive.
+"""
+from __future__ import annotations
+
+import argparse
+
+from pypatch.errors import InvalidArgumentError
+
+
+def parse_box(text: str) -> list:
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        box = [int(p) for p in parts]
+    except ValueError:
+        box = []
+    if len(box) != 4:
+        raise argparse.ArgumentTypeError(f"expected x0,y0,x1,y1 as four integers, got {text!r}")
+    return box
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "search", help="search an index with query images",
+        description="Rank the indexed images for each query image (optionally cropped to --box).")
+    p.add_argument("index", metavar="INDEX", help="index file written by `pypatch index`")
+    p.add_argument("queries", metavar="QUERY", nargs="*", help="query image file(s)")
+    p.add_argument("--box", type=parse_box, action="append", default=None,
+                   metavar="x0,y0,x1,y1",
+                   help="query box in pixels (x1/y1 exclusive); once for all queries or once "
+                        "per query")
+    p.add_argument("--queries", dest="queries_file", default=None, metavar="FILE",
+                   help='JSON list of {"image": path, "box": [x0, y0, x1, y1] or null}')
+    p.add_argument("--k", "-k", type=int, default=10, help="results per query (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object per query per line")
+    p.add_argument("--model", default=None,
+                   help="where to find the index's model if it moved (ONNX file or name)")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="threads")
+    p.set_defaults(func=run)
+
+
+def read_queries_file(path: str) -> list:
+    """[(image path, box or None)] from a --queries JSON file.
+
+    Relative image paths are taken from the current folder when they exist there, else from
+    the JSON file's folder."""
+    import json
+    import os
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as exc:
+        raise InvalidArgumentError(f"--queries {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, list):
+        raise InvalidArgumentError(f"--queries {path}: expected a JSON list of "
+                                   '{"image": path, "box": [x0, y0, x1, y1] or null}')
+    base = os.path.dirname(os.path.abspath(path))
+    out = []
+    for i, entry in enumerate(data):
+        if not isinstance(entry, dict) or not isinstance(entry.get("image"), str):
+            raise InvalidArgumentError(f"--queries {path}: entry {i} needs an \"image\" path")
+        box = entry.get("box")
+        if box is not None and (not isinstance(box, list) or len(box) != 4
+                                or not all(isinstance(v, (int, float)) for v in box)):
+            raise InvalidArgumentError(
+                f"--queries {path}: entry {i} box must be [x0, y0, x1, y1] or null, got {box!r}")
+        image = entry["image"]
+        if not os.path.isabs(image) and not os.path.exists(image):
+            image = os.path.join(base, image)
+        out.append((entry["image"], image, box))
+    return out
+
+
+def collect_queries(args) -> list:
+    """[(label, image path, box or None)] from the positional queries, --box and --queries."""
+    queries = list(args.queries)
+    boxes = args.box or []
+    if boxes and not queries:
+        raise InvalidArgumentError("--box needs a QUERY image (for --queries put boxes in the file)")
+    if len(boxes) > 1 and len(boxes) != len(queries):
+        raise InvalidArgumentError(
+            f"--box given {len(boxes)} times for {len(queries)} queries: give it once (for all) "
+            f"or once per query")
+    if len(boxes) <= 1:
+        boxes = (boxes or [None]) * len(queries)
+    out = [(q, q, b) for q, b in zip(queries, boxes)]
+    if args.queries_file:
+        out += read_queries_file(args.queries_file)
+    if not out:
+        raise InvalidArgumentError("no query: give QUERY image(s) or --queries FILE")
+    return out
+
+
+def hit_json(hit) -> dict:
+    return {"rank": hit.rank, "image": hit.image, "score": round(hit.score, 6),
+            "box": list(hit.box), "cell": list(hit.cell), "level": hit.level}
+
+
+def run(args) -> int:
+    import json
+
+    from pypatch.image_index import ImageIndex
+
+    if args.k < 1:
+        raise InvalidArgumentError(f"--k: expected a positive integer, got {args.k}")
+    queries = collect_queries(args)
+    index = ImageIndex.load(args.index, mmap=True, model=args.model, num_threads=args.threads)
+    results = index.search_many([q[1] for q in queries], [q[2] for q in queries], k=args.k)
+    for (label, _, box), hits in zip(queries, results):
+        if args.json:
+            print(json.dumps({"query": label, "hits": [hit_json(h) for h in hits]}), flush=True)
+        else:
+            print_table(label, box, hits)
+    return 0
+
+
+def print_table(label, box, hits) -> None:
+    suffix = f" box={box}" if box is not None else ""
+    print(f"query {label}{suffix}")
+    if not hits:
+        print("  (no results)")
+    for h in hits:
+        print(f"  {h.rank:>3}  {h.score:8.4f}  L{h.level}  [{h.box[0]:>5},{h.box[1]:>5},"
+              f"{h.box[2]:>5},{h.box[3]:>5}]  {h.image}")
+    print()

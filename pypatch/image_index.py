@@ -1,0 +1,624 @@
+"""The image-level index: photos in, ranked images with the winning patch's box out.
+
+``ImageIndex`` puts the pieces together: an :class:`~pypatch.Embedder` turns every database
+image into one descriptor per grid cell (the Patchify pyramid by default), the native
+:class:`~pypatch.PatchIndex` stores them (PQ codes or flat float32/float16) and scores each
+image by the MAX over its patches, and this class keeps what maps the core's image numbers
+back to the user's world: ids, paths, image sizes, the grid, the model identity.
+
+Everything is saved as ONE file: the native index file, with this class's state in its JSON
+``metadata`` (see :data:`META_FORMAT`). Boxes are not stored: the grid is a pure function of
+(image size, grid settings, patch ordinal), so boxes are recomputed for the returned hits only.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Optional, Sequence
+
+import numpy as np
+
+from pypatch.errors import (
+    PypatchError,
+    IndexFormatError,
+    InvalidArgumentError,
+    ModelMismatchError,
+    NotTrainedError,
+)
+from pypatch.results import SearchHit
+from pypatch.sources import SourceItem, iter_source
+
+log = logging.getLogger("pypatch")
+
+META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
+META_FORMAT = 1
+STORES = ("pq", "flat", "flat16")
+MODES = ("crop", "single_pass")
+TRAIN_ON = ("patches", "global")
+# Identity of a model: two cards equal on these keys produce the same descriptors.
+_CARD_IDENTITY = ("name", "source", "weights_sha256", "dim", "input_size", "pooling", "gem_p",
+                  "mean", "std", "interpolation", "l2_normalized")
+_CHUNK_IMAGES = 64  # images embedded before each add() to the native index
+_TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
+
+
+class ImageIndex:
+    """Patch-wise image index (Patchify): build, add, remove, save/load, search.
+
+    Create one with :meth:`build` or :meth:`load`. ``len(index)`` is the number of live
+    (not removed) images. ``index.skipped`` lists the ``(source, reason)`` pairs of images
+    the last :meth:`build` / :meth:`add` could not use.
+    """
+
+    def __init__(self, patch_index, meta: dict, *, model=None, embedder=None,
+                 num_threads: Optional[int] = None):
+        self._index = patch_index
+        self._meta = meta
+        self._ids: list = list(meta["ids"])
+        self._paths: list = list(meta["paths"])
+        self._sizes: list = [tuple(s) for s in meta["sizes"]]
+        self._row = {image_id: i for i, image_id in enumerate(self._ids)}
+        self._removed: set = set(meta.get("removed", []))
+        for i in self._removed:
+            self._row.pop(self._ids[i], None)
+        self._grid = _grid_from_dict(meta["regions"]["grid"])
+        self._grid_cache: dict = {}
+        self._model_override = model
+        self._embedder = embedder
+        self._num_threads = num_threads
+        self.skipped: list = []
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, source, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
+              pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
+              train_size: int = 65536, num_threads: Optional[int] = None,
+              progress: bool = True, embedder=None, seed: int = 0) -> "ImageIndex":
+        """Embed every image of ``source`` and index its patches.
+
+        Parameters
+        ----------
+        source : folder, image file, list of paths, or iterable of ``(id, image)``
+            (see :mod:`pypatch.sources`).
+        model : ``.onnx`` path or registered model name (None = the offline default).
+        regions : region strategy (``"L0"``..``"L3"``, ``"rmac"``, ...) or a ``PatchGrid``.
+        store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
+            ``"flat16"`` (float16).
+        mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
+            every cell from one feature map per image (much faster).
+        train_on : PQ codebooks trained on a sample of all patch descriptors (``"patches"``)
+            or on whole-image (level-0) descriptors only (``"global"``).
+        train_size : at most this many training vectors (sampled with ``seed``).
+        """
+        _check_choice("store", store, STORES)
+        _check_choice("mode", mode, MODES)
+        _check_choice("train_on", train_on, TRAIN_ON)
+        grid, regions_spec = _make_grid(regions)
+        if embedder is None:
+            embedder = _new_embedder(model, num_threads)
+        model_info = _model_info(embedder, model)
+        dim = int(embedder.model_card["dim"])
+        store_info = {"kind": store}
+        if store == "pq":
+            _check_pq(dim, pq_m, pq_nbits, train_size)
+            store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
+                              train_size=int(train_size), seed=int(seed))
+        meta = {
+            "format": META_FORMAT, "ids": [], "paths": [], "sizes": [], "removed": [],
+            "regions": {"spec": regions_spec, "grid": _grid_to_dict(grid)},
+            "mode": mode, "store": store_info, "model": model_info, "dim": dim,
+        }
+        self = cls(_new_patch_index(dim, store_info), meta, model=model, embedder=embedder,
+                   num_threads=num_threads)
+        self._grid = grid
+        self._ingest(source, progress=progress, training=(store == "pq"))
+        if len(self._ids) == 0:
+            detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+            raise InvalidArgumentError(
+                f"source: no usable image; {len(self.skipped)} skipped{detail}")
+        return self
+
+    def add(self, source, progress: bool = True) -> list:
+        """Embed and append the images of ``source`` (after build/training); returns their ids.
+
+        Ids already in the index are skipped (reported in ``index.skipped``)."""
+        self._ensure_trained()
+        before = len(self._ids)
+        self._ingest(source, progress=progress, training=False)
+        return [i for i in self._ids[before:]]
+
+    def _ingest(self, source, *, progress: bool, training: bool) -> None:
+        """Embed ``source`` chunk by chunk into the native index.
+
+        With ``training`` the first images are buffered until enough training vectors exist
+        (or the buffer cap / end of source), the PQ codebooks are trained on a seeded sample
+        of them, then everything streams."""
+        self.skipped = []
+        embedder = self._get_embedder()
+        pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
+        pending_bytes = 0
+        train_count = 0
+        seen_ids = set()
+        items = _items_with_total(source)
+        bar = _progress(items[1], progress, desc="indexing")
+        try:
+            for item in items[0]:
+                bar.update(1)
+                if item.id in self._row or item.id in seen_ids:
+                    self.skipped.append((_describe(item), f"duplicate image id {item.id!r}"))
+                    continue
+                try:
+                    vectors, size = self._embed_item(embedder, item)
+                except (PypatchError, OSError, ValueError, TypeError) as exc:
+                    self.skipped.append((_describe(item), str(exc)))
+                    continue
+                seen_ids.add(item.id)
+                pending.append((item, vectors, size))
+                pending_bytes += vectors.nbytes
+                if training:
+                    train_count += self._train_vectors_count(vectors, size)
+                    if (train_count >= self._meta["store"]["train_size"]
+                            or pending_bytes >= _TRAIN_BUFFER_BYTES):
+                        self._train(pending)
+                        training = False
+                if not training and len(pending) >= _CHUNK_IMAGES:
+                    self._append(pending)
+                    pending = []
+                    pending_bytes = 0
+            if training and pending:
+                self._train(pending)
+            if pending:
+                self._append(pending)
+        finally:
+            bar.close()
+        if self.skipped:
+            log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
+                        *self.skipped[0])
+
+    def _embed_item(self, embedder, item: SourceItem):
+        from pypatch.imageio import load_image
+
+        image = load_image(item.image)
+        size = (int(image.size[0]), int(image.size[1]))
+        vectors, boxes = embedder.embed_patches(image, regions=self._grid,
+                                                mode=self._meta["mode"])
+        expected = self._cells(size)[0]
+        if boxes.shape != expected.shape or not np.array_equal(boxes, expected):
+            # Boxes are recomputed from the grid at search time: they must be the same.
+            raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
+        return np.ascontiguousarray(vectors, dtype=np.float32), size
+
+    def _train_vectors_count(self, vectors, size) -> int:
+        if self._meta["store"]["train_on"] == "global":
+            return int(np.count_nonzero(self._cells(size)[1] == 0))
+        return len(vectors)
+
+    def _train(self, pending: list) -> None:
+        store = self._meta["store"]
+        if store["train_on"] == "global":
+            parts = [v[self._cells(size)[1] == 0] for _, v, size in pending]
+        else:
+            parts = [v for _, v, _ in pending]
+        x = np.concatenate(parts) if parts else np.zeros((0, self._meta["dim"]), np.float32)
+        ksub = 1 << store["nbits"]
+        if len(x) < ksub:
+            raise InvalidArgumentError(
+                f"PQ with nbits={store['nbits']} needs at least {ksub} training vectors "
+                f"(train_on={store['train_on']!r}); the source gave {len(x)}: add images, "
+                f"use more regions, or store='flat'")
+        if len(x) > store["train_size"]:
+            rng = np.random.default_rng(store["seed"])
+            x = x[np.sort(rng.choice(len(x), store["train_size"], replace=False))]
+        self._index.train(np.ascontiguousarray(x))
+        store["trained_on_vectors"] = int(len(x))
+
+    def _append(self, pending: list) -> None:
+        counts = [len(v) for _, v, _ in pending]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        vectors = np.ascontiguousarray(np.concatenate([v for _, v, _ in pending]))
+        self._index.add(vectors, image_offsets=offsets)
+        for item, _, size in pending:
+            self._row[item.id] = len(self._ids)
+            self._ids.append(item.id)
+            self._paths.append(item.path)
+            self._sizes.append(size)
+
+    # ------------------------------------------------------------------ removal
+    def remove(self, ids) -> int:
+        """Tombstone images by id (excluded from search at once; space is reclaimed by
+        :meth:`compact` or :meth:`save`). Returns how many were removed."""
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        ids = [str(i) for i in ids]
+        unknown = [i for i in ids if i not in self._row]
+        if unknown:
+            raise InvalidArgumentError(
+                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        rows = sorted({self._row[i] for i in ids})
+        self._index.remove(np.asarray(rows, dtype=np.int64))
+        for r in rows:
+            self._removed.add(r)
+            del self._row[self._ids[r]]
+        return len(rows)
+
+    def compact(self) -> None:
+        """Drop tombstoned images from the native store and renumber the rest."""
+        if not self._removed:
+            return
+        mapping = np.asarray(self._index.compact())
+        keep = np.flatnonzero(mapping >= 0)
+        order = keep[np.argsort(mapping[keep], kind="stable")]
+        self._ids = [self._ids[i] for i in order]
+        self._paths = [self._paths[i] for i in order]
+        self._sizes = [self._sizes[i] for i in order]
+        self._row = {image_id: i for i, image_id in enumerate(self._ids)}
+        self._removed = set()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the index as one file (atomic). Tombstoned images are compacted away."""
+        self.compact()
+        from pypatch import __version__
+
+        meta = dict(self._meta)
+        meta.update(ids=self._ids, paths=self._paths, sizes=[list(s) for s in self._sizes],
+                    removed=[], pypatch_version=__version__)
+        self._index.metadata = {META_KEY: meta}
+        self._index.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path, mmap: bool = True, model=None,
+             num_threads: Optional[int] = None) -> "ImageIndex":
+        """Open an index written by :meth:`save`.
+
+        ``model`` overrides where the model is found (a path or name); by default the
+        recorded model is used. The model is only loaded on the first image query."""
+        from pypatch.index import PatchIndex
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"index file not found: {path!r}")
+        if os.path.isdir(path):
+            raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
+        patch_index = PatchIndex.load(path, mmap=mmap)
+        metadata = getattr(patch_index, "metadata", None) or {}
+        meta = metadata.get(META_KEY) if isinstance(metadata, dict) else None
+        if not isinstance(meta, dict):
+            raise IndexFormatError(
+                f"{path!r} is a vector-level PatchIndex without image metadata; open it with "
+                f"pypatch.PatchIndex.load")
+        _check_meta(meta, len(patch_index), path)
+        return cls(patch_index, meta, model=model, num_threads=num_threads)
+
+    # ------------------------------------------------------------------ search
+    def search(self, query, box=None, k: int = 10,
+               num_threads: Optional[int] = None) -> list:
+        """Rank database images for one query (path, PIL image or array).
+
+        The query is one global descriptor of the image, or of ``box`` = ``[x0, y0, x1, y1]``
+        when given. Returns up to ``k`` :class:`SearchHit` s, best first."""
+        return self.search_many([query], None if box is None else [box], k=k,
+                                num_threads=num_threads)[0]
+
+    def search_many(self, queries: Sequence, boxes: Optional[Sequence] = None, k: int = 10,
+                    num_threads: Optional[int] = None) -> list:
+        """Batch form of :meth:`search`: one list of hits per query."""
+        queries = list(queries)
+        if boxes is None:
+            boxes = [None] * len(queries)
+        boxes = list(boxes)
+        if len(boxes) != len(queries):
+            raise InvalidArgumentError(
+                f"boxes: expected one box (or None) per query ({len(queries)}), got {len(boxes)}")
+        embedder = self._get_embedder()
+        if not queries:
+            return []
+        q = np.stack([embedder.embed_query(img, box=b) for img, b in zip(queries, boxes)])
+        return self.search_vectors(q, k=k, num_threads=num_threads)
+
+    def search_vectors(self, descriptors, k: int = 10,
+                       num_threads: Optional[int] = None) -> list:
+        """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
+        (L2-normalised, from the index's model). Returns one list of hits per query."""
+        _check_k(k)
+        q = np.asarray(descriptors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        if q.ndim != 2 or q.shape[1] != self._meta["dim"]:
+            raise InvalidArgumentError(
+                f"descriptors: expected shape (nq, {self._meta['dim']}), got {q.shape}")
+        n_live = len(self)
+        if n_live == 0:
+            return [[] for _ in range(len(q))]
+        kk = min(k, n_live)
+        threads = num_threads if num_threads is not None else self._num_threads
+        scores, images, patches = self._index.search(
+            np.ascontiguousarray(q), k=kk, num_threads=threads)
+        return [self._hits(s, im, p) for s, im, p in zip(scores, images, patches)]
+
+    def _hits(self, scores, images, patches) -> list:
+        hits = []
+        for score, row, patch in zip(scores, images, patches):
+            row, patch = int(row), int(patch)
+            if row < 0 or row in self._removed:
+                continue
+            boxes, levels = self._cells(self._sizes[row])
+            cell = tuple(int(v) for v in boxes[patch])
+            hits.append(SearchHit(rank=len(hits) + 1, image=self._ids[row],
+                                  path=self._paths[row], score=float(score), box=cell,
+                                  cell=cell, level=int(levels[patch]), patch=patch))
+        return hits
+
+    # ------------------------------------------------------------------ introspection
+    def __len__(self) -> int:
+        return len(self._ids) - len(self._removed)
+
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._row
+
+    def __repr__(self) -> str:
+        store = self._meta["store"]
+        kind = f"pq{store['m']}x{store['nbits']}" if store["kind"] == "pq" else store["kind"]
+        return (f"ImageIndex(images={len(self)}, regions={self._meta['regions']['spec']!r}, "
+                f"store={kind!r}, model={self._meta['model'].get('name')!r})")
+
+    @property
+    def ids(self) -> list:
+        """Ids of the live images, in index order."""
+        return [i for r, i in enumerate(self._ids) if r not in self._removed]
+
+    @property
+    def patch_index(self):
+        """The underlying native :class:`~pypatch.PatchIndex` (advanced use)."""
+        return self._index
+
+    def image_info(self, image_id) -> dict:
+        """Path, size and cells of one indexed image."""
+        row = self._row.get(str(image_id))
+        if row is None:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the index")
+        boxes, levels = self._cells(self._sizes[row])
+        return {"id": self._ids[row], "path": self._paths[row], "size": list(self._sizes[row]),
+                "cells": boxes.tolist(), "levels": levels.tolist()}
+
+    def info(self) -> dict:
+        """Counts, bytes per image, model, regions and store settings."""
+        from pypatch import __version__
+
+        n_live = len(self)
+        num_patches = int(self._index.num_patches)
+        live_patches = num_patches
+        if self._removed:
+            live_patches -= sum(len(self._cells(self._sizes[r])[0]) for r in self._removed)
+        store = dict(self._meta["store"])
+        per_patch = _bytes_per_patch(store, self._meta["dim"])
+        model = self._meta["model"]
+        try:
+            memory = {k: int(v) for k, v in dict(self._index.memory_usage()).items()}
+        except Exception:  # memory_usage is informative only
+            memory = {}
+        return {
+            "images": n_live,
+            "removed": len(self._removed),
+            "patches": live_patches,
+            "patches_per_image": round(live_patches / n_live, 3) if n_live else 0.0,
+            "bytes_per_patch": per_patch,
+            # codes plus the 8-byte CSR offset of each image
+            "bytes_per_image": round(live_patches * per_patch / n_live + 8, 1) if n_live else 0.0,
+            "dim": self._meta["dim"],
+            "regions": self._meta["regions"]["spec"],
+            "mode": self._meta["mode"],
+            "store": store,
+            "model": {"name": model.get("name"), "path": model.get("path"),
+                      "sha256": model.get("sha256")},
+            "memory_bytes": memory,
+            "pypatch_version": self._meta.get("pypatch_version", __version__),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _cells(self, size):
+        """(boxes (P, 4) int32, levels (P,) uint8) of an image of ``size`` = (w, h)."""
+        cached = self._grid_cache.get(size)
+        if cached is None:
+            w, h = size
+            cached = (np.asarray(self._grid.boxes(w, h), dtype=np.int32),
+                      np.asarray(self._grid.levels_of(w, h)))
+            if len(self._grid_cache) > 4096:
+                self._grid_cache.clear()
+            self._grid_cache[size] = cached
+        return cached
+
+    def _ensure_trained(self) -> None:
+        if self._meta["store"]["kind"] == "pq" and len(self._ids) == 0:
+            raise NotTrainedError("the index has no trained codebooks yet: use ImageIndex.build")
+
+    def _get_embedder(self):
+        if self._embedder is None:
+            spec = self._model_override
+            recorded = self._meta["model"]
+            if spec is None:
+                spec = _recorded_model_location(recorded)
+            self._embedder = _new_embedder(spec, self._num_threads)
+        check_model(self._meta["model"], self._embedder)
+        return self._embedder
+
+    def set_embedder(self, embedder) -> None:
+        """Use an already constructed :class:`~pypatch.Embedder` (checked against the index)."""
+        check_model(self._meta["model"], embedder)
+        self._embedder = embedder
+
+
+# ---------------------------------------------------------------------- module helpers
+def check_model(recorded: dict, embedder) -> None:
+    """Raise ModelMismatchError unless ``embedder`` runs the model the index was built with.
+
+    Cards must agree on the identity keys (name, weights sha256, input size, pooling, ...).
+    When the file's own sha256 differs but the card matches (the same weights re-exported),
+    a warning is issued: features may differ at float precision."""
+    card = dict(embedder.model_card)
+    ref = recorded.get("card", {})
+    for key in _CARD_IDENTITY:
+        if _norm(card.get(key)) != _norm(ref.get(key)):
+            raise ModelMismatchError(
+                f"the index was built with model {ref.get('name')!r} "
+                f"({key}={ref.get(key)!r}) but the embedder runs {card.get('name')!r} "
+                f"({key}={card.get(key)!r}); search with the index's model")
+    path = _embedder_model_path(embedder)
+    if path is not None and recorded.get("sha256"):
+        sha = _file_sha256(path)
+        if sha != recorded["sha256"]:
+            warnings.warn(
+                f"model file {path} (sha256 {sha[:12]}) is not the file the index was built "
+                f"with (sha256 {recorded['sha256'][:12]}), although the model cards match",
+                stacklevel=3)
+
+
+def _norm(value):
+    if isinstance(value, (list, tuple)):
+        return [_norm(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _model_info(embedder, model) -> dict:
+    card = dict(embedder.model_card)
+    path = _embedder_model_path(embedder)
+    if path is None and model is not None and os.path.isfile(os.fspath(model)):
+        path = os.path.abspath(os.fspath(model))
+    spec = None if model is None else os.fspath(model)
+    return {"name": card.get("name"), "spec": spec,
+            "path": None if path is None else str(path),
+            "sha256": None if path is None else _file_sha256(path), "card": card}
+
+
+def _recorded_model_location(recorded: dict):
+    """Where to find the index's model again: the recorded file if it still exists,
+    else the name it was given (resolved through the model registry/cache)."""
+    path = recorded.get("path")
+    if path and os.path.isfile(path):
+        return path
+    spec = recorded.get("spec")
+    if spec and not spec.endswith(".onnx"):
+        return spec
+    if spec is None:
+        return None  # the offline default
+    return recorded.get("name") or spec
+
+
+def _embedder_model_path(embedder):
+    for attr in ("model_path", "path"):
+        value = getattr(embedder, attr, None)
+        if isinstance(value, (str, os.PathLike)) and os.path.isfile(os.fspath(value)):
+            return os.path.abspath(os.fspath(value))
+    return None
+
+
+def _file_sha256(path) -> str:
+    from pypatch.models import file_sha256
+
+    return file_sha256(path)
+
+
+def _new_embedder(model, num_threads):
+    from pypatch.embedder import Embedder
+
+    return Embedder(model=model, num_threads=num_threads)
+
+
+def _new_patch_index(dim: int, store: dict):
+    from pypatch.index import PatchIndex
+
+    if store["kind"] == "pq":
+        from pypatch.pq import ProductQuantizer
+
+        return PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]))
+    dtype = "float16" if store["kind"] == "flat16" else "float32"
+    return PatchIndex(dim, pq=None, flat_dtype=dtype)
+
+
+def _make_grid(regions):
+    """(PatchGrid, spec string) from a regions argument ("L3", "rmac", ... or a PatchGrid)."""
+    from pypatch.grid import parse_regions
+
+    grid = parse_regions(regions)
+    if grid.kind == "custom":
+        # Boxes are recomputed from (image size, grid) at search time; fixed pixel boxes
+        # cannot follow images of different sizes.
+        raise InvalidArgumentError("regions: custom boxes are not supported by ImageIndex")
+    return grid, regions if isinstance(regions, str) else repr(grid)
+
+
+def _grid_to_dict(grid) -> dict:
+    return grid.to_dict()
+
+
+def _grid_from_dict(d: dict):
+    from pypatch.grid import PatchGrid
+
+    return PatchGrid.from_dict(d)
+
+
+def _bytes_per_patch(store: dict, dim: int) -> float:
+    if store["kind"] == "pq":
+        return store["m"] * store["nbits"] / 8
+    return dim * (2 if store["kind"] == "flat16" else 4)
+
+
+def _check_choice(name, value, choices) -> None:
+    if value not in choices:
+        raise InvalidArgumentError(f"{name}: expected one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_k(k) -> None:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
+
+
+def _check_pq(dim, m, nbits, train_size) -> None:
+    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or dim % m:
+        raise InvalidArgumentError(
+            f"pq_m: expected a divisor of the model's dimension {dim}, got {m!r}")
+    if nbits not in (4, 8):
+        raise InvalidArgumentError(f"pq_nbits: expected 4 or 8, got {nbits!r}")
+    if not isinstance(train_size, (int, np.integer)) or train_size < (1 << nbits):
+        raise InvalidArgumentError(
+            f"train_size: expected an integer >= {1 << nbits}, got {train_size!r}")
+
+
+def _check_meta(meta: dict, n_native: int, path) -> None:
+    keys = ("format", "ids", "paths", "sizes", "regions", "mode", "store", "model", "dim")
+    missing = [k for k in keys if k not in meta]
+    if missing:
+        raise IndexFormatError(f"{path!r}: image metadata lacks {', '.join(missing)}")
+    if meta["format"] > META_FORMAT:
+        from pypatch.errors import IndexVersionError
+
+        raise IndexVersionError(
+            f"{path!r}: image metadata format {meta['format']} is newer than this pypatch "
+            f"(supports {META_FORMAT}); upgrade pypatch")
+    if not (len(meta["ids"]) == len(meta["paths"]) == len(meta["sizes"]) == n_native):
+        raise IndexFormatError(
+            f"{path!r}: image metadata lists {len(meta['ids'])} images but the index holds "
+            f"{n_native}")
+
+
+def _items_with_total(source):
+    """(iterator of SourceItem, total or None); paths and lists are listed up front."""
+    if isinstance(source, (str, os.PathLike, list, tuple)):
+        items = list(iter_source(source))
+        return iter(items), len(items)
+    return iter_source(source), None
+
+
+def _describe(item: SourceItem) -> str:
+    return item.path if item.path is not None else item.id
+
+
+def _progress(total, enabled: bool, desc: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not (enabled and sys.stderr.isatty()))

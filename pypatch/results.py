@@ -1,0 +1,38 @@
+"""Search results of the image-level index.
+
+A hit names the database image, its score (inner product of the query descriptor with the
+winning patch) and where in the image the match is: ``cell`` is the winning grid cell and
+``box`` the best box pypatch has for the hit (equal to ``cell`` until box refinement exists).
+Boxes are ``[x0, y0, x1, y1]`` in original pixels with exclusive ``x1``/``y1`` (PIL crop
+convention), recomputed from (image size, grid, patch ordinal): they are never stored.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One ranked answer of :meth:`pypatch.ImageIndex.search`."""
+
+    rank: int  # 1-based position in the ranking
+    image: str  # the database image's id
+    path: Optional[str]  # where the image was read from (None for in-memory images)
+    score: float
+    box: tuple  # best box [x0, y0, x1, y1]
+    cell: tuple  # winning grid cell [x0, y0, x1, y1]
+    level: int  # pyramid level of the winning cell (0 = whole image)
+    patch: int  # ordinal of the winning patch inside its image
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (boxes as lists)."""
+        d = asdict(self)
+        d["box"] = list(self.box)
+        d["cell"] = list(self.cell)
+        return d
+
+    def to_xywh(self) -> tuple:
+        """``box`` as ``(x, y, w, h)`` (ILIAS's ``_bbox.txt`` convention)."""
+        x0, y0, x1, y1 = self.box
+        return (x0, y0, x1 - x0, y1 - y0)
