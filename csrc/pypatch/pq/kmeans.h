@@ -1,0 +1,29 @@
+// Seeded k-means with k-means++ initialisation, for one PQ sub-space.
+// Deterministic for a seed whatever the thread count: assignments are per point (any thread),
+// and every reduction runs sequentially in point order.
+#pragma once
+#include <cstdint>     // int64_t
+#include <functional>  // interrupt callback
+
+namespace pypatch {
+
+/// SplitMix64: tiny, portable, seedable generator (same stream on every platform).
+struct SplitMix64 {
+  uint64_t state;
+  explicit SplitMix64(uint64_t seed) : state(seed) {}
+  uint64_t next() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  /// Uniform in [0, 1).
+  double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
+};
+
+/// x: n rows of dsub floats with row stride ldx (n >= k); centroids: (k, dsub) out.
+/// Returns the final mean squared quantisation error per point.
+double kmeans(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters, uint64_t seed,
+              int num_threads, float* centroids, const std::function<void()>& interrupt = {});
+
+}  // namespace pypatch

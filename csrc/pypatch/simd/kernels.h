@@ -1,0 +1,54 @@
+// The table of compute kernels, one implementation per SIMD level (kernels_<isa>.cpp).
+//
+// Names: m sub-quantizers, ksub = 2**nbits centroids each, dsub = dim / m.
+// Shapes are documented per kernel; every array is C-contiguous. Semantics shared by all levels:
+//  * sums over t run in ascending t with separate multiply and add in lut_ip and assign_l2 (the
+//    library is built with -ffp-contract=off), so those two are bit-exact across levels for any
+//    input; the scan/dot kernels may reassociate, so they are bit-exact across levels whenever
+//    every partial sum is exactly representable (e.g. small integer-valued inputs).
+//  * segmax: image i owns patches [offsets[i], offsets[i+1]); best[i] is the max score of its
+//    patches and arg[i] the lowest patch ordinal (0-based within the image) reaching it;
+//    an empty image gets best = -inf, arg = -1.
+#pragma once
+#include <cstdint>  // fixed-width ints
+
+#include "pypatch/simd/simd_level.h"  // SimdLevel
+
+namespace pypatch {
+
+struct KernelTable {
+  SimdLevel level;
+  /// q: (m*dsub) f32; ct: (m, dsub, ksub) f32 (centroids transposed per sub-space);
+  /// lut: (m, ksub) f32 out, lut[j][c] = sum_t q[j*dsub+t] * C[j][c][t].
+  void (*lut_ip)(const float* q, const float* ct, int m, int ksub, int dsub, float* lut);
+  /// x: n rows of dsub f32 with row stride ldx; ct: (dsub, k) f32.
+  /// out[i] = argmin_c sum_t (x[i][t] - ct[t][c])^2 (lowest c on ties); dist[i] = that minimum.
+  void (*assign_l2)(int64_t n, const float* x, int64_t ldx, int dsub, const float* ct, int k,
+                    int32_t* out, float* dist);
+  /// codes: (n_patches, m) u8 row-major, indexed by absolute patch number; lut: (m, ksub) f32.
+  /// Per-image max/argmax of score(p) = sum_j lut[j][codes[p][j]].
+  void (*adc_segmax)(int64_t n_images, const int64_t* offsets, const uint8_t* codes, int m,
+                     int ksub, const float* lut, float* best, int32_t* arg);
+  /// x: (n_patches, dim) f32; per-image max/argmax of <q, x[p]>.
+  void (*flat_segmax_f32)(int64_t n_images, const int64_t* offsets, const float* x, int dim,
+                          const float* q, float* best, int32_t* arg);
+  /// x: (n_patches, dim) IEEE binary16 bits; per-image max/argmax of <q, float(x[p])>.
+  void (*flat_segmax_f16)(int64_t n_images, const int64_t* offsets, const uint16_t* x, int dim,
+                          const float* q, float* best, int32_t* arg);
+};
+
+/// Kernels of the selected level (see simd_level.h).
+const KernelTable& kernels();
+/// Kernels of one level; throws InvalidArgument if not compiled or not supported here.
+const KernelTable& kernels_for(SimdLevel level);
+
+// Per-ISA tables (defined in kernels_<isa>.cpp; only those compiled exist).
+const KernelTable& kernel_table_scalar();
+const KernelTable& kernel_table_avx2();
+const KernelTable& kernel_table_avx512();
+
+/// IEEE binary16 <-> binary32 in portable C++ (round to nearest even on the way down).
+float half_to_float(uint16_t h);
+uint16_t float_to_half(float f);
+
+}  // namespace pypatch

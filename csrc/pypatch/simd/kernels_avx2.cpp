@@ -1,0 +1,153 @@
+// AVX2 + FMA + F16C kernels (compiled with -mavx2 -mfma -mf16c; only called after detection).
+#include <immintrin.h>  // AVX2 intrinsics
+
+#include <cmath>  // INFINITY
+
+#include "pypatch/simd/kernels.h"
+#include "pypatch/simd/segmax.h"
+
+namespace pypatch {
+namespace {
+
+inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+// Vectorised across centroids: lane c accumulates over t in ascending order, like the scalar.
+void lut_ip_avx2(const float* q, const float* ct, int m, int ksub, int dsub, float* lut) {
+  for (int j = 0; j < m; ++j) {
+    float* out = lut + static_cast<int64_t>(j) * ksub;
+    int c = 0;
+    for (; c + 8 <= ksub; c += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int t = 0; t < dsub; ++t) {
+        const float* row = ct + (static_cast<int64_t>(j) * dsub + t) * ksub;
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(q[j * dsub + t]), _mm256_loadu_ps(row + c)));
+      }
+      _mm256_storeu_ps(out + c, acc);
+    }
+    for (; c < ksub; ++c) {
+      float s = 0.f;
+      for (int t = 0; t < dsub; ++t) s = s + q[j * dsub + t] * ct[(static_cast<int64_t>(j) * dsub + t) * ksub + c];
+      out[c] = s;
+    }
+  }
+}
+
+void assign_l2_avx2(int64_t n, const float* x, int64_t ldx, int dsub, const float* ct, int k,
+                    int32_t* out, float* dist) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * ldx;
+    __m256 bestv = _mm256_set1_ps(INFINITY);
+    __m256i besti = _mm256_set1_epi32(0);
+    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int c = 0;
+    for (; c + 8 <= k; c += 8) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int t = 0; t < dsub; ++t) {
+        const __m256 d = _mm256_sub_ps(_mm256_set1_ps(xi[t]), _mm256_loadu_ps(ct + static_cast<int64_t>(t) * k + c));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(d, d));
+      }
+      const __m256 lt = _mm256_cmp_ps(acc, bestv, _CMP_LT_OQ);  // strict: keeps the lower index
+      bestv = _mm256_blendv_ps(bestv, acc, lt);
+      besti = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(besti), _mm256_castsi256_ps(idx), lt));
+      idx = _mm256_add_epi32(idx, _mm256_set1_epi32(8));
+    }
+    alignas(32) float bv[8];
+    alignas(32) int32_t bi[8];
+    _mm256_store_ps(bv, bestv);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(bi), besti);
+    float bd = INFINITY;
+    int32_t b = 0;
+    for (int l = 0; l < 8; ++l)
+      if (bv[l] < bd || (bv[l] == bd && bi[l] < b)) { bd = bv[l]; b = bi[l]; }
+    for (; c < k; ++c) {
+      float s = 0.f;
+      for (int t = 0; t < dsub; ++t) {
+        const float d = xi[t] - ct[static_cast<int64_t>(t) * k + c];
+        s = s + d * d;
+      }
+      if (s < bd) { bd = s; b = c; }
+    }
+    out[i] = b;
+    if (dist) dist[i] = bd;
+  }
+}
+
+// Gathers 8 sub-quantizers of one code at a time (faiss's approach for row-major codes).
+struct AdcAvx2 {
+  const uint8_t* codes; int m; int ksub; const float* lut;
+  float operator()(int64_t p) const {
+    const uint8_t* c = codes + p * m;
+    __m256 acc = _mm256_setzero_ps();
+    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(ksub));
+    const __m256i step = _mm256_set1_epi32(8 * ksub);
+    int j = 0;
+    for (; j + 8 <= m; j += 8) {
+      const __m256i cj = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j)));
+      acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut, _mm256_add_epi32(cj, base), 4));
+      base = _mm256_add_epi32(base, step);
+    }
+    float s = hsum8(acc);
+    for (; j < m; ++j) s += lut[j * ksub + c[j]];
+    return s;
+  }
+};
+
+struct DotF32Avx2 {
+  const float* x; int dim; const float* q;
+  float operator()(int64_t p) const {
+    const float* v = x + p * dim;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 16 <= dim; t += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), _mm256_loadu_ps(v + t), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t + 8), _mm256_loadu_ps(v + t + 8), a1);
+    }
+    for (; t + 8 <= dim; t += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), _mm256_loadu_ps(v + t), a0);
+    float s = hsum8(_mm256_add_ps(a0, a1));
+    for (; t < dim; ++t) s += q[t] * v[t];
+    return s;
+  }
+};
+
+struct DotF16Avx2 {
+  const uint16_t* x; int dim; const float* q;
+  float operator()(int64_t p) const {
+    const uint16_t* v = x + p * dim;
+    __m256 a0 = _mm256_setzero_ps();
+    int t = 0;
+    for (; t + 8 <= dim; t += 8) {
+      const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + t)));
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), xv, a0);
+    }
+    float s = hsum8(a0);
+    for (; t < dim; ++t) s += q[t] * half_to_float(v[t]);
+    return s;
+  }
+};
+
+void adc_segmax_avx2(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
+                     const float* lut, float* best, int32_t* arg) {
+  segmax(n, off, AdcAvx2{codes, m, ksub, lut}, best, arg);
+}
+void flat_f32_avx2(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
+                   float* best, int32_t* arg) {
+  segmax(n, off, DotF32Avx2{x, dim, q}, best, arg);
+}
+void flat_f16_avx2(int64_t n, const int64_t* off, const uint16_t* x, int dim, const float* q,
+                   float* best, int32_t* arg) {
+  segmax(n, off, DotF16Avx2{x, dim, q}, best, arg);
+}
+
+const KernelTable kTable{SimdLevel::AVX2, lut_ip_avx2,   assign_l2_avx2,
+                         adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2};
+
+}  // namespace
+
+const KernelTable& kernel_table_avx2() { return kTable; }
+
+}  // namespace pypatch

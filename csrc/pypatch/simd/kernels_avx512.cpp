@@ -1,0 +1,154 @@
+// AVX-512 F/BW/VL/DQ kernels (compiled with -mavx512f -mavx512bw -mavx512vl -mavx512dq plus
+// the AVX2 flags; only called after detection). 16 float lanes; tails go through 8-lane AVX2
+// code or scalar so the per-lane order matches kernels_scalar.cpp where kernels.h promises it.
+#include <immintrin.h>  // AVX-512 intrinsics
+
+#include <cmath>  // INFINITY
+
+#include "pypatch/simd/kernels.h"
+#include "pypatch/simd/segmax.h"
+
+namespace pypatch {
+namespace {
+
+void lut_ip_avx512(const float* q, const float* ct, int m, int ksub, int dsub, float* lut) {
+  for (int j = 0; j < m; ++j) {
+    float* out = lut + static_cast<int64_t>(j) * ksub;
+    const float* cj = ct + static_cast<int64_t>(j) * dsub * ksub;
+    int c = 0;
+    for (; c + 64 <= ksub; c += 64) {  // 4 accumulators hide add latency
+      __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+      for (int t = 0; t < dsub; ++t) {
+        const __m512 qv = _mm512_set1_ps(q[j * dsub + t]);
+        const float* row = cj + static_cast<int64_t>(t) * ksub + c;
+        a0 = _mm512_add_ps(a0, _mm512_mul_ps(qv, _mm512_loadu_ps(row)));
+        a1 = _mm512_add_ps(a1, _mm512_mul_ps(qv, _mm512_loadu_ps(row + 16)));
+        a2 = _mm512_add_ps(a2, _mm512_mul_ps(qv, _mm512_loadu_ps(row + 32)));
+        a3 = _mm512_add_ps(a3, _mm512_mul_ps(qv, _mm512_loadu_ps(row + 48)));
+      }
+      _mm512_storeu_ps(out + c, a0);
+      _mm512_storeu_ps(out + c + 16, a1);
+      _mm512_storeu_ps(out + c + 32, a2);
+      _mm512_storeu_ps(out + c + 48, a3);
+    }
+    for (; c < ksub; c += 16) {
+      const __mmask16 k = ksub - c >= 16 ? 0xffff : static_cast<__mmask16>((1u << (ksub - c)) - 1);
+      __m512 acc = _mm512_setzero_ps();
+      for (int t = 0; t < dsub; ++t)
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_set1_ps(q[j * dsub + t]),
+                                               _mm512_maskz_loadu_ps(k, cj + static_cast<int64_t>(t) * ksub + c)));
+      _mm512_mask_storeu_ps(out + c, k, acc);
+    }
+  }
+}
+
+void assign_l2_avx512(int64_t n, const float* x, int64_t ldx, int dsub, const float* ct, int k,
+                      int32_t* out, float* dist) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float* xi = x + i * ldx;
+    __m512 bestv = _mm512_set1_ps(INFINITY);
+    __m512i besti = _mm512_setzero_si512();
+    __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int c = 0; c < k; c += 16) {
+      const __mmask16 km = k - c >= 16 ? 0xffff : static_cast<__mmask16>((1u << (k - c)) - 1);
+      __m512 acc = _mm512_setzero_ps();
+      for (int t = 0; t < dsub; ++t) {
+        const __m512 d = _mm512_sub_ps(_mm512_set1_ps(xi[t]),
+                                       _mm512_maskz_loadu_ps(km, ct + static_cast<int64_t>(t) * k + c));
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(d, d));
+      }
+      const __mmask16 lt = _mm512_mask_cmp_ps_mask(km, acc, bestv, _CMP_LT_OQ);
+      bestv = _mm512_mask_mov_ps(bestv, lt, acc);
+      besti = _mm512_mask_mov_epi32(besti, lt, idx);
+      idx = _mm512_add_epi32(idx, _mm512_set1_epi32(16));
+    }
+    alignas(64) float bv[16];
+    alignas(64) int32_t bi[16];
+    _mm512_store_ps(bv, bestv);
+    _mm512_store_si512(bi, besti);
+    float bd = INFINITY;
+    int32_t b = 0;
+    for (int l = 0; l < 16; ++l)
+      if (bv[l] < bd || (bv[l] == bd && bi[l] < b)) { bd = bv[l]; b = bi[l]; }
+    out[i] = b;
+    if (dist) dist[i] = bd;
+  }
+}
+
+// Gathers 16 sub-quantizers of one code at a time; the tail uses a masked gather.
+struct AdcAvx512 {
+  const uint8_t* codes; int m; int ksub; const float* lut;
+  float operator()(int64_t p) const {
+    const uint8_t* c = codes + p * m;
+    __m512 acc = _mm512_setzero_ps();
+    __m512i base = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(ksub));
+    const __m512i step = _mm512_set1_epi32(16 * ksub);
+    int j = 0;
+    for (; j + 16 <= m; j += 16) {
+      const __m512i cj = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
+      acc = _mm512_add_ps(acc, _mm512_i32gather_ps(_mm512_add_epi32(cj, base), lut, 4));
+      base = _mm512_add_epi32(base, step);
+    }
+    if (j < m) {
+      const __mmask16 k = static_cast<__mmask16>((1u << (m - j)) - 1);
+      const __m512i cj = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, c + j));
+      acc = _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, _mm512_add_epi32(cj, base), lut, 4));
+    }
+    return _mm512_reduce_add_ps(acc);
+  }
+};
+
+struct DotF32Avx512 {
+  const float* x; int dim; const float* q;
+  float operator()(int64_t p) const {
+    const float* v = x + p * dim;
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
+    int t = 0;
+    for (; t + 32 <= dim; t += 32) {
+      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + t), _mm512_loadu_ps(v + t), a0);
+      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + t + 16), _mm512_loadu_ps(v + t + 16), a1);
+    }
+    for (; t < dim; t += 16) {
+      const __mmask16 k = dim - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (dim - t)) - 1);
+      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, q + t), _mm512_maskz_loadu_ps(k, v + t), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+  }
+};
+
+struct DotF16Avx512 {
+  const uint16_t* x; int dim; const float* q;
+  float operator()(int64_t p) const {
+    const uint16_t* v = x + p * dim;
+    __m512 a0 = _mm512_setzero_ps();
+    for (int t = 0; t < dim; t += 16) {
+      const __mmask16 k = dim - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (dim - t)) - 1);
+      const __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, v + t));
+      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, q + t), xv, a0);
+    }
+    return _mm512_reduce_add_ps(a0);
+  }
+};
+
+void adc_segmax_avx512(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
+                       const float* lut, float* best, int32_t* arg) {
+  segmax(n, off, AdcAvx512{codes, m, ksub, lut}, best, arg);
+}
+void flat_f32_avx512(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
+                     float* best, int32_t* arg) {
+  segmax(n, off, DotF32Avx512{x, dim, q}, best, arg);
+}
+void flat_f16_avx512(int64_t n, const int64_t* off, const uint16_t* x, int dim, const float* q,
+                     float* best, int32_t* arg) {
+  segmax(n, off, DotF16Avx512{x, dim, q}, best, arg);
+}
+
+const KernelTable kTable{SimdLevel::AVX512, lut_ip_avx512,   assign_l2_avx512,
+                         adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512};
+
+}  // namespace
+
+const KernelTable& kernel_table_avx512() { return kTable; }
+
+}  // namespace pypatch
