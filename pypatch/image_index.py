@@ -99,7 +99,7 @@ class ImageIndex:
         if embedder is None:
             embedder = _new_embedder(model, num_threads)
         model_info = _model_info(embedder, model)
-        dim = int(embedder.model_card["dim"])
+        dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
         if store == "pq":
             _check_pq(dim, pq_m, pq_nbits, train_size)
@@ -132,29 +132,37 @@ class ImageIndex:
     def _ingest(self, source, *, progress: bool, training: bool) -> None:
         """Embed ``source`` chunk by chunk into the native index.
 
-        With ``training`` the first images are buffered until enough training vectors exist
-        (or the buffer cap / end of source), the PQ codebooks are trained on a seeded sample
-        of them, then everything streams."""
+        Decoding overlaps inference (``Embedder.embed_many``). With ``training`` the first
+        images are buffered until enough training vectors exist (or the buffer cap / end of
+        source), the PQ codebooks are trained on a seeded sample of them, then all streams."""
         self.skipped = []
         embedder = self._get_embedder()
-        pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
-        pending_bytes = 0
-        train_count = 0
-        seen_ids = set()
-        items = _items_with_total(source)
-        bar = _progress(items[1], progress, desc="indexing")
-        try:
-            for item in items[0]:
-                bar.update(1)
+        fed: dict = {}  # position in the embedder's input -> SourceItem (filled by its thread)
+        seen_ids: set = set()
+
+        def images():
+            for item in iter_source(source):
                 if item.id in self._row or item.id in seen_ids:
                     self.skipped.append((_describe(item), f"duplicate image id {item.id!r}"))
                     continue
-                try:
-                    vectors, size = self._embed_item(embedder, item)
-                except (PypatchError, OSError, ValueError, TypeError) as exc:
-                    self.skipped.append((_describe(item), str(exc)))
-                    continue
                 seen_ids.add(item.id)
+                fed[len(seen_ids) - 1] = item
+                yield item.image
+
+        results = embedder.embed_many(
+            images(), regions=self._grid, mode=self._meta["mode"], on_error="skip",
+            show_progress=bool(progress) and sys.stderr.isatty())
+        pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
+        pending_bytes = 0
+        train_count = 0
+        try:
+            for emb in results:
+                item = fed.pop(emb.index)
+                size = (int(emb.width), int(emb.height))
+                if not np.array_equal(emb.boxes, self._cells(size)[0]):
+                    # Boxes are recomputed from the grid at search time: they must agree.
+                    raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
+                vectors = np.ascontiguousarray(emb.vectors, dtype=np.float32)
                 pending.append((item, vectors, size))
                 pending_bytes += vectors.nbytes
                 if training:
@@ -165,30 +173,23 @@ class ImageIndex:
                         training = False
                 if not training and len(pending) >= _CHUNK_IMAGES:
                     self._append(pending)
-                    pending = []
-                    pending_bytes = 0
+                    pending, pending_bytes = [], 0
             if training and pending:
                 self._train(pending)
             if pending:
                 self._append(pending)
         finally:
-            bar.close()
+            results.close()
+        for skip in results.skipped:
+            item = fed.pop(skip.index, None)
+            where = _describe(item) if item is not None else skip.name
+            reason = skip.reason
+            if reason.startswith(f"{skip.name}: "):  # ImageError messages start with the name
+                reason = reason[len(skip.name) + 2:]
+            self.skipped.append((where, reason))
         if self.skipped:
             log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
                         *self.skipped[0])
-
-    def _embed_item(self, embedder, item: SourceItem):
-        from pypatch.imageio import load_image
-
-        image = load_image(item.image)
-        size = (int(image.size[0]), int(image.size[1]))
-        vectors, boxes = embedder.embed_patches(image, regions=self._grid,
-                                                mode=self._meta["mode"])
-        expected = self._cells(size)[0]
-        if boxes.shape != expected.shape or not np.array_equal(boxes, expected):
-            # Boxes are recomputed from the grid at search time: they must be the same.
-            raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
-        return np.ascontiguousarray(vectors, dtype=np.float32), size
 
     def _train_vectors_count(self, vectors, size) -> int:
         if self._meta["store"]["train_on"] == "global":
@@ -606,19 +607,5 @@ def _check_meta(meta: dict, n_native: int, path) -> None:
             f"{n_native}")
 
 
-def _items_with_total(source):
-    """(iterator of SourceItem, total or None); paths and lists are listed up front."""
-    if isinstance(source, (str, os.PathLike, list, tuple)):
-        items = list(iter_source(source))
-        return iter(items), len(items)
-    return iter_source(source), None
-
-
 def _describe(item: SourceItem) -> str:
     return item.path if item.path is not None else item.id
-
-
-def _progress(total, enabled: bool, desc: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="img", disable=not (enabled and sys.stderr.isatty()))
