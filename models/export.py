@@ -390,6 +390,8 @@ def _torch_export(wrapper: nn.Module, path: str, size: int, dynamic: bool) -> No
     with torch.no_grad(), warnings.catch_warnings():
         # the tracer warns about shape asserts in timm's patch embedding; the shapes are static
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # dynamo=False on purpose (timm's reference path; static shapes are what we want)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             wrapper, (example,), path, dynamo=False, opset_version=OPSET,
             input_names=["input"], output_names=["embedding", "features"],
