@@ -213,3 +213,26 @@ def test_bad_names_and_files_are_refused(tmp_path):
     with pytest.raises(ModelNotFoundError, match="checkpoint file not found"):
         export_model("vit_small_patch14_dinov2", tmp_path / "x.onnx",
                      checkpoint=tmp_path / "missing.pth")
+
+
+def test_cli_export_writes_a_checked_file(tmp_path, capsys):
+    from pypatch.cli import main
+
+    out = tmp_path / "lite0-128-avg.onnx"
+    argv = ["export", "--model", "efficientnet_lite0", "--out", str(out), "--input-size", "128",
+            "--pool", "avg"]
+    assert main(argv) == 0
+    assert file_sha256(out) in capsys.readouterr().out
+    card = read_model_card(out)
+    assert card["input_size"] == [3, 128, 128] and card["pooling"] == "avg" and card["gem_p"] is None
+    emb, feat = run_onnx(out, photo_batch(card))
+    assert feat.shape == (4, 1280, 4, 4)
+    np.testing.assert_allclose(emb, feat.mean(axis=(2, 3)), rtol=1e-4, atol=1e-6)
+
+
+def test_cli_export_errors_are_one_line(tmp_path, capsys):
+    from pypatch.cli import main
+
+    assert main(["export", "--model", "no_such_net", "--out", str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no_such_net" in err[0]
