@@ -18,8 +18,8 @@ Two extraction modes:
   (384 for a 224-input, stride-32 CNN: a 12x12 feature map on which the 2x2, 3x3 and 4x4 pyramid
   cells fall on whole feature cells). Each box is mapped to feature-map coordinates and pooled with
   the card's pooling (GeM with its p, or average; CLS models use the average of their tokens),
-  weighting each feature cell by its overlap with the box and widening boxes to at least one
-  feature cell. Models with a static input size run single-pass at their own input size.
+  weighting each feature cell by its overlap with the box; a box narrower than a feature cell
+  pools the cell holding its centre. Models with a static input size run single-pass at their own input size.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 
-from pypatch.errors import (ImageError, InvalidArgumentError, InvalidTypeError, ModelNotFoundError,
+from pypatch.errors import (InvalidArgumentError, InvalidTypeError, ModelNotFoundError,
                             PypatchError)
 from pypatch.grid import PatchGrid, check_boxes, parse_regions
 from pypatch.imageio import DEFAULT_MAX_PIXELS, describe, load_image
@@ -91,7 +91,7 @@ def make_session(path: str, num_threads: int):
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise ModelNotFoundError(f"{path}: onnxruntime cannot load this model ({exc})") from None
+        raise InvalidArgumentError(f"{path}: onnxruntime cannot load this model ({exc})") from None
 
 
 def _resolve(model: Any) -> str:
@@ -113,14 +113,14 @@ def _resolve(model: Any) -> str:
 def _read_card(session, path: str) -> dict:
     meta = session.get_modelmeta().custom_metadata_map
     if CARD_KEY not in meta:
-        raise ModelNotFoundError(f"{path}: ONNX file has no '{CARD_KEY}' metadata; export it with `pypatch export`")
+        raise InvalidArgumentError(f"{path}: ONNX file has no '{CARD_KEY}' metadata; export it with `pypatch export`")
     try:
         card = json.loads(meta[CARD_KEY])
     except ValueError as exc:
-        raise ModelNotFoundError(f"{path}: model card is not valid JSON ({exc})") from None
+        raise InvalidArgumentError(f"{path}: model card is not valid JSON ({exc})") from None
     missing = [k for k in ("input_size", "mean", "std", "interpolation", "dim", "pooling") if k not in card]
     if missing:
-        raise ModelNotFoundError(f"{path}: model card lacks {missing}")
+        raise InvalidArgumentError(f"{path}: model card lacks {missing}")
     return card
 
 
@@ -143,10 +143,10 @@ def preprocess_boxes(img, boxes: np.ndarray, size_hw: tuple[int, int], resample:
 
 
 def _box_weights(lo: float, hi: float, n: int) -> np.ndarray:
-    """Overlap of [lo, hi] (feature units) with each of the n cells, widened to >= 1 cell."""
+    """Overlap of [lo, hi] (feature units) with each of the n cells; a box narrower than one
+    cell pools the whole cell holding its centre (RoI pooling never pools nothing)."""
     if hi - lo < 1.0:
-        c = 0.5 * (lo + hi)
-        lo = min(max(c - 0.5, 0.0), n - 1.0)
+        lo = float(min(max(int(0.5 * (lo + hi)), 0), n - 1))
         hi = lo + 1.0
     edges = np.arange(n, dtype=np.float64)
     return np.clip(np.minimum(hi, edges + 1) - np.maximum(lo, edges), 0.0, None)
@@ -269,7 +269,7 @@ class Embedder:
         self._size_hw = (int(card["input_size"][1]), int(card["input_size"][2]))
         self._resample = _RESAMPLE.get(str(card["interpolation"]).lower())
         if self._resample is None:
-            raise ModelNotFoundError(f"{self.model_path}: unsupported interpolation {card['interpolation']!r}")
+            raise InvalidArgumentError(f"{self.model_path}: unsupported interpolation {card['interpolation']!r}")
         self._mean = np.asarray(card["mean"], dtype=np.float32)
         self._std = np.asarray(card["std"], dtype=np.float32)
         self._input = self._session.get_inputs()[0].name
@@ -360,7 +360,7 @@ class Embedder:
             splits = np.cumsum([len(p.boxes) for p in items])[:-1]
             return np.split(vecs, splits)
         if self._feat_out is None:
-            raise ModelNotFoundError(f"{self.model_path}: single_pass needs a 'features' output; re-export the model")
+            raise InvalidArgumentError(f"{self.model_path}: single_pass needs a 'features' output; re-export the model")
         feats = self._run(batch, self._feat_out)
         return [self._finish(self._pool_single(feats[i], p)) for i, p in enumerate(items)]
 
