@@ -1,0 +1,169 @@
+"""The `pypatch index | search | info` commands on real photos and real index files.
+
+The JSON shape of `search --json` is a contract; errors must be one line with exit status 2.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data")
+
+from pypatch.cli import main  # noqa: E402
+
+HIT_KEYS = {"rank", "image", "score", "box", "cell", "level"}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli_photos")
+    d = skimage_data
+    images = {"astronaut.jpg": d.astronaut(), "rocket.jpg": d.rocket(),
+              "sub/coffee.png": d.coffee(), "camera.png": d.camera()}
+    for name, arr in images.items():
+        (root / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(arr).save(root / name)
+    (root / "notes.txt").write_text("not an image, not indexed")
+    return root
+
+
+@pytest.fixture(scope="module")
+def index_file(photos, tmp_path_factory, default_model_path):
+    out = tmp_path_factory.mktemp("cli_index") / "photos.ptch"
+    assert main(["index", str(photos), "--out", str(out), "--regions", "L1", "--flat",
+                 "--model", str(default_model_path), "--threads", "2"]) == 0
+    return out
+
+
+def _run(capsys, argv):
+    status = main(argv)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_index_then_info(index_file, capsys):
+    status, out, _ = _run(capsys, ["info", str(index_file)])
+    assert status == 0
+    info = json.loads(out)
+    assert info["images"] == 4 and info["patches"] == 4 * 5
+    assert info["regions"] == "L1" and info["store"]["kind"] == "flat"
+    assert info["model"]["name"] == "efficientnet_lite0"
+
+
+def test_search_json_shape_and_ranking(index_file, photos, capsys):
+    status, out, _ = _run(capsys, ["search", str(index_file), str(photos / "rocket.jpg"),
+                                   str(photos / "sub/coffee.png"), "--k", "3", "--json"])
+    assert status == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    first, second = (json.loads(line) for line in lines)
+    assert set(first) == {"query", "hits"} and first["query"] == str(photos / "rocket.jpg")
+    assert [h["rank"] for h in first["hits"]] == [1, 2, 3]
+    for hit in first["hits"] + second["hits"]:
+        assert set(hit) == HIT_KEYS
+        assert len(hit["box"]) == 4 and len(hit["cell"]) == 4 and hit["level"] in (0, 1)
+        assert all(isinstance(v, int) for v in hit["box"])
+    assert first["hits"][0]["image"] == "rocket.jpg"
+    assert first["hits"][0]["box"] == [0, 0, 640, 427] and first["hits"][0]["level"] == 0
+    assert second["hits"][0]["image"] == "sub/coffee.png"
+    scores = [h["score"] for h in first["hits"]]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_search_box_and_queries_file(index_file, photos, tmp_path, capsys):
+    # the astronaut's upper-left quarter is exactly one L1 cell of the indexed astronaut
+    status, out, _ = _run(capsys, ["search", str(index_file), str(photos / "astronaut.jpg"),
+                                   "--box", "0,0,256,256", "--k", "2", "--json"])
+    assert status == 0
+    hit = json.loads(out)["hits"][0]
+    assert hit["image"] == "astronaut.jpg" and hit["cell"] == [0, 0, 256, 256]
+    assert hit["score"] == pytest.approx(1.0, abs=1e-3)
+    queries = [{"image": "astronaut.jpg", "box": [0, 0, 256, 256]},
+               {"image": str(photos / "camera.png"), "box": None}]
+    qfile = photos / "queries.json"
+    qfile.write_text(json.dumps(queries))
+    status, out, _ = _run(capsys, ["search", str(index_file), "--queries", str(qfile),
+                                   "--k", "1", "--json"])
+    assert status == 0
+    results = [json.loads(line) for line in out.strip().splitlines()]
+    assert [r["query"] for r in results] == ["astronaut.jpg", str(photos / "camera.png")]
+    assert results[0]["hits"][0]["cell"] == [0, 0, 256, 256]
+    assert results[1]["hits"][0]["image"] == "camera.png"
+
+
+def test_search_table_output(index_file, photos, capsys):
+    status, out, _ = _run(capsys, ["search", str(index_file), str(photos / "camera.png"),
+                                   "--k", "2"])
+    assert status == 0
+    assert out.startswith(f"query {photos / 'camera.png'}") and "camera.png" in out.splitlines()[1]
+
+
+def test_pq_index_from_a_path_list(photos, tmp_path, capsys, default_model_path):
+    listing = tmp_path / "list.txt"
+    # 4 photos + 5 crops of them: 9 images x 30 cells = 270 training patches
+    paths = [str(p) for p in sorted(photos.rglob("*.*")) if p.suffix in (".jpg", ".png")]
+    astronaut = np.asarray(Image.open(photos / "astronaut.jpg"))
+    for i in range(5):
+        Image.fromarray(astronaut[i * 40:i * 40 + 300, i * 30:i * 30 + 300]).save(
+            tmp_path / f"crop{i}.png")
+        paths.append(f"crop{i}.png")  # relative to the list file's folder
+    listing.write_text("\n".join(paths) + "\n")
+    out = tmp_path / "pq.ptch"
+    status, stdout, _ = _run(capsys, ["index", str(listing), "--out", str(out),
+                                      "--pq", "m=16,nbits=8", "--mode", "single_pass",
+                                      "--model", str(default_model_path)])
+    assert status == 0 and "indexed 9 images" in stdout
+    status, stdout, _ = _run(capsys, ["info", str(out)])
+    info = json.loads(stdout)
+    assert info["store"]["kind"] == "pq" and info["store"]["m"] == 16
+    assert info["bytes_per_image"] == pytest.approx(30 * 16 + 8) and info["mode"] == "single_pass"
+
+
+@pytest.mark.parametrize("argv_tail, message", [
+    (["search", "{missing}", "{q}"], "not found"),
+    (["search", "{corrupt}", "{q}"], "truncated"),
+    (["info", "{corrupt}"], "truncated"),
+    (["search", "{index}", "{notimage}"], "notes.txt"),
+    (["search", "{index}", "{q}", "--box", "600,0,700,100"], "box"),
+    (["search", "{index}", "{q}", "--k", "0"], "--k"),
+    (["search", "{index}"], "no query"),
+    (["index", "{missing_dir}", "--out", "{out}"], "no such file or folder"),
+])
+def test_errors_are_one_line_with_status_2(argv_tail, message, index_file, photos, tmp_path,
+                                           capsys):
+    corrupt = tmp_path / "corrupt.ptch"
+    data = bytearray(index_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    corrupt.write_bytes(data[: len(data) - 100])
+    names = {"missing": str(tmp_path / "missing.ptch"), "corrupt": str(corrupt),
+             "index": str(index_file), "q": str(photos / "rocket.jpg"),
+             "notimage": str(photos / "notes.txt"), "missing_dir": str(tmp_path / "nodir"),
+             "out": str(tmp_path / "x.ptch")}
+    status, out, err = _run(capsys, [a.format(**names) for a in argv_tail])
+    assert status == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert message in err.lower() or message in err
+
+
+def test_bad_option_values_exit_2_with_usage(index_file, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["index", "x", "--out", "y", "--pq", "m=abc"])
+    assert exc.value.code == 2
+    assert "m=M,nbits=B" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["search", str(index_file), "q.jpg", "--box", "1,2,3"])
+    assert exc.value.code == 2
+
+
+def test_console_entry_point_prints_no_traceback(tmp_path):
+    bogus = tmp_path / "bogus.ptch"
+    bogus.write_bytes(b"\x89PTCH\r\n\x1a" + b"\0" * 50)
+    proc = subprocess.run([sys.executable, "-m", "pypatch", "info", str(bogus)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "Traceback" not in proc.stderr and proc.stderr.startswith("pypatch info: error:")
