@@ -1,32 +1,28 @@
-// Errors raised by the index file container (pypatch::io).
-//
-// Three kinds, so the bindings can map each to its Python type:
-//   FormatError  -> pypatch.IndexFormatError (ValueError): the bytes are not a valid
-//                   container (bad magic, truncated, CRC mismatch, bad section table).
-//   VersionError -> pypatch.IndexVersionError: a valid container of a major format
-//                   version this build cannot read. Derives from FormatError so that
-//                   `catch (FormatError&)` sees every "cannot read this file" case.
-//   IoError      -> OSError: the operating system refused (open, read, write, fsync,
-//                   rename, mmap); carries errno.
-// All derive from std::runtime_error; messages name the file, the section and what
-// was expected versus found.
+// Errors raised by the index file container (pypatch::io), tied into the core's
+// hierarchy in pypatch/errors.h so the bindings map them without knowing about IO:
+//   io::FormatError  = pypatch::FormatError -> pypatch.IndexFormatError (ValueError):
+//                      not a valid container (bad magic, truncated, CRC mismatch, bad table).
+//   io::VersionError : pypatch::VersionError (itself a FormatError) -> IndexVersionError:
+//                      a valid container of a major format version this build cannot read.
+//   io::IoError      : pypatch::IoError -> OSError: the OS refused (open, read, write,
+//                      fsync, rename, mmap); carries errno.
+// All are std::runtime_error; messages name the file, the section and what was expected
+// versus found.
 #pragma once
 
-#include <stdexcept>  // std::runtime_error
-#include <string>     // std::string
+#include <string>  // std::string
+
+#include "pypatch/errors.h"  // pypatch::FormatError, VersionError, IoError
 
 namespace pypatch {
 namespace io {
 
-class FormatError : public std::runtime_error {
- public:
-  explicit FormatError(const std::string& what) : std::runtime_error(what) {}
-};
+using FormatError = ::pypatch::FormatError;
 
-class VersionError : public FormatError {
+class VersionError : public ::pypatch::VersionError {
  public:
   VersionError(const std::string& what, int file_major, int file_minor)
-      : FormatError(what), file_major_(file_major), file_minor_(file_minor) {}
+      : ::pypatch::VersionError(what), file_major_(file_major), file_minor_(file_minor) {}
   int file_major() const noexcept { return file_major_; }
   int file_minor() const noexcept { return file_minor_; }
 
@@ -35,9 +31,9 @@ class VersionError : public FormatError {
   int file_minor_;
 };
 
-class IoError : public std::runtime_error {
+class IoError : public ::pypatch::IoError {
  public:
-  IoError(const std::string& what, int err) : std::runtime_error(what), errno_(err) {}
+  IoError(const std::string& what, int err) : ::pypatch::IoError(what), errno_(err) {}
   /// The errno value that caused it (0 if none).
   int error_code() const noexcept { return errno_; }
 

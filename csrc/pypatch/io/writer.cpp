@@ -6,7 +6,7 @@
 #include <atomic>     // temp-name counter
 #include <cerrno>     // errno
 #include <cstring>    // std::memcpy, std::strerror
-#include <stdexcept>  // std::invalid_argument, std::logic_error
+#include <stdexcept>  // std::logic_error (producer size bugs)
 
 #include "pypatch/io/container.h"
 #include "pypatch/io/crc32.h"          // section and header CRCs
@@ -82,14 +82,14 @@ class StreamSink final : public SectionSink {
 void ContainerWriter::check_new_kind(uint32_t kind) const {
   for (const Entry& e : entries_)
     if (e.kind == kind)
-      throw std::invalid_argument("pypatch container: section " + kind_name(kind) +
+      throw ::pypatch::InvalidArgument("pypatch container: section " + kind_name(kind) +
                                   " added twice");
 }
 
 void ContainerWriter::add_view(uint32_t kind, const void* data, size_t size, uint32_t flags) {
   check_new_kind(kind);
   if (data == nullptr && size != 0)
-    throw std::invalid_argument("pypatch container: section " + kind_name(kind) +
+    throw ::pypatch::InvalidArgument("pypatch container: section " + kind_name(kind) +
                                 " has a null data pointer");
   entries_.push_back(Entry{kind, flags, size, static_cast<const uint8_t*>(data), {}, {}});
   if (entries_.back().view == nullptr) entries_.back().view = kZeros;  // empty view
@@ -109,7 +109,7 @@ void ContainerWriter::add_producer(uint32_t kind, uint64_t size, Producer produc
                                    uint32_t flags) {
   check_new_kind(kind);
   if (!produce)
-    throw std::invalid_argument("pypatch container: section " + kind_name(kind) +
+    throw ::pypatch::InvalidArgument("pypatch container: section " + kind_name(kind) +
                                 " has an empty producer");
   entries_.push_back(Entry{kind, flags, size, nullptr, {}, std::move(produce)});
 }
@@ -118,7 +118,7 @@ uint64_t ContainerWriter::serialized_size() const {
   uint64_t pos = align_up(uint64_t(kHeaderBytes) + uint64_t(kTableEntryBytes) * entries_.size());
   for (const Entry& e : entries_) {
     if (e.size > UINT64_MAX - kSectionAlign - pos)  // cannot happen with real memory
-      throw std::invalid_argument("pypatch container: sections too large");
+      throw ::pypatch::InvalidArgument("pypatch container: sections too large");
     pos = align_up(pos + e.size);
   }
   return pos;
@@ -173,7 +173,7 @@ void ContainerWriter::serialize(detail::ByteOut& out) const {
 
 void ContainerWriter::write_to(void* dst, size_t capacity) const {
   if (capacity < serialized_size())
-    throw std::invalid_argument("pypatch container: write_to buffer of " +
+    throw ::pypatch::InvalidArgument("pypatch container: write_to buffer of " +
                                 std::to_string(capacity) + " bytes is smaller than the " +
                                 std::to_string(serialized_size()) + " bytes needed");
   MemoryOut out(static_cast<uint8_t*>(dst));
