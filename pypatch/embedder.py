@@ -383,6 +383,17 @@ class Embedder:
         x = preprocess_boxes(img, b, self._size_hw, self._resample, self._mean, self._std)
         return self._finish(self._run(x, self._emb_out))[0]
 
+    def embed_query_patches(self, image: Any, box: Any = None, regions: Any = "L1",
+                            mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:
+        """A multi-patch query: the grid of the query (or of its ``box``) ->
+        (vectors (P, D), boxes (P, 4) in the original image's pixels)."""
+        img = load_image(image, max_pixels=self.max_pixels)
+        if box is None:
+            return self.embed_patches(img, regions=regions, mode=mode)
+        x0, y0, x1, y1 = _query_box(box, img.width, img.height)[0].tolist()
+        vecs, boxes = self.embed_patches(img.crop((x0, y0, x1, y1)), regions=regions, mode=mode)
+        return vecs, (boxes + np.array([x0, y0, x0, y0], dtype=np.int32)).astype(np.int32)
+
     def embed_many(self, images: Iterable[Any], regions: Any = "L3", mode: str = "crop", *,
                    on_error: str = "skip", names: Iterable[str] | None = None,
                    show_progress: bool | None = None, prefetch: int = 4) -> EmbedResults:

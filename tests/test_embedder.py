@@ -39,6 +39,8 @@ def test_model_card_and_session_settings(embedder, default_model_card):
     import os
 
     assert 1 <= physical_cores() <= os.cpu_count()
+    # model=None resolves the offline default (PYPATCH_HOME is the test cache, see conftest)
+    assert Embedder(num_threads=1).model_card["weights_sha256"] == card["weights_sha256"]
 
 
 @pytest.mark.parametrize("photo, crop_mode", [("astronaut", "center"), ("coffee", "squash"), ("rocket", "squash")])
@@ -95,6 +97,16 @@ def test_query_box_equals_embedding_the_cropped_image(embedder, coffee, tmp_path
     # float boxes (revisitop bbx) are rounded outwards
     np.testing.assert_allclose(embedder.embed_query(coffee, box=(120.7, 40.2, 376.1, 300.5)), q_box, atol=1e-5)
     assert float(q_box @ embedder.embed_query(coffee)) < 0.99  # the crop is not the whole image
+
+
+def test_multi_patch_query_boxes_in_image_pixels(embedder, coffee):
+    box = (100, 50, 401, 352)
+    vecs, boxes = embedder.embed_query_patches(coffee, box=box, regions="L1")
+    assert vecs.shape == (5, 1280)
+    assert boxes[0].tolist() == list(box)
+    assert np.array_equal(boxes, PatchGrid(1).boxes(301, 302) + np.array([100, 50, 100, 50]))
+    np.testing.assert_allclose(vecs[0], embedder.embed_query(coffee, box=box), atol=1e-5)
+    np.testing.assert_allclose(vecs[4], embedder.embed_query(coffee, box=boxes[4]), atol=1e-5)
 
 
 @pytest.mark.parametrize("box", [(0, 0, 601, 10), (-1, 0, 10, 10), (10, 10, 10, 20), (5, 5, 4, 8),
