@@ -117,6 +117,17 @@ def test_default_export_is_deterministic(default_model_path, tmp_path):
     assert file_sha256(tmp_path / "again.onnx") == file_sha256(default_model_path)
 
 
+def test_default_export_matches_the_recorded_reference(default_model_path, default_model_card):
+    """Same library versions as when the registry's reference was recorded -> same bytes."""
+    from pypatch.models import registry
+
+    ref = registry()["efficientnet_lite0"]["reference_export"]
+    if default_model_card["versions"] != ref["versions"]:
+        pytest.skip(f"reference recorded with {ref['versions']}, running "
+                    f"{default_model_card['versions']}")
+    assert file_sha256(default_model_path) == ref["sha256"]
+
+
 def test_lite0_weight_mapping_is_complete_and_checked(exporter):
     import timm
 

@@ -11,7 +11,8 @@ def add_parser(subparsers) -> None:
         description="Export a registered or timm backbone to an ONNX file with a model card. "
         "Checks onnxruntime against torch on real photos and writes nothing if they differ.",
     )
-    p.add_argument("--model", required=True, help="registered name (models/registry.json) or any timm model name")
+    p.add_argument("--model", required=True,
+                   help="registered name (models/registry.json) or any timm model name")
     p.add_argument("--out", required=True, help="output file, FILE.onnx")
     p.add_argument("--input-size", type=int, help="square input size in pixels (default: registry)")
     p.add_argument("--pool", choices=("gem", "avg", "cls"), help="pooling (default: registry)")
