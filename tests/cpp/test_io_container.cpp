@@ -414,7 +414,8 @@ static void test_crafted_headers() {
   for (bool mmap : {false, true}) CHECK_THROWS(FormatError, Container::open(p.string(), mmap), "truncated");
   write_file(p, Bytes(tb.begin(), tb.begin() + 10));  // the 10-byte file
   for (bool mmap : {false, true}) CHECK_THROWS(FormatError, Container::open(p.string(), mmap), "truncated");
-  CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr32(g, 24, 0xFFFFFFFFu); })), "section table", "4294967295");
+  CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr32(g, 24, 0xFFFFFFFFu); })), "4294967295", "at most");
+  CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr32(g, 24, 1000); })), "section table", "1000 entries");
   CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr64(g, 32, ~uint64_t(0) - 7); })), "section table");
   CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr64(g, 32, 0); })), "section table");
   CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr32(g, 12, 256); })), "header size");
@@ -431,6 +432,19 @@ static void test_crafted_headers() {
   CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr64(g, 160 + 8, 128); })), "header or section table");
   CHECK_THROWS(FormatError, open_bytes(crafted([](Bytes& g) { wr32(g, 160, rd32(g, 128)); })), "META", "twice");
   CHECK(g_max_alloc < (1u << 16));  // nothing sized by a claimed value was allocated
+  {  // The most sections allowed, all of the same kind: rejected quickly as duplicates.
+    const uint64_t table_end = 128 + 32 * uint64_t(kMaxSections);
+    Bytes many(table_end, 0);
+    std::copy(f.begin(), f.begin() + 128, many.begin());
+    wr32(many, 24, kMaxSections);
+    wr64(many, 40, many.size());
+    for (uint32_t i = 0; i < kMaxSections; ++i) {
+      std::memcpy(many.data() + 128 + 32 * i, "DUPS", 4);
+      wr64(many, 128 + 32 * i + 8, table_end);  // empty, at the end of the file
+    }
+    reseal(many);
+    CHECK_THROWS(FormatError, open_bytes(many), "'DUPS'", "appears twice");
+  }
   // Without resealing, table edits are caught by the table CRC, header edits by the header CRC.
   Bytes t = f;
   t[170] ^= 1;

@@ -23,6 +23,9 @@ constexpr uint32_t kEndianTag = 0x01020304u;  // reads 0x04030201 if byte-swappe
 constexpr uint32_t kHeaderBytes = 128;
 constexpr uint32_t kTableEntryBytes = 32;
 constexpr uint32_t kSectionAlign = 64;  // cache line; enough for any SIMD load
+/// Upper bound on sections per file (format 1 uses under 10); keeps a crafted table from
+/// costing more than a few microseconds to check.
+constexpr uint32_t kMaxSections = 4096;
 
 // Header field offsets (bytes from the start of the file).
 namespace hdr {

@@ -103,6 +103,9 @@ Header check_header(const uint8_t* p, size_t avail, uint64_t actual, const OpenO
   if (h.file_bytes < actual)
     bad(name, "file has " + bytes_text(actual) + " but its header says " +
                   bytes_text(h.file_bytes) + " (trailing data appended?)");
+  if (h.count > kMaxSections)
+    bad(name, "section table claims " + std::to_string(h.count) + " sections (at most " +
+                  std::to_string(kMaxSections) + ")");
   // Bounds in this form cannot overflow: count * 32 <= actual - table_offset.
   if (h.table_offset < kHeaderBytes || h.table_offset > actual ||
       h.count > (actual - h.table_offset) / kTableEntryBytes)
@@ -144,7 +147,6 @@ Container Container::parse(const uint8_t* base, size_t size, const OpenOptions& 
       bad(name, where + " runs past end of file (" + bytes_text(size) + "): file truncated?");
     if (s.offset % kSectionAlign != 0) bad(name, where + " is not 64-byte aligned");
     if (s.offset < table_end) bad(name, where + " overlaps the header or section table");
-    if (c.find(s.kind)) bad(name, "section " + kind_name(s.kind) + " appears twice");
     s.data = base + s.offset;
     c.sections_.push_back(s);
   }
@@ -153,6 +155,12 @@ Container Container::parse(const uint8_t* base, size_t size, const OpenOptions& 
   for (const SectionView& s : c.sections_) by_offset.push_back(&s);
   std::sort(by_offset.begin(), by_offset.end(),
             [](const SectionView* a, const SectionView* b) { return a->offset < b->offset; });
+  std::vector<uint32_t> kinds;
+  kinds.reserve(c.sections_.size());
+  for (const SectionView& s : c.sections_) kinds.push_back(s.kind);
+  std::sort(kinds.begin(), kinds.end());
+  for (size_t i = 1; i < kinds.size(); ++i)
+    if (kinds[i - 1] == kinds[i]) bad(name, "section " + kind_name(kinds[i]) + " appears twice");
   for (size_t i = 1; i < by_offset.size(); ++i)
     if (by_offset[i - 1]->offset + by_offset[i - 1]->size > by_offset[i]->offset)
       bad(name, "sections " + kind_name(by_offset[i - 1]->kind) + " and " +

@@ -80,6 +80,9 @@ class StreamSink final : public SectionSink {
 }  // namespace
 
 void ContainerWriter::check_new_kind(uint32_t kind) const {
+  if (entries_.size() >= kMaxSections)
+    throw ::pypatch::InvalidArgument("pypatch container: more than " +
+                                     std::to_string(kMaxSections) + " sections");
   for (const Entry& e : entries_)
     if (e.kind == kind)
       throw ::pypatch::InvalidArgument("pypatch container: section " + kind_name(kind) +
