@@ -1,0 +1,156 @@
+// _core.PatchIndex: thin wrapper; pypatch/index.py validates and documents.
+#include <pybind11/stl.h>  // vector/pair conversions
+
+#include "common.h"
+#include "pypatch/index/patch_index.h"
+
+namespace pypatch_bind {
+
+using pypatch::PatchIndex;
+using pypatch::StoreKind;
+
+namespace {
+
+StoreKind parse_flat(const std::string& dtype) {
+  if (dtype == "float32") return StoreKind::FlatF32;
+  if (dtype == "float16") return StoreKind::FlatF16;
+  throw pypatch::InvalidArgument("flat_dtype must be 'float32' or 'float16'; got '" + dtype + "'");
+}
+
+const char* kind_name(StoreKind k) {
+  return k == StoreKind::PQ ? "pq" : k == StoreKind::FlatF32 ? "float32" : "float16";
+}
+
+int64_t n_vectors(const CArray<int64_t>& counts) {
+  int64_t total = 0;
+  const int64_t* c = counts.data();
+  for (py::ssize_t i = 0; i < counts.shape(0); ++i) total += c[i] > 0 ? c[i] : 0;
+  return total;
+}
+
+}  // namespace
+
+void bind_index(py::module_& m) {
+  py::class_<PatchIndex>(m, "PatchIndex")
+      .def(py::init([](int dim, const std::string& flat_dtype) {
+        return std::make_unique<PatchIndex>(dim, parse_flat(flat_dtype));
+      }), py::arg("dim"), py::arg("flat_dtype"))
+      .def(py::init<int, std::shared_ptr<pypatch::ProductQuantizer>>(), py::arg("dim"), py::arg("pq"))
+      .def_property_readonly("dim", &PatchIndex::dim)
+      .def_property_readonly("kind", [](const PatchIndex& ix) { return kind_name(ix.kind()); })
+      .def_property_readonly("code_size", &PatchIndex::code_size)
+      .def_property_readonly("is_trained", &PatchIndex::is_trained)
+      .def_property_readonly("n_images", &PatchIndex::n_images)
+      .def_property_readonly("n_patches", &PatchIndex::n_patches)
+      .def_property_readonly("n_removed", &PatchIndex::n_removed)
+      .def_property_readonly("is_view", &PatchIndex::is_view)
+      .def_property_readonly("pq", [](const PatchIndex& ix) {
+        return std::const_pointer_cast<pypatch::ProductQuantizer>(ix.pq());
+      })
+      .def_property_readonly("image_offsets", [](const PatchIndex& ix) {
+        const auto& off = ix.image_offsets();
+        CArray<int64_t> out(static_cast<py::ssize_t>(off.size()));
+        std::copy(off.begin(), off.end(), out.mutable_data());
+        return out;
+      })
+      .def_property_readonly("removed", [](const PatchIndex& ix) {
+        const auto& r = ix.removed_mask();
+        py::array_t<bool> out(static_cast<py::ssize_t>(r.size()));
+        for (size_t i = 0; i < r.size(); ++i) out.mutable_data()[i] = r[i] != 0;
+        return out;
+      })
+      .def("codes", [](const PatchIndex& ix) {  // a copy of the raw storage (tests, tools)
+        CArray<uint8_t> out({static_cast<py::ssize_t>(ix.n_patches()), static_cast<py::ssize_t>(ix.code_size())});
+        if (ix.n_patches()) std::copy(ix.data(), ix.data() + ix.n_patches() * ix.code_size(), out.mutable_data());
+        return out;
+      })
+      .def("train", [](PatchIndex& ix, const CArray<float>& x, int iters, uint64_t seed, int nt) {
+        const float* p = checked(x, "x", 2, -1, ix.dim());
+        const int64_t n = x.shape(0);
+        auto hook = interrupt_hook();
+        py::gil_scoped_release nogil;
+        ix.train(n, p, iters, seed, nt, hook);
+      })
+      .def("add", [](PatchIndex& ix, const CArray<float>& x, const CArray<int64_t>& counts, int nt) {
+        const int64_t* c = checked(counts, "patch counts", 1);
+        const float* p = checked(x, "vectors", 2, n_vectors(counts), ix.dim());
+        const int64_t n = counts.shape(0);
+        py::gil_scoped_release nogil;
+        return ix.add(n, c, p, nt);
+      })
+      .def("add_codes", [](PatchIndex& ix, const CArray<uint8_t>& codes, const CArray<int64_t>& counts) {
+        const int64_t* c = checked(counts, "patch counts", 1);
+        const uint8_t* p = checked(codes, "codes", 2, n_vectors(counts), ix.code_size());
+        const int64_t n = counts.shape(0);
+        py::gil_scoped_release nogil;
+        return ix.add_codes(n, c, p);
+      })
+      .def("search", [](const PatchIndex& ix, const CArray<float>& q, int k, int nt) {
+        const float* p = checked(q, "queries", 2, -1, ix.dim());
+        if (k < 1) throw pypatch::InvalidArgument("k must be >= 1; got " + std::to_string(k));
+        const py::ssize_t nq = q.shape(0);
+        CArray<float> scores({nq, static_cast<py::ssize_t>(k)});
+        CArray<int64_t> images({nq, static_cast<py::ssize_t>(k)}), patches({nq, static_cast<py::ssize_t>(k)});
+        float* s = scores.mutable_data();
+        int64_t* im = images.mutable_data();
+        int64_t* pa = patches.mutable_data();
+        auto hook = interrupt_hook();
+        {
+          py::gil_scoped_release nogil;
+          ix.search(nq, p, k, nt, s, im, pa, hook);
+        }
+        return py::make_tuple(scores, images, patches);
+      })
+      .def("remove", [](PatchIndex& ix, const CArray<int64_t>& images) {
+        const int64_t* p = checked(images, "images", 1);
+        ix.remove(images.shape(0), p);
+      })
+      .def("is_removed", &PatchIndex::is_removed)
+      .def("compact", [](PatchIndex& ix) {
+        std::vector<int64_t> mapping;
+        {
+          py::gil_scoped_release nogil;
+          mapping = ix.compact();
+        }
+        CArray<int64_t> out(static_cast<py::ssize_t>(mapping.size()));
+        std::copy(mapping.begin(), mapping.end(), out.mutable_data());
+        return out;
+      })
+      .def("reconstruct", [](const PatchIndex& ix, int64_t image) {
+        if (image < 0 || image >= ix.n_images())
+          throw pypatch::InvalidArgument("image: index " + std::to_string(image) + " out of range [0, " +
+                                         std::to_string(ix.n_images()) + ")");
+        const auto& off = ix.image_offsets();
+        CArray<float> out({static_cast<py::ssize_t>(off[image + 1] - off[image]), static_cast<py::ssize_t>(ix.dim())});
+        ix.reconstruct(image, out.mutable_data());
+        return out;
+      })
+      .def_property("metadata_json", &PatchIndex::metadata_json, &PatchIndex::set_metadata_json)
+      .def("save", [](const PatchIndex& ix, const std::string& path) {
+        py::gil_scoped_release nogil;
+        ix.save(path);
+      })
+      .def("to_bytes", [](const PatchIndex& ix) {
+        std::vector<uint8_t> b;
+        {
+          py::gil_scoped_release nogil;
+          b = ix.to_bytes();
+        }
+        return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+      })
+      .def_static("load", [](const std::string& path, bool mmap, bool verify) {
+        py::gil_scoped_release nogil;
+        return PatchIndex::load(path, mmap, verify);
+      })
+      .def_static("from_bytes", [](const py::bytes& data) {
+        std::string_view v = data;
+        return PatchIndex::from_bytes(v.data(), v.size());
+      })
+      .def("memory_usage", [](const PatchIndex& ix) {
+        py::dict d;
+        for (const auto& kv : ix.memory_usage()) d[py::str(kv.first)] = kv.second;
+        return d;
+      });
+}
+
+}  // namespace pypatch_bind

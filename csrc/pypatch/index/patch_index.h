@@ -1,0 +1,112 @@
+// PatchIndex: vectors of image patches grouped by image (CSR offsets), searched with the
+// per-image MAX over patches. Storage is PQ codes (n_patches, m) u8 or an exact flat store of
+// f32/f16 vectors. search() returns, per query, the top-k images by (score desc, image asc),
+// each with its best score and the ordinal of the winning patch inside the image.
+//
+// Concurrency: search/reconstruct/save are const and may run from many threads at once;
+// train/add/remove/compact/set_metadata take an exclusive lock.
+// Storage may view a loaded file (mmap or eager buffer); the first mutation copies it.
+#pragma once
+#include <cstdint>       // int64_t
+#include <functional>    // interrupt callback
+#include <memory>        // shared_ptr
+#include <shared_mutex>  // reader/writer lock
+#include <string>        // metadata, paths
+#include <utility>       // pair
+#include <vector>        // owned storage
+
+#include "pypatch/pq/product_quantizer.h"  // ProductQuantizer
+
+namespace pypatch {
+namespace io { class Container; }
+
+enum class StoreKind : uint32_t { PQ = 0, FlatF32 = 1, FlatF16 = 2 };
+
+class PatchIndex {
+ public:
+  using Interrupt = std::function<void()>;
+
+  /// Exact flat store (kind FlatF32 or FlatF16).
+  PatchIndex(int dim, StoreKind kind);
+  /// PQ store over `pq` (shared, possibly untrained); pq->dim() must equal dim.
+  PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq);
+  ~PatchIndex();
+
+  int dim() const { return dim_; }
+  StoreKind kind() const { return kind_; }
+  /// Bytes per patch: m (PQ), 4*dim (f32), 2*dim (f16).
+  int code_size() const { return code_size_; }
+  std::shared_ptr<const ProductQuantizer> pq() const { return pq_; }
+  bool is_trained() const { return kind_ != StoreKind::PQ || pq_->is_trained(); }
+  int64_t n_images() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t n_patches() const { return offsets_.back(); }
+  /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]).
+  const std::vector<int64_t>& image_offsets() const { return offsets_; }
+  /// Raw storage: (n_patches, code_size) bytes.
+  const uint8_t* data() const { return view_; }
+  bool is_view() const { return file_ != nullptr; }
+
+  /// PQ only: trains the quantizer on x (n, dim) unless it is already trained.
+  void train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
+             const Interrupt& interrupt = {});
+  /// Appends n_new images; counts[i] patches each, vectors x (sum(counts), dim) f32.
+  /// Returns the index of the first new image.
+  int64_t add(int64_t n_new, const int64_t* counts, const float* x, int num_threads);
+  /// PQ only: appends pre-encoded codes (sum(counts), m) u8 (each < 2**nbits).
+  int64_t add_codes(int64_t n_new, const int64_t* counts, const uint8_t* codes);
+
+  /// q: (nq, dim) f32; outputs (nq, k): scores (-inf padding), images and patches (-1 padding).
+  void search(int64_t nq, const float* q, int k, int num_threads, float* scores, int64_t* images,
+              int64_t* patches, const Interrupt& interrupt = {}) const;
+
+  /// Tombstones images (excluded from search; counts unchanged until compact()).
+  void remove(int64_t n, const int64_t* images);
+  bool is_removed(int64_t image) const;
+  int64_t n_removed() const { return n_removed_; }
+  /// (n_images) u8 mask, 1 = removed.
+  const std::vector<uint8_t>& removed_mask() const { return removed_; }
+  /// Drops removed images; returns old -> new image index (-1 for removed).
+  std::vector<int64_t> compact();
+
+  /// out: (patch count of image, dim) f32: stored vectors (decoded for PQ).
+  void reconstruct(int64_t image, float* out) const;
+
+  /// JSON text saved with the index (opaque to the core; "{}" by default).
+  std::string metadata_json() const;
+  void set_metadata_json(std::string json);
+
+  /// Writes atomically (tmp file, fsync, rename). Format: patch_index_io.cpp.
+  void save(const std::string& path) const;
+  std::vector<uint8_t> to_bytes() const;
+  /// mmap: map the file (codes are not copied); verify: CRC-check every section now.
+  static std::unique_ptr<PatchIndex> load(const std::string& path, bool mmap = true,
+                                          bool verify = false);
+  static std::unique_ptr<PatchIndex> from_bytes(const void* data, size_t size);
+
+  /// Bytes by part: "codes" (or "vectors"), "image_offsets", "removed", "centroids",
+  /// "metadata", and "mapped" (bytes of storage that are views of a file, not owned).
+  std::vector<std::pair<std::string, int64_t>> memory_usage() const;
+
+ private:
+  PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq);
+  static std::unique_ptr<PatchIndex> from_container(std::shared_ptr<io::Container> c);
+  class Writer;                       // builds the file sections (patch_index_io.cpp)
+  void materialize();                 // copy a file view into owned storage
+  int64_t append_counts(int64_t n_new, const int64_t* counts);  // validate, extend offsets
+  void append_bytes(const uint8_t* bytes, int64_t n);
+
+  int dim_;
+  StoreKind kind_;
+  int code_size_;
+  std::shared_ptr<ProductQuantizer> pq_;
+  std::vector<uint8_t> owned_;              // storage when not a view
+  const uint8_t* view_ = nullptr;           // = owned_.data() or into file_
+  std::shared_ptr<io::Container> file_;     // keeps a loaded file alive while viewed
+  std::vector<int64_t> offsets_{0};
+  std::vector<uint8_t> removed_;
+  int64_t n_removed_ = 0;
+  std::string metadata_ = "{}";
+  mutable std::shared_mutex mu_;
+};
+
+}  // namespace pypatch

@@ -1,0 +1,182 @@
+// PatchIndex file format 1 (on the io::Container, csrc/pypatch/io/README.md):
+//   PIDX  64-byte binary header, little-endian u32/u64 fields (layout below; authoritative)
+//   META  UTF-8 JSON: {"format": "pypatch.PatchIndex", ...counts and settings for humans and
+//         tools..., "user": <the index's metadata JSON>}; "user" is always the last key
+//   PQCB  f32 (m, ksub, dsub) centroids (PQ store, when trained)
+//   CODE  u8 (n_patches, m) codes (PQ) | VECS f32/f16 (n_patches, dim) (flat store)
+//   IOFF  u64 (n_images + 1) CSR image offsets
+//   TOMB  u8 (n_images) removed mask
+// Loading validates every count against the section sizes before using them, and the offsets
+// (start 0, non-decreasing, end n_patches) before any search can read through them.
+#include <cstring>  // memcpy
+#include <limits>   // numeric_limits
+
+#include "pypatch/errors.h"              // InvalidArgument
+#include "pypatch/index/patch_index.h"
+#include "pypatch/io/container.h"        // ContainerWriter, Container
+#include "pypatch/io/io_errors.h"        // io::FormatError
+
+namespace pypatch {
+namespace {
+
+constexpr uint32_t kKindHeader = io::fourcc("PIDX");
+constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
+constexpr uint32_t kHeaderVersion = 1;
+constexpr size_t kHeaderSize = 64;
+
+// PIDX layout (byte offsets).
+struct HeaderFields {
+  uint32_t version;     // 0
+  uint32_t kind;        // 4: StoreKind
+  uint32_t dim;         // 8
+  uint32_t m;           // 12 (0 for flat)
+  uint32_t nbits;       // 16 (0 for flat)
+  uint32_t code_size;   // 20
+  uint32_t trained;     // 24: PQCB present
+  uint32_t reserved;    // 28
+  uint64_t n_images;    // 32
+  uint64_t n_patches;   // 40
+  uint64_t n_removed;   // 48
+};
+
+template <class T>
+void put(std::vector<uint8_t>& b, size_t off, T v) { std::memcpy(b.data() + off, &v, sizeof v); }
+template <class T>
+T get(const uint8_t* b, size_t off) { T v; std::memcpy(&v, b + off, sizeof v); return v; }
+
+[[noreturn]] void bad(const std::string& name, const std::string& what) {
+  throw io::FormatError(name + ": " + what);
+}
+
+const char* store_name(StoreKind k) {
+  return k == StoreKind::PQ ? "pq" : k == StoreKind::FlatF32 ? "flat_float32" : "flat_float16";
+}
+
+}  // namespace
+
+class PatchIndex::Writer {
+ public:
+  static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint64_t>& offsets_u64) {
+    const bool pq = ix.kind_ == StoreKind::PQ;
+    const bool trained = pq && ix.pq_->is_trained();
+    std::vector<uint8_t> h(kHeaderSize, 0);
+    put<uint32_t>(h, 0, kHeaderVersion);
+    put<uint32_t>(h, 4, static_cast<uint32_t>(ix.kind_));
+    put<uint32_t>(h, 8, static_cast<uint32_t>(ix.dim_));
+    put<uint32_t>(h, 12, pq ? ix.pq_->m() : 0);
+    put<uint32_t>(h, 16, pq ? ix.pq_->nbits() : 0);
+    put<uint32_t>(h, 20, static_cast<uint32_t>(ix.code_size_));
+    put<uint32_t>(h, 24, trained ? 1 : 0);
+    put<uint64_t>(h, 32, static_cast<uint64_t>(ix.n_images()));
+    put<uint64_t>(h, 40, static_cast<uint64_t>(ix.n_patches()));
+    put<uint64_t>(h, 48, static_cast<uint64_t>(ix.n_removed_));
+    std::string meta = std::string("{\"format\": \"pypatch.PatchIndex\", \"store\": \"") +
+                       store_name(ix.kind_) + "\", \"dim\": " + std::to_string(ix.dim_) +
+                       ", \"m\": " + std::to_string(pq ? ix.pq_->m() : 0) +
+                       ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
+                       ", \"n_images\": " + std::to_string(ix.n_images()) +
+                       ", \"n_patches\": " + std::to_string(ix.n_patches()) +
+                       ", \"code_layout\": \"row_major_u8\", \"user\": " + ix.metadata_ + "}";
+    offsets_u64.assign(ix.offsets_.begin(), ix.offsets_.end());
+    io::ContainerWriter w;
+    w.add_owned(kKindHeader, std::move(h));
+    w.add_string(io::kind::kMeta, std::move(meta));
+    if (trained)
+      w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
+    w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
+               static_cast<size_t>(ix.n_patches()) * ix.code_size_);
+    w.add_view(io::kind::kImageOffsets, offsets_u64.data(), offsets_u64.size() * 8);
+    w.add_view(kKindRemoved, ix.removed_.data(), ix.removed_.size());
+    return w;
+  }
+};
+
+void PatchIndex::save(const std::string& path) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<uint64_t> off;
+  Writer::build(*this, off).write_atomic(path);
+}
+
+std::vector<uint8_t> PatchIndex::to_bytes() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<uint64_t> off;
+  return Writer::build(*this, off).to_bytes();
+}
+
+std::unique_ptr<PatchIndex> PatchIndex::load(const std::string& path, bool mmap, bool verify) {
+  // An eager load reads every byte anyway, so it checks every CRC too.
+  auto c = std::make_shared<io::Container>(io::Container::open(path, mmap, verify || !mmap));
+  return from_container(std::move(c));
+}
+
+std::unique_ptr<PatchIndex> PatchIndex::from_bytes(const void* data, size_t size) {
+  io::OpenOptions opts;
+  opts.verify_all = true;
+  auto c = std::make_shared<io::Container>(io::Container::from_bytes(data, size, opts));
+  return from_container(std::move(c));
+}
+
+std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Container> c) {
+  const std::string& name = c->name();
+  if (!c->has(kKindHeader)) bad(name, "not a PatchIndex file (no PIDX section)");
+  const uint8_t* h = c->array<uint8_t>(kKindHeader, kHeaderSize);
+  const uint32_t version = get<uint32_t>(h, 0), kind = get<uint32_t>(h, 4);
+  const uint32_t dim = get<uint32_t>(h, 8), m = get<uint32_t>(h, 12), nbits = get<uint32_t>(h, 16);
+  const uint32_t code_size = get<uint32_t>(h, 20), trained = get<uint32_t>(h, 24);
+  const uint64_t n_images = get<uint64_t>(h, 32), n_patches = get<uint64_t>(h, 40);
+  if (version != kHeaderVersion) bad(name, "unsupported PIDX header version " + std::to_string(version));
+  if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
+  if (dim < 1 || dim > (1u << 20)) bad(name, "implausible dim " + std::to_string(dim));
+  // Counts must fit the file before anything is sized from them.
+  if (n_images >= c->file_bytes() || n_patches > c->file_bytes())
+    bad(name, "image/patch counts exceed the file size");
+
+  std::unique_ptr<PatchIndex> ix;
+  const StoreKind sk = static_cast<StoreKind>(kind);
+  try {
+    if (sk == StoreKind::PQ) {
+      auto pq = std::make_shared<ProductQuantizer>(static_cast<int>(dim), static_cast<int>(m),
+                                                   static_cast<int>(nbits));
+      if (trained)
+        pq->set_centroids(c->array<float>(io::kind::kPqCentroids,
+                                          static_cast<uint64_t>(m) * pq->ksub() * pq->dsub()));
+      ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq)));
+    } else {
+      ix.reset(new PatchIndex(static_cast<int>(dim), sk, nullptr));
+    }
+  } catch (const InvalidArgument& e) {
+    bad(name, std::string("invalid index settings: ") + e.what());
+  }
+  if (static_cast<uint32_t>(ix->code_size_) != code_size) bad(name, "code size does not match the settings");
+  if (!trained && n_patches > 0 && sk == StoreKind::PQ) bad(name, "codes without centroids");
+
+  const uint64_t* off = c->array<uint64_t>(io::kind::kImageOffsets, n_images + 1);
+  if (off[0] != 0 || off[n_images] != n_patches) bad(name, "image offsets do not span the patches");
+  for (uint64_t i = 0; i < n_images; ++i) {
+    if (off[i + 1] < off[i]) bad(name, "image offsets decrease at image " + std::to_string(i));
+    if (off[i + 1] - off[i] > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
+      bad(name, "image " + std::to_string(i) + " has too many patches");
+  }
+  const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
+  const uint8_t* data = c->array<uint8_t>(data_kind, n_patches * code_size);
+  const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
+  if (sk == StoreKind::PQ && nbits < 8)  // a larger code would read past the LUT
+    for (uint64_t i = 0; i < n_patches * code_size; ++i)
+      if (data[i] >= (1u << nbits)) bad(name, "a code exceeds 2**nbits");
+
+  ix->offsets_.assign(off, off + n_images + 1);
+  ix->removed_.assign(removed, removed + n_images);
+  ix->n_removed_ = 0;
+  for (uint64_t i = 0; i < n_images; ++i) ix->n_removed_ += ix->removed_[i] ? 1 : 0;
+  const std::string_view meta = c->string(io::kind::kMeta);
+  const size_t key = meta.find("\"user\": ");
+  const size_t end = meta.rfind('}');
+  if (key == std::string_view::npos || end == std::string_view::npos || end < key + 8)
+    bad(name, "META has no \"user\" entry");
+  ix->metadata_ = std::string(meta.substr(key + 8, end - key - 8));
+  ix->view_ = data;
+  ix->file_ = std::move(c);
+  return ix;
+}
+
+}  // namespace pypatch

@@ -1,0 +1,33 @@
+// The fused search: per query, per image MAX over its patches of the score, and the top-k
+// images, in one pass over the storage (no n_patches-long score array). Images are cut into
+// tasks of about kTaskBytes of storage; a task's block is scanned for every query of the batch
+// while it is hot in cache. Each worker keeps its own top-k per query; the merge is
+// deterministic because (score desc, image asc) is a total order and each image is scored
+// identically whichever worker scans it.
+#pragma once
+#include <cstdint>     // int64_t
+#include <functional>  // interrupt
+#include <vector>      // results
+
+#include "pypatch/index/patch_index.h"  // StoreKind
+#include "pypatch/index/topk.h"         // TopK
+
+namespace pypatch {
+
+struct ScanSetup {
+  StoreKind kind;
+  int dim;
+  int code_size;
+  const ProductQuantizer* pq;  // PQ only
+  const uint8_t* data;         // (n_patches, code_size) bytes
+  const int64_t* offsets;      // (n_images + 1)
+  int64_t n_images;
+  const uint8_t* removed;      // (n_images) mask or nullptr
+  int64_t n_removed;
+};
+
+/// Top-k per query (nq TopK objects). q: (nq, dim) f32.
+std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
+                            int num_threads, const std::function<void()>& interrupt);
+
+}  // namespace pypatch

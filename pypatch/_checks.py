@@ -1,0 +1,49 @@
+"""Argument checks shared by pq.py and index.py: typed errors naming the argument, never a
+silent cast or copy (a float64 or strided array is refused with the fix in the message)."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from pypatch.errors import InvalidArgumentError, InvalidTypeError
+
+
+def as_array(x, name: str, dtype, ndim: int, cols: int | None = None, *, finite: bool = False,
+             allow_1d: bool = False) -> np.ndarray:
+    """Return x (an ndarray of exactly `dtype`, C-contiguous) reshaped to `ndim` dims."""
+    if not isinstance(x, np.ndarray):
+        raise InvalidTypeError(f"{name} must be a numpy.ndarray of {np.dtype(dtype).name}; "
+                               f"got {type(x).__name__}")
+    if x.dtype != dtype:
+        raise InvalidTypeError(f"{name} must have dtype {np.dtype(dtype).name}; got {x.dtype} "
+                               f"(convert with x.astype(np.{np.dtype(dtype).name}))")
+    if allow_1d and x.ndim == 1 and ndim == 2:
+        x = x.reshape(1, -1)
+    if x.ndim != ndim:
+        shape = "(n, d)" if ndim == 2 else f"{ndim}-d"
+        raise InvalidArgumentError(f"{name} must be {shape}; got shape {x.shape}")
+    if cols is not None and x.shape[-1] != cols:
+        raise InvalidArgumentError(f"{name} must have {cols} columns (the dimension); "
+                                   f"got shape {x.shape}")
+    if not x.flags.c_contiguous:
+        raise InvalidArgumentError(f"{name} must be C-contiguous; use np.ascontiguousarray({name})")
+    if finite and x.size and not np.isfinite(x).all():
+        raise InvalidArgumentError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def as_int(v, name: str, minimum: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise InvalidTypeError(f"{name} must be an int; got {type(v).__name__}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}; got {v}")
+    return v
+
+
+def threads(num_threads) -> int:
+    """None -> 0 (the global default), else an int >= 1."""
+    if num_threads is None:
+        return 0
+    return as_int(num_threads, "num_threads", 1)

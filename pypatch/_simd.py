@@ -1,0 +1,44 @@
+"""SIMD level and thread-count controls of the native core.
+
+``simd_info()`` reports what was compiled, what this CPU supports and what the kernels use;
+the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512`` (read once, at first use) or
+``set_simd_level`` (tests and benchmarks) chooses a lower level.
+"""
+from __future__ import annotations
+
+from pypatch import _core
+from pypatch.errors import InvalidArgumentError, InvalidTypeError
+
+__all__ = ["simd_info", "set_simd_level", "set_num_threads", "get_num_threads"]
+
+
+def simd_info() -> dict:
+    """Return ``{"compiled": [levels...], "detected": level, "selected": level}``."""
+    return dict(_core.simd_info())
+
+
+def set_simd_level(level: str) -> None:
+    """Force the kernels of ``level`` ("scalar", "avx2" or "avx512") for every later call.
+
+    Raises InvalidArgumentError if the level is unknown, not compiled in, or not supported by
+    this CPU (see ``simd_info()["detected"]``).
+    """
+    if not isinstance(level, str):
+        raise InvalidTypeError(f"level must be a str such as 'avx2'; got {type(level).__name__}")
+    _core.set_simd_level(level)
+
+
+def set_num_threads(n: int | None) -> None:
+    """Set the default number of threads of native calls (``None`` or 0: all available CPUs)."""
+    if n is None:
+        n = 0
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise InvalidTypeError(f"num_threads must be an int or None; got {type(n).__name__}")
+    if n < 0:
+        raise InvalidArgumentError(f"num_threads must be >= 0 (0 = all CPUs); got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """The default number of threads of native calls."""
+    return int(_core.get_num_threads())
