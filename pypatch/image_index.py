@@ -439,11 +439,11 @@ class ImageIndex:
     def _get_embedder(self):
         if self._embedder is None:
             spec = self._model_override
-            recorded = self._meta["model"]
             if spec is None:
-                spec = _recorded_model_location(recorded)
-            self._embedder = _new_embedder(spec, self._num_threads)
-        check_model(self._meta["model"], self._embedder)
+                spec = _recorded_model_location(self._meta["model"])
+            embedder = _new_embedder(spec, self._num_threads)
+            check_model(self._meta["model"], embedder)
+            self._embedder = embedder
         return self._embedder
 
     def set_embedder(self, embedder) -> None:
@@ -518,10 +518,18 @@ def _embedder_model_path(embedder):
     return None
 
 
+_SHA_CACHE: dict = {}
+
+
 def _file_sha256(path) -> str:
+    """sha256 of a model file, memoised per (path, size, mtime): models are ~10-300 MB."""
     from pypatch.models import file_sha256
 
-    return file_sha256(path)
+    st = os.stat(path)
+    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        _SHA_CACHE[key] = file_sha256(path)
+    return _SHA_CACHE[key]
 
 
 def _new_embedder(model, num_threads):

@@ -25,6 +25,11 @@ class SearchHit:
     level: int  # pyramid level of the winning cell (0 = whole image)
     patch: int  # ordinal of the winning patch inside its image
 
+    @property
+    def image_id(self) -> str:
+        """Alias of ``image`` (the evaluation harness's hit protocol)."""
+        return self.image
+
     def to_dict(self) -> dict:
         """JSON-ready dict (boxes as lists)."""
         d = asdict(self)

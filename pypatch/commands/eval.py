@@ -27,6 +27,11 @@ def run(args) -> int:
     from pypatch.errors import InvalidArgumentError
     from pypatch.evaluation import available_rankers, evaluate, make_ranker, write_report
 
+    try:  # registers the ImageIndex configurations ("global", "patchify-L3-pq32", ...)
+        import pypatch.eval_rankers  # noqa: F401
+    except ImportError:  # the native core is not built: only the built-in baselines
+        pass
+
     if args.list_configs:
         print("\n".join(available_rankers()))
         return 0
