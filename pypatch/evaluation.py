@@ -22,8 +22,8 @@ pipeline, not a method).
 Metric conventions
 ------------------
 * ``map``: revisitop AP (trapezoid, junk skipped) over the returned top ``k``; positives not
-  returned earn nothing. ``map_at_k``: ILIAS mAP@k with the rankers' scores (ties count as
-  one threshold). ``mp@n``: revisitop mean precision; ``recall@n``: share of queries with a
+  returned earn nothing. ``map_at_k``: ILIAS mAP@k in the ranker's order, its scores used to
+  group ties into one threshold (ignored if they are not non-increasing). ``mp@n``: revisitop mean precision; ``recall@n``: share of queries with a
   positive in the top n.
 * ``locscore``: defined only for queries whose positives all have ground-truth boxes; the
   report says over how many queries it was computed (revisitop has none, ILIAS and the
@@ -200,8 +200,11 @@ def _query_metrics(benchmark: Benchmark, hits: list[Hit], ok_ids: list[str], jun
     _, aps, _, prs = compute_map(ranks, gnd, kappas)
     out = {"ap": float(aps[0]), "mp": [float(v) for v in prs[0]]}
     filtered = [(i, s) for i, s, _ in hits if i not in junk_ids]  # ILIAS has no junk: drop it first
-    out["ap_at_k"] = (ap_at_k([i for i, _ in filtered], set(ok_ids), k, [s for _, s in filtered])
-                      if ok_ids else float("nan"))
+    scores = [s for _, s in filtered]
+    # scores only group ties; if they do not follow the ranking (e.g. distances), trust the order
+    if np.any(np.diff(scores) > 0):
+        scores = None
+    out["ap_at_k"] = ap_at_k([i for i, _ in filtered], set(ok_ids), k, scores) if ok_ids else float("nan")
     out["locscore"] = None
     if gt_boxes is not None and ok_ids:
         out["locscore"] = locscore(ids, [h[2] for h in hits], {p: gt_boxes[p] for p in ok_ids}, junk_ids)
