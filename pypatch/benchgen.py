@@ -230,12 +230,16 @@ def _scene_size(side: int, rng) -> tuple[int, int]:
 def _background(photos, forbidden, exclude: set, size, rng) -> Image.Image:
     names = [n for n in photos if n not in exclude]
     aspect = size[0] / size[1]
-    while True:
-        name = names[int(rng.integers(len(names)))]
+    crop = None
+    for attempt in range(50):  # texture photos hold no instance, so they always succeed
+        pool = names if attempt < 40 else [n for n in names if n in _BACKGROUND_ONLY]
+        name = pool[int(rng.integers(len(pool)))]
         crop = _free_crop(photos, forbidden, name, aspect, rng, 0.45)
         if crop is not None:
-            scene = _jitter(crop.resize(size, Image.BICUBIC), rng)
             break
+    if crop is None:
+        raise RuntimeError("no background crop found")  # cannot happen: textures are free
+    scene = _jitter(crop.resize(size, Image.BICUBIC), rng)
     for _ in range(int(rng.integers(1, 4))):  # clutter objects from other photos
         name = names[int(rng.integers(len(names)))]
         patch = _free_crop(photos, forbidden, name, float(rng.uniform(0.7, 1.4)), rng, 0.2)

@@ -7,13 +7,16 @@ A *ranker* is any callable ``ranker(query, k) -> hits`` where ``query`` is a
 :class:`pypatch.datasets.Query` (``id``, ``image`` path, ``box`` or None: crop the query to it)
 and ``hits`` lists at most ``k`` database results best first, each either a tuple
 ``(db_id, score, box_or_None)`` or an object with ``image_id``, ``score`` and ``box``
-attributes (e.g. ``pypatch.SearchHit``). ``box`` is the winning patch ``[x0, y0, x1, y1]``
+attributes (e.g. ``pypatch.SearchHit``). A ranker may instead (or also) offer the batch form
+``ranker.rank_batch(queries, k) -> [hits, ...]``, which the harness then prefers. ``box`` is the winning patch ``[x0, y0, x1, y1]``
 in the database image's pixels (exclusive x1/y1). Optional attributes on the ranker:
 ``bytes_per_image`` (for the mAP-vs-memory plot) and ``description``.
 
 Configurations are found by name through a registry of *factories*
 ``factory(benchmark) -> ranker`` (:func:`register_ranker`): the index (issue 5) registers its
-configurations there, and ``pypatch eval --config NAME`` builds them. Built in:
+configurations there (and lists its module in ``_PLUGINS`` so that it is imported on
+lookup, or users pass ``pypatch eval --plugin MODULE``), and ``pypatch eval --config NAME``
+builds them. Built in:
 ``hist-global`` (global colour histogram, whole-image box), ``hist-grid`` (the same histogram
 per cell of the 1/5/14/30 grid pyramid, image score = max over cells, box = winning cell) and
 ``oracle`` (ranks the ground truth first with its true box: an upper bound that checks the
@@ -51,7 +54,7 @@ from pypatch.errors import InvalidArgumentError, InvalidTypeError
 from pypatch.metrics import ap_at_k, compute_map, locscore, recall_at_k
 
 __all__ = [
-    "evaluate", "write_report", "register_ranker", "available_rankers", "make_ranker",
+    "evaluate", "write_report", "register_ranker", "available_rankers", "make_ranker", "load_plugins",
     "EvalResults", "ConfigResult", "SIZE_BUCKETS",
 ]
 
@@ -61,6 +64,9 @@ RECALL_LEVELS = np.linspace(0.0, 1.0, 21)
 Hit = tuple  # (db_id, score, box or None)
 RankerFactory = Callable[[Benchmark], Callable[[Query, int], Sequence[Any]]]
 _REGISTRY: dict[str, RankerFactory] = {}
+# modules imported (if installed) before a configuration is looked up, so that they can call
+# register_ranker(); the index (issue 5) adds its module here. ``pypatch eval --plugin M`` too.
+_PLUGINS: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -75,11 +81,26 @@ def register_ranker(name: str, factory: RankerFactory, *, overwrite: bool = Fals
     _REGISTRY[name] = factory
 
 
+def load_plugins(modules: Iterable[str] = ()) -> None:
+    """Import modules that register configurations (``_PLUGINS`` plus ``modules``)."""
+    import importlib
+
+    for mod in (*_PLUGINS, *modules):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as exc:
+            if mod in _PLUGINS and exc.name == mod:  # built-in plugin not built yet
+                continue
+            raise InvalidArgumentError(f"cannot import ranker plugin {mod!r}: {exc}") from None
+
+
 def available_rankers() -> list[str]:
+    load_plugins()
     return sorted(_REGISTRY)
 
 
 def make_ranker(name: str, benchmark: Benchmark):
+    load_plugins()
     if name not in _REGISTRY:
         raise InvalidArgumentError(f"unknown configuration {name!r}; available: {', '.join(available_rankers())}")
     return _REGISTRY[name](benchmark)
@@ -226,11 +247,18 @@ def evaluate(benchmark: Benchmark, rankers: Mapping[str, Callable], k: int = 100
     results = EvalResults(benchmark, int(k))
     size_cache: dict = {}
     for name, ranker in rankers.items():
-        if not callable(ranker):
-            raise InvalidTypeError(f"ranker {name!r} is not callable")
+        if not callable(ranker) and not hasattr(ranker, "rank_batch"):
+            raise InvalidTypeError(f"ranker {name!r} is not callable and has no rank_batch method")
         per_query, curves = [], []
         t0 = time.perf_counter()
-        all_hits = {q.id: _normalise_hits(ranker(q, int(k)), benchmark, name, q.id, int(k)) for q in benchmark.queries}
+        if hasattr(ranker, "rank_batch"):  # optional batch form: rank_batch(queries, k) -> [hits, ...]
+            raw = list(ranker.rank_batch(list(benchmark.queries), int(k)))
+            if len(raw) != len(benchmark.queries):
+                raise InvalidArgumentError(f"ranker {name!r}: rank_batch returned {len(raw)} results "
+                                           f"for {len(benchmark.queries)} queries")
+        else:
+            raw = [ranker(q, int(k)) for q in benchmark.queries]
+        all_hits = {q.id: _normalise_hits(r, benchmark, name, q.id, int(k)) for q, r in zip(benchmark.queries, raw)}
         seconds = time.perf_counter() - t0
         buckets: dict[str, dict[str, list]] = {b[0]: {"ap": [], "locscore": [], "positives": []} for b in SIZE_BUCKETS}
         for q in benchmark.queries:

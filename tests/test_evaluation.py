@@ -167,3 +167,37 @@ def test_size_buckets_cover_the_unit_interval():
     edges = [(lo, hi) for _, lo, hi in SIZE_BUCKETS]
     assert edges[0][0] == 0 and math.isinf(edges[-1][1])
     assert all(a[1] == b[0] for a, b in zip(edges, edges[1:]))
+
+
+def test_batch_form_is_used_and_checked(bench, results):
+    class Batch:
+        calls = 0
+
+        def __init__(self):
+            self.inner = make_ranker("hist-grid", bench)
+
+        def rank_batch(self, queries, k):
+            Batch.calls += 1
+            return [self.inner(q, k) for q in queries]
+
+    r = evaluate(bench, {"batch": Batch()}, k=len(bench.database))
+    assert Batch.calls == 1
+    assert r.configs["batch"].summary["map"] == pytest.approx(results.configs["hist-grid"].summary["map"])
+
+    class Short:
+        def rank_batch(self, queries, k):
+            return []
+
+    with pytest.raises(InvalidArgumentError, match="rank_batch returned 0"):
+        evaluate(bench, {"short": Short()})
+
+
+def test_plugin_modules_register_configurations(bench_path, tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_ranker_plugin.py").write_text(
+        "from pypatch.evaluation import register_ranker, make_ranker\n"
+        "register_ranker('plugin-hist', lambda b: make_ranker('hist-global', b), overwrite=True)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["eval", str(bench_path), "--list-configs", "--out", str(tmp_path / "o"),
+                 "--plugin", "my_ranker_plugin"]) == 0
+    assert "plugin-hist" in capsys.readouterr().out.split()
+    assert main(["eval", str(bench_path), "--out", str(tmp_path / "o"), "--plugin", "no_such_plugin_mod"]) == 2

@@ -181,3 +181,71 @@ def test_recall_at_k():
     assert recall_at_k(ranked, pos, k=1) == 0.5
     assert recall_at_k(ranked, pos, k=2) == 1.0
     assert recall_at_k(ranked, pos, k=1, junk=[{"x"}, set(), set()]) == 1.0
+
+
+def _revisitop_reference(ranks, gnd, kappas):
+    """A literal, loop-by-loop transcription of revisitop python/evaluate.py compute_map."""
+    nq = len(gnd)
+    aps, prs, mp, pr, nempty = np.zeros(nq), np.zeros((nq, len(kappas))), 0.0, np.zeros(len(kappas)), 0
+    for i in range(nq):
+        qgnd = np.array(gnd[i]["ok"])
+        if qgnd.shape[0] == 0:
+            aps[i] = float("nan")
+            prs[i, :] = float("nan")
+            nempty += 1
+            continue
+        qgndj = np.array(gnd[i]["junk"])
+        pos = np.arange(ranks.shape[0])[np.isin(ranks[:, i], qgnd)]
+        junk = np.arange(ranks.shape[0])[np.isin(ranks[:, i], qgndj)]
+        k = ij = 0
+        if len(junk):
+            ip = 0
+            while ip < len(pos):
+                while ij < len(junk) and pos[ip] > junk[ij]:
+                    k += 1
+                    ij += 1
+                pos[ip] = pos[ip] - k
+                ip += 1
+        ap = 0.0
+        for j in range(len(pos)):
+            rank = pos[j]
+            p0 = 1.0 if rank == 0 else float(j) / rank
+            ap += (p0 + float(j + 1) / (rank + 1)) * (1.0 / len(qgnd)) / 2.0
+        mp += ap
+        aps[i] = ap
+        pos = pos + 1
+        for j in range(len(kappas)):
+            kq = min(max(pos), kappas[j])
+            prs[i, j] = (pos <= kq).sum() / kq
+        pr = pr + prs[i, :]
+    return mp / (nq - nempty), aps, pr / (nq - nempty), prs
+
+
+def test_compute_map_matches_literal_revisitop_on_random_cases():
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        n_db, nq = 40, 6
+        ranks = np.stack([rng.permutation(n_db) for _ in range(nq)], axis=1)
+        gnd = []
+        for _ in range(nq):
+            idx = rng.permutation(n_db)
+            npos, nj = int(rng.integers(1, 8)), int(rng.integers(0, 6))
+            gnd.append({"ok": idx[:npos], "junk": idx[npos:npos + nj]})
+        ours = compute_map(ranks, gnd, (1, 5, 10))
+        ref = _revisitop_reference(ranks, gnd, (1, 5, 10))
+        for a, b in zip(ours, ref):
+            np.testing.assert_allclose(a, b)
+
+
+def test_ap_at_k_matches_ilias_formula_with_sklearn():
+    sklearn = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        n, k = 30, int(rng.integers(1, 30))
+        ids = [f"i{j}" for j in range(n)]
+        gt = set(rng.choice(ids, size=int(rng.integers(1, 10)), replace=False).tolist())
+        scores = np.sort(np.round(rng.random(n), 1))[::-1]
+        y = np.isin(ids[:k], list(gt))
+        expected = 0.0 if not y.any() else (
+            sklearn.average_precision_score(y, scores[:k]) * y.sum() / min(k, len(gt)))
+        assert ap_at_k(ids, gt, k, scores) == pytest.approx(expected)

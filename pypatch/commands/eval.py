@@ -18,6 +18,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", default="auto", choices=("auto", "generic", "revisitop", "ilias", "instre"))
     p.add_argument("--protocol", default="medium", help="revisitop protocol: easy, medium or hard (default medium)")
     p.add_argument("--examples", type=int, default=8, help="queries shown in index.html (default 8)")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first; it may call pypatch.evaluation.register_ranker (repeatable)")
     p.add_argument("--list-configs", action="store_true", help="print the registered configurations and exit")
     p.set_defaults(func=run)
 
@@ -25,8 +27,9 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     from pypatch.datasets import load
     from pypatch.errors import InvalidArgumentError
-    from pypatch.evaluation import available_rankers, evaluate, make_ranker, write_report
+    from pypatch.evaluation import available_rankers, evaluate, load_plugins, make_ranker, write_report
 
+    load_plugins(args.plugin)
     try:  # registers the ImageIndex configurations ("global", "patchify-L3-pq32", ...)
         import pypatch.eval_rankers  # noqa: F401
     except ImportError:  # the native core is not built: only the built-in baselines
