@@ -134,6 +134,18 @@ def check_boxes(boxes: Any, width: int, height: int, what: str = "boxes") -> np.
     return arr.astype(np.int32)
 
 
+def to_xywh(boxes: Any) -> np.ndarray:
+    """[x0, y0, x1, y1] (x1/y1 exclusive) -> [x, y, w, h] (ILIAS ``_bbox.txt`` convention)."""
+    b = np.asarray(boxes)
+    return np.concatenate([b[..., :2], b[..., 2:] - b[..., :2]], axis=-1)
+
+
+def from_xywh(boxes: Any) -> np.ndarray:
+    """[x, y, w, h] -> [x0, y0, x1, y1] with x1/y1 exclusive."""
+    b = np.asarray(boxes)
+    return np.concatenate([b[..., :2], b[..., :2] + b[..., 2:]], axis=-1)
+
+
 class PatchGrid:
     """A region strategy. ``PatchGrid(levels=3)`` is the paper's pyramid (1/5/14/30 patches).
 
@@ -287,4 +299,4 @@ def parse_regions(spec: Any) -> PatchGrid:
     raise InvalidArgumentError(f"unknown regions {spec!r}; expected one of {', '.join(REGION_CHOICES)} (rmacN for N in 1..6)")
 
 
-__all__ = ["PatchGrid", "parse_regions", "check_boxes", "REGION_CHOICES"]
+__all__ = ["PatchGrid", "parse_regions", "check_boxes", "to_xywh", "from_xywh", "REGION_CHOICES"]

@@ -128,6 +128,27 @@ def test_bad_arguments_raise(embedder, coffee, default_model_path):
         embedder.embed_patches(np.zeros((0, 5, 3), np.uint8))
 
 
+def test_bad_model_files_raise_naming_the_file(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from pypatch.errors import ModelNotFoundError
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not an onnx model" * 10)
+    with pytest.raises(InvalidArgumentError, match="junk.onnx"):
+        Embedder(junk)
+    graph = helper.make_graph([helper.make_node("Identity", ["input"], ["embedding"])], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [1, 3])])
+    plain = tmp_path / "nocard.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), plain)
+    with pytest.raises(InvalidArgumentError, match="nocard.onnx.*model_card"):
+        Embedder(plain)
+    with pytest.raises(ModelNotFoundError, match="missing.onnx"):
+        Embedder(tmp_path / "missing.onnx")
+
+
 def test_single_pass_whole_image_equals_model_embedding(embedder, coffee):
     size = embedder.single_pass_size
     assert size == (384, 384)

@@ -6,7 +6,7 @@ import pytest
 
 from pypatch import PatchGrid
 from pypatch.errors import InvalidArgumentError
-from pypatch.grid import parse_regions
+from pypatch.grid import from_xywh, parse_regions, to_xywh
 
 ODD_SIZES = [(7, 5), (101, 37), (4, 4), (333, 1001), (640, 480)]
 
@@ -156,3 +156,10 @@ def test_parse_regions():
     for bad in ("L4", "rmac9", "grid", "", 3):
         with pytest.raises(InvalidArgumentError):
             parse_regions(bad)
+
+
+def test_xywh_round_trip():
+    boxes = PatchGrid(2).boxes(7, 5)
+    xywh = to_xywh(boxes)
+    assert xywh[0].tolist() == [0, 0, 7, 5] and xywh[-1].tolist() == [4, 3, 3, 2]
+    assert np.array_equal(from_xywh(xywh), boxes)
