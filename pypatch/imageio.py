@@ -83,14 +83,14 @@ def _open_encoded(source: Any, name: str, max_pixels: int | None) -> Image.Image
         raise ImageError(f"{name}: not a recognised image format (corrupt or not an image)") from None
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{name}: image too large (decompression bomb guard): {exc}") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{name}: cannot open image: {exc}") from None
+    except Exception as exc:  # Pillow plugins raise OSError, SyntaxError, struct.error, IndexError...
+        raise ImageError(f"{name}: cannot open image ({type(exc).__name__}: {exc})") from None
     _check_pixels(img.width, img.height, name, max_pixels)
     try:
         img.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except Exception as exc:  # as above: a bad file must be a per-image error, never a crash
         why = "truncated" if "truncat" in str(exc).lower() else "corrupt"
-        raise ImageError(f"{name}: {why} image data ({exc})") from None
+        raise ImageError(f"{name}: {why} image data ({type(exc).__name__}: {exc})") from None
     return img
 
 

@@ -169,3 +169,25 @@ def test_zero_size_and_bad_arrays():
 def test_error_names_the_given_name():
     with pytest.raises(ImageError, match="db/image_7"):
         load_image(np.zeros((0, 4), np.uint8), name="db/image_7")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_damaged_files_load_or_raise_image_error_only(tmp_path, fmt):
+    # random cuts and byte flips: every outcome is an RGB image or an ImageError, never another error
+    buf = io.BytesIO()
+    Image.fromarray(data.chelsea()[:96, :128]).save(buf, format=fmt)
+    raw = buf.getvalue()
+    rng = np.random.default_rng(len(raw))
+    outcomes = set()
+    for trial in range(12):
+        damaged = bytearray(raw[: int(rng.integers(8, len(raw)))] if trial % 2 else raw)
+        for pos in rng.integers(0, len(damaged), size=4):
+            damaged[pos] = int(rng.integers(0, 256))
+        try:
+            img = load_image(bytes(damaged), name=f"{fmt}-{trial}")
+            assert img.mode == "RGB" and img.width > 0
+            outcomes.add("ok")
+        except ImageError as exc:
+            assert f"{fmt}-{trial}" in str(exc)
+            outcomes.add("error")
+    assert "error" in outcomes
