@@ -351,7 +351,7 @@ class Embedder:
     def _pool_single(self, feats: np.ndarray, p: _Prepared) -> np.ndarray:
         pooling = str(self._card.get("pooling", "gem")).lower()
         return roi_pool(feats, p.boxes, p.width, p.height, "gem" if pooling == "gem" else "avg",
-                        float(self._card.get("gem_p", 3.0)))
+                        float(self._card.get("gem_p") or 3.0))
 
     def _embed_prepared(self, items: list[_Prepared], mode: str) -> list[np.ndarray]:
         batch = np.concatenate([p.tensor for p in items])

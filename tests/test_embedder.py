@@ -265,3 +265,25 @@ def test_embedding_never_imports_torch(default_model_path):
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.slow  # exports a (tiny) ViT with torch: about 3 s, plus torch's import when first
+def test_static_size_vit_runs_both_modes(tmp_path):
+    # A seeded one-block ViT (static input, average-pooled tokens): single-pass runs at the model's
+    # own input size, so its whole-image vector is exactly the per-crop one.
+    from pypatch.models import export_model
+
+    path = tmp_path / "vit.onnx"
+    export_model("vit_base_patch16_siglip_224", path, input_size=96, pool="avg", pretrained=False,
+                 seed=3, model_kwargs={"depth": 1})
+    vit = Embedder(path, num_threads=2)
+    assert vit.single_pass_size == (96, 96)
+    with pytest.raises(InvalidArgumentError, match="dynamic"):
+        Embedder(path, single_pass_size=192)
+    coffee = data.coffee()
+    crop, _ = vit.embed_patches(coffee, regions="L0")
+    single, _ = vit.embed_patches(coffee, regions="L0", mode="single_pass")
+    np.testing.assert_allclose(single, crop, atol=1e-5)
+    vecs, boxes = vit.embed_patches(coffee, regions="L3", mode="single_pass")
+    assert vecs.shape == (30, 768) and np.array_equal(boxes, PatchGrid(3).boxes(600, 400))
+    np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
