@@ -86,8 +86,7 @@ def resolve_model(model=None, *, input_size: int | None = None, pool: str | None
         raise InvalidTypeError(f"model must be None, a registered name or an .onnx path, got "
                                f"{type(model).__name__}")
     path = Path(model)
-    as_path = isinstance(model, os.PathLike) or path.suffix.lower() == ".onnx" or os.sep in str(model)
-    if as_path:
+    if isinstance(model, os.PathLike) or path.suffix.lower() == ".onnx" or os.sep in str(model):
         if not path.is_file():
             raise ModelNotFoundError(f"model file not found: {path}")
         return path
@@ -115,7 +114,8 @@ def export_model(name: str, out, **kwargs) -> dict:
 
 def _load_exporter():
     if not export_available():
-        raise ModelNotFoundError('exporting needs torch, timm and onnx: pip install "pypatch[export]"')
+        raise ModelNotFoundError(
+            'exporting needs torch, timm and onnx: pip install "pypatch[export]"')
     if "pypatch._export.export" in sys.modules:
         return sys.modules["pypatch._export.export"]
     folder = _models_dir()

@@ -1,4 +1,4 @@
-"""Backbone export: ONNX vs torch parity on real photos, the real default weights, ViTs, refusals."""
+"""Backbone export: ONNX-vs-torch parity on real photos, the real default weights, ViTs."""
 from __future__ import annotations
 
 import numpy as np
@@ -101,7 +101,8 @@ def test_default_weights_are_the_real_imagenet_ones(default_torch, default_model
     cfg = timm.data.resolve_model_data_config(default_torch)
     cfg["crop_pct"] = 1.0  # as in the model card
     transform = timm.data.create_transform(**cfg, is_training=False)
-    imgs = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB") for n in ("chelsea", "coffee")]
+    imgs = [Image.fromarray(getattr(skimage.data, n)()).convert("RGB")
+            for n in ("chelsea", "coffee")]
     x = torch.stack([transform(im) for im in imgs])
     with torch.no_grad():
         assert default_torch(x).argmax(1).tolist() == [285, 967]
@@ -236,7 +237,8 @@ def test_cli_export_writes_a_checked_file(tmp_path, capsys):
     assert main(argv) == 0
     assert file_sha256(out) in capsys.readouterr().out
     card = read_model_card(out)
-    assert card["input_size"] == [3, 128, 128] and card["pooling"] == "avg" and card["gem_p"] is None
+    assert card["input_size"] == [3, 128, 128]
+    assert card["pooling"] == "avg" and card["gem_p"] is None
     emb, feat = run_onnx(out, photo_batch(card))
     assert feat.shape == (4, 1280, 4, 4)
     np.testing.assert_allclose(emb, feat.mean(axis=(2, 3)), rtol=1e-4, atol=1e-6)

@@ -54,7 +54,8 @@ def test_without_the_export_extra_the_error_gives_the_fix(tmp_path, monkeypatch)
     with pytest.raises(ModelNotFoundError) as err:
         models.resolve_model()
     msg = str(err.value)
-    assert 'pip install "pypatch[export]"' in msg and "pypatch export --model efficientnet_lite0" in msg
+    assert 'pip install "pypatch[export]"' in msg
+    assert "pypatch export --model efficientnet_lite0" in msg
     assert not (tmp_path / "models").exists() or not list((tmp_path / "models").iterdir())
 
 
@@ -104,10 +105,12 @@ def test_card_reading_refuses_bad_files(tmp_path, default_model_card):
         models.read_model_card(_tiny_onnx(tmp_path / "badjson.onnx", bad))
     partial = {k: v for k, v in default_model_card.items() if k != "mean"}
     with pytest.raises(InvalidArgumentError, match="lacks mean"):
-        models.read_model_card(_tiny_onnx(tmp_path / "p.onnx", {models.CARD_KEY: json.dumps(partial)}))
+        models.read_model_card(_tiny_onnx(tmp_path / "p.onnx",
+                                          {models.CARD_KEY: json.dumps(partial)}))
     future = dict(default_model_card, format=2)
     with pytest.raises(InvalidArgumentError, match="format 2"):
-        models.read_model_card(_tiny_onnx(tmp_path / "f.onnx", {models.CARD_KEY: json.dumps(future)}))
+        models.read_model_card(_tiny_onnx(tmp_path / "f.onnx",
+                                          {models.CARD_KEY: json.dumps(future)}))
 
 
 def _run_python(code: str, *args) -> str:
