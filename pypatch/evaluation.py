@@ -8,7 +8,8 @@ A *ranker* is any callable ``ranker(query, k) -> hits`` where ``query`` is a
 and ``hits`` lists at most ``k`` database results best first, each either a tuple
 ``(db_id, score, box_or_None)`` or an object with ``image_id``, ``score`` and ``box``
 attributes (e.g. ``pypatch.SearchHit``). A ranker may instead (or also) offer the batch form
-``ranker.rank_batch(queries, k) -> [hits, ...]``, which the harness then prefers. ``box`` is the winning patch ``[x0, y0, x1, y1]``
+``ranker.rank_batch(queries, k) -> [hits, ...]``, which the harness then prefers.
+``box`` is the winning patch ``[x0, y0, x1, y1]``
 in the database image's pixels (exclusive x1/y1). Optional attributes on the ranker:
 ``bytes_per_image`` (for the mAP-vs-memory plot) and ``description``.
 
@@ -26,7 +27,8 @@ Metric conventions
 ------------------
 * ``map``: revisitop AP (trapezoid, junk skipped) over the returned top ``k``; positives not
   returned earn nothing. ``map_at_k``: ILIAS mAP@k in the ranker's order, its scores used to
-  group ties into one threshold (ignored if they are not non-increasing). ``mp@n``: revisitop mean precision; ``recall@n``: share of queries with a
+  group ties into one threshold (ignored if they are not non-increasing).
+  ``mp@n``: revisitop mean precision; ``recall@n``: share of queries with a
   positive in the top n.
 * ``locscore``: defined only for queries whose positives all have ground-truth boxes; the
   report says over how many queries it was computed (revisitop has none, ILIAS and the
@@ -64,9 +66,10 @@ RECALL_LEVELS = np.linspace(0.0, 1.0, 21)
 Hit = tuple  # (db_id, score, box or None)
 RankerFactory = Callable[[Benchmark], Callable[[Query, int], Sequence[Any]]]
 _REGISTRY: dict[str, RankerFactory] = {}
-# modules imported (if installed) before a configuration is looked up, so that they can call
-# register_ranker(); the index (issue 5) adds its module here. ``pypatch eval --plugin M`` too.
-_PLUGINS: tuple[str, ...] = ()
+# modules imported before a configuration is looked up, so that they can call
+# register_ranker(): the ImageIndex configurations (issue 5). ``pypatch eval --plugin M`` adds more.
+_PLUGINS: tuple[str, ...] = ("pypatch.eval_rankers",)
+_LOADED: set[str] = set()
 
 
 # ---------------------------------------------------------------------------------- registry
@@ -82,15 +85,23 @@ def register_ranker(name: str, factory: RankerFactory, *, overwrite: bool = Fals
 
 
 def load_plugins(modules: Iterable[str] = ()) -> None:
-    """Import modules that register configurations (``_PLUGINS`` plus ``modules``)."""
+    """Import modules that register configurations (``_PLUGINS`` plus ``modules``), once each.
+
+    A built-in plugin that cannot be imported (e.g. the native core is not built) is skipped;
+    a user-named module that fails raises ``InvalidArgumentError``.
+    """
     import importlib
 
     for mod in (*_PLUGINS, *modules):
+        if mod in _LOADED:
+            continue
+        _LOADED.add(mod)  # before importing: the plugin itself calls available_rankers()
         try:
             importlib.import_module(mod)
-        except ModuleNotFoundError as exc:
-            if mod in _PLUGINS and exc.name == mod:  # built-in plugin not built yet
+        except ImportError as exc:
+            if mod in _PLUGINS:
                 continue
+            _LOADED.discard(mod)
             raise InvalidArgumentError(f"cannot import ranker plugin {mod!r}: {exc}") from None
 
 
@@ -165,7 +176,8 @@ def _normalise_hits(raw: Any, benchmark: Benchmark, name: str, qid: str, k: int)
         try:
             benchmark.db_index(hid)
         except KeyError:
-            raise InvalidArgumentError(f"ranker {name!r} returned unknown database id {hid!r} for query {qid!r}") from None
+            raise InvalidArgumentError(
+                f"ranker {name!r} returned unknown database id {hid!r} for query {qid!r}") from None
         if hid in seen:
             raise InvalidArgumentError(f"ranker {name!r} returned database id {hid!r} twice for query {qid!r}")
         seen.add(hid)

@@ -29,11 +29,9 @@ def run(args) -> int:
     from pypatch.errors import InvalidArgumentError
     from pypatch.evaluation import available_rankers, evaluate, load_plugins, make_ranker, write_report
 
+    # imports pypatch.eval_rankers (the ImageIndex configurations "global", "patchify-L3-pq32",
+    # ...; skipped if the native core is not built) and any --plugin modules
     load_plugins(args.plugin)
-    try:  # registers the ImageIndex configurations ("global", "patchify-L3-pq32", ...)
-        import pypatch.eval_rankers  # noqa: F401
-    except ImportError:  # the native core is not built: only the built-in baselines
-        pass
 
     if args.list_configs:
         print("\n".join(available_rankers()))
