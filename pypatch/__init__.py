@@ -21,6 +21,7 @@ _LAZY = {
     # backbones and regions (issue 3)
     "Embedder": "pypatch.embedder",
     "PatchGrid": "pypatch.grid",
+    "PCAWhitening": "pypatch.whitening",
     # image-level index (issue 5)
     "ImageIndex": "pypatch.image_index",
     "SearchHit": "pypatch.results",
