@@ -167,3 +167,44 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("pypatch info: error:")
+
+
+def test_bench_command_runs_the_native_core(capsys):
+    status, out, _ = _run(capsys, ["bench", "--images", "300", "--patches", "4", "--dim", "32",
+                                   "--m", "8", "--queries", "4", "--threads", "1"])
+    assert status == 0
+    rows = [line.split() for line in out.splitlines() if line.startswith(("pq", "flat"))]
+    assert [r[0] for r in rows] == ["pq", "flat"]
+    assert int(rows[0][2]) == 4 * 8 + 8 and int(rows[1][2]) == 4 * 32 * 2 + 8
+
+
+def test_eval_runs_index_configurations_with_true_boxes(tmp_path, capsys):
+    """`pypatch eval` on a hand-made benchmark: a cat pasted into a real photo is the only
+    positive; at L2 it is ranked first with the cell that holds the cat."""
+    box = [230, 160, 380, 260]
+    scene = Image.fromarray(skimage_data.coffee()).copy()
+    scene.paste(Image.fromarray(skimage_data.chelsea()).resize((150, 100)), (230, 160))
+    scene.save(tmp_path / "scene.png")
+    Image.fromarray(skimage_data.chelsea()).save(tmp_path / "cat.png")
+    others = {"rocket": skimage_data.rocket(), "astronaut": skimage_data.astronaut(),
+              "camera": skimage_data.camera()}
+    for name, arr in others.items():
+        Image.fromarray(arr).save(tmp_path / f"{name}.png")
+    bench = {"queries": [{"id": "q", "image": "cat.png", "box": None}],
+             "database": [{"id": n, "image": f"{n}.png"} for n in ["scene", *others]],
+             "positives": {"q": [{"id": "scene", "boxes": [box]}]}, "junk": {}}
+    (tmp_path / "benchmark.json").write_text(json.dumps(bench))
+    status, out, _ = _run(capsys, ["eval", str(tmp_path / "benchmark.json"), "--out",
+                                   str(tmp_path / "report"), "--config", "global",
+                                   "--config", "patchify-L2-flat", "--examples", "1"])
+    assert status == 0 and "patchify-L2-flat: mAP 100.00" in out
+    results = json.loads((tmp_path / "report" / "results.json").read_text())
+    patchify = results["configs"]["patchify-L2-flat"]
+    cell = [200, 133, 400, 266]  # the L2 cell of the 600x400 scene that holds the cat
+    inter = (380 - 230) * (260 - 160)
+    iou = inter / ((cell[2] - cell[0]) * (cell[3] - cell[1]))  # the cat lies inside the cell
+    assert patchify["summary"]["locscore"] == pytest.approx(iou, abs=1e-6)
+    assert patchify["per_query"][0]["hits"][0][2] == cell
+    assert patchify["bytes_per_image"] == pytest.approx(14 * 1280 * 4 + 8)
+    whole = results["configs"]["global"]["per_query"][0]["hits"]
+    assert next(h for h in whole if h[0] == "scene")[2] == [0, 0, 600, 400]

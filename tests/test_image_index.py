@@ -277,3 +277,19 @@ def test_searching_with_another_model_is_refused(flat_index, tmp_path, embedder)
         loaded.search(skimage_data.rocket())
     with pytest.raises(ModelMismatchError):
         loaded.set_embedder(embedder)
+
+
+def test_eval_configuration_names():
+    from pypatch.eval_rankers import config_names, parse_config
+
+    assert parse_config("global") == {"regions": "L0", "mode": "crop", "store": "flat"}
+    assert parse_config("patchify-L3-pq32-global-sp") == {
+        "regions": "L3", "mode": "single_pass", "store": "pq", "pq_m": 32, "pq_nbits": 8,
+        "train_on": "global"}
+    assert parse_config("patchify-rmac-flat16") == {"regions": "rmac", "mode": "crop",
+                                                    "store": "flat16"}
+    names = config_names()
+    assert {"global", "patchify-L3-pq32", "patchify-L3-flat", "patchify-L1-flat-sp"} <= set(names)
+    assert all(parse_config(n) for n in names)
+    with pytest.raises(InvalidArgumentError):
+        parse_config("patchify-L9-flat")

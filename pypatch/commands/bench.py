@@ -73,7 +73,8 @@ def run(args) -> int:
     queries = _unit(rng, args.queries, args.dim)
     stores = []
     pq = PatchIndex(args.dim, pq=ProductQuantizer(args.dim, args.m, nbits=8))
-    pq.train(x[rng.choice(n_patches, min(n_patches, 256 * 256), replace=False)])
+    # a 64-points-per-centroid sample keeps training a few seconds (enough for timing)
+    pq.train(x[rng.choice(n_patches, min(n_patches, 64 * 256), replace=False)])
     pq.add(x, patches_per_image=args.patches)
     stores.append((f"pq m={args.m}", pq, args.patches * args.m + 8))
     flat = PatchIndex(args.dim, pq=None, flat_dtype="float16")
