@@ -1,7 +1,10 @@
 // pypatch index container: one versioned file of typed, 64-byte aligned, CRC-checked
 // sections, written atomically and readable through mmap without copying.
 // Layout: README.md in this folder. Errors: io_errors.h (FormatError, VersionError,
-// IoError). Pure C++17, no Python.
+// IoError, all in the pypatch::Error hierarchy); writer misuse (a kind added twice, a
+// too-small write_to buffer) throws pypatch::InvalidArgument. Pure C++17, no Python.
+// Thread safety: a Container's const methods may be called concurrently; a writer's
+// write_atomic/to_bytes are const and may run concurrently on different paths.
 //
 // Writing (sections are referenced, not copied, until write_atomic/to_bytes returns):
 //
