@@ -37,7 +37,7 @@ _LAZY = {
     "NotTrainedError": "pypatch.errors",
     "DatasetFormatError": "pypatch.errors",
 }
-_SUBMODULES = {"metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli"}
+_SUBMODULES = {"metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli", "evaluation", "benchgen"}
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
 
