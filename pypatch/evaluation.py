@@ -57,6 +57,7 @@ from pypatch.metrics import ap_at_k, compute_map, locscore, recall_at_k
 
 __all__ = [
     "evaluate", "write_report", "register_ranker", "available_rankers", "make_ranker", "load_plugins",
+    "ilias_similarities",
     "EvalResults", "ConfigResult", "SIZE_BUCKETS",
 ]
 
@@ -609,9 +610,18 @@ def _html(results: EvalResults, out: Path, examples: int, top: int) -> Path:
     return path
 
 
+def ilias_similarities(results: EvalResults, config: str) -> dict[str, dict[str, float]]:
+    """One configuration's results as ILIAS's JSON input ``{query_id: {db_id: score}}``, for
+    its official ``evaluation/evaluate.py --similarity_file``."""
+    if config not in results.configs:
+        raise InvalidArgumentError(f"no configuration {config!r} in these results")
+    return {row["query"]: {h[0]: h[1] for h in row["hits"]} for row in results.configs[config].per_query}
+
+
 def write_report(results: EvalResults, out_dir: str | os.PathLike, *, examples: int = 8, top: int = 5) -> dict:
     """Write ``results.md``, ``results.json``, PNG plots and ``index.html`` (with thumbnails)
-    into ``out_dir``; returns ``{"markdown", "json", "html", "plots"}`` paths."""
+    into ``out_dir``; returns ``{"markdown", "json", "html", "plots"}`` paths. For an ILIAS
+    benchmark it also writes ``ilias_<config>.json`` (see :func:`ilias_similarities`)."""
     if not isinstance(results, EvalResults) or not results.configs:
         raise InvalidArgumentError("results must be a non-empty EvalResults from evaluate()")
     out = Path(out_dir)
@@ -624,4 +634,8 @@ def write_report(results: EvalResults, out_dir: str | os.PathLike, *, examples: 
     js.write_text(json.dumps(results.to_dict(), indent=1) + "\n", encoding="utf-8")
     plots = _plots(results, out)
     page = _html(results, out, examples, top)
+    if results.benchmark.meta.get("source") == "ilias":
+        for name in results.configs:
+            safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+            (out / f"ilias_{safe}.json").write_text(json.dumps(ilias_similarities(results, name)), encoding="utf-8")
     return {"markdown": md, "json": js, "html": page, "plots": plots}

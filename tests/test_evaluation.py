@@ -200,3 +200,23 @@ def test_plugin_modules_register_configurations(bench_path, tmp_path, monkeypatc
                  "--plugin", "my_ranker_plugin"]) == 0
     assert "plugin-hist" in capsys.readouterr().out.split()
     assert main(["eval", str(bench_path), "--out", str(tmp_path / "o"), "--plugin", "no_such_plugin_mod"]) == 2
+
+
+def test_ilias_similarities_export(results, bench):
+    from pypatch.evaluation import ilias_similarities
+
+    sims = ilias_similarities(results, "hist-grid")
+    assert set(sims) == {q.id for q in bench.queries}
+    row = results.configs["hist-grid"].per_query[0]
+    assert list(sims[row["query"]].items())[:3] == [(h[0], h[1]) for h in row["hits"][:3]]
+    with pytest.raises(InvalidArgumentError, match="no configuration"):
+        ilias_similarities(results, "nope")
+
+
+def test_report_on_an_ilias_benchmark_writes_its_json(bench, tmp_path):
+    ilias_like = Benchmark("ilias-like", bench.root, bench.queries[:2], bench.database, bench.positives,
+                           {}, {"source": "ilias"})
+    r = evaluate(ilias_like, {"hist/global": make_ranker("hist-global", ilias_like)}, k=5)
+    write_report(r, tmp_path, examples=1)
+    data = json.loads((tmp_path / "ilias_hist_global.json").read_text())
+    assert set(data) == {q.id for q in bench.queries[:2]} and all(len(v) == 5 for v in data.values())
