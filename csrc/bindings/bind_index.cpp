@@ -59,9 +59,9 @@ void bind_index(py::module_& m) {
         for (size_t i = 0; i < r.size(); ++i) out.mutable_data()[i] = r[i] != 0;
         return out;
       })
-      .def("codes", [](const PatchIndex& ix) {  // a copy of the raw storage (tests, tools)
+      .def("codes", [](const PatchIndex& ix) {  // row-major copy of the storage (tests, tools)
         CArray<uint8_t> out({static_cast<py::ssize_t>(ix.n_patches()), static_cast<py::ssize_t>(ix.code_size())});
-        if (ix.n_patches()) std::copy(ix.data(), ix.data() + ix.n_patches() * ix.code_size(), out.mutable_data());
+        ix.copy_rows(0, ix.n_patches(), out.mutable_data());
         return out;
       })
       .def("train", [](PatchIndex& ix, const CArray<float>& x, int iters, uint64_t seed, int nt) {

@@ -7,6 +7,7 @@
 #include <mutex>      // unique_lock
 
 #include "pypatch/errors.h"             // InvalidArgument, NotTrained
+#include "pypatch/index/code_layout.h"  // blocked64 PQ codes
 #include "pypatch/index/scan.h"         // scan_chunk
 #include "pypatch/index/topk.h"         // TopK
 #include "pypatch/io/container.h"       // io::Container (kept alive for views)
@@ -51,9 +52,18 @@ void PatchIndex::train(int64_t n, const float* x, int iters, uint64_t seed, int 
   pq_->train(n, x, iters, seed, num_threads, 256, interrupt);
 }
 
+int64_t PatchIndex::storage_bytes(int64_t n) const {
+  return kind_ == StoreKind::PQ ? blocked_bytes(n, code_size_) : n * code_size_;
+}
+
+void PatchIndex::copy_rows(int64_t p0, int64_t n, uint8_t* out) const {
+  if (kind_ == StoreKind::PQ) blocked_to_rows(view_, p0, n, code_size_, out);
+  else if (n > 0) std::memcpy(out, view_ + p0 * code_size_, static_cast<size_t>(n) * code_size_);
+}
+
 void PatchIndex::materialize() {
   if (!file_) return;
-  owned_.assign(view_, view_ + n_patches() * code_size_);
+  owned_.assign(view_, view_ + storage_bytes(n_patches()));
   view_ = owned_.data();
   file_.reset();
 }
@@ -70,9 +80,12 @@ int64_t PatchIndex::append_counts(int64_t n_new, const int64_t* counts) {
   return total;
 }
 
-void PatchIndex::append_bytes(const uint8_t* bytes, int64_t n) {
+void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
   materialize();
-  owned_.insert(owned_.end(), bytes, bytes + n);
+  const int64_t p0 = n_patches();
+  owned_.resize(static_cast<size_t>(storage_bytes(p0 + n)), 0);
+  if (kind_ == StoreKind::PQ) rows_to_blocked(rows, p0, n, code_size_, owned_.data());
+  else if (n > 0) std::memcpy(owned_.data() + p0 * code_size_, rows, static_cast<size_t>(n) * code_size_);
   view_ = owned_.data();
 }
 
@@ -89,7 +102,7 @@ int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, in
     uint16_t* h = reinterpret_cast<uint16_t*>(enc.data());
     for (int64_t i = 0; i < total * dim_; ++i) h[i] = float_to_half(x[i]);
   }
-  append_bytes(enc.data(), static_cast<int64_t>(enc.size()));
+  append_rows(enc.data(), total);
   const int64_t first = n_images();
   for (int64_t i = 0; i < n_new; ++i) offsets_.push_back(offsets_.back() + counts[i]);
   removed_.resize(n_images(), 0);
@@ -104,7 +117,7 @@ int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_
   for (int64_t i = 0; i < total * code_size_; ++i)
     PTCH_CHECK(codes[i] < ksub, "codes must be < 2**nbits=" + std::to_string(ksub) + "; got " +
                                     std::to_string(codes[i]) + " at flat position " + std::to_string(i));
-  append_bytes(codes, total * code_size_);
+  append_rows(codes, total);
   const int64_t first = n_images();
   for (int64_t i = 0; i < n_new; ++i) offsets_.push_back(offsets_.back() + counts[i]);
   removed_.resize(n_images(), 0);
@@ -153,18 +166,21 @@ std::vector<int64_t> PatchIndex::compact() {
   std::unique_lock<std::shared_mutex> lock(mu_);
   const int64_t n = n_images();
   std::vector<int64_t> mapping(n, -1);
-  std::vector<uint8_t> data;
+  std::vector<uint8_t> rows(static_cast<size_t>(n_patches()) * code_size_), kept;
+  copy_rows(0, n_patches(), rows.data());
   std::vector<int64_t> off{0};
-  data.reserve(static_cast<size_t>(n_patches()) * code_size_);
+  kept.reserve(rows.size());
   for (int64_t i = 0; i < n; ++i) {
     if (removed_[i]) continue;
     mapping[i] = static_cast<int64_t>(off.size()) - 1;
-    data.insert(data.end(), view_ + offsets_[i] * code_size_, view_ + offsets_[i + 1] * code_size_);
+    kept.insert(kept.end(), rows.begin() + offsets_[i] * code_size_, rows.begin() + offsets_[i + 1] * code_size_);
     off.push_back(off.back() + offsets_[i + 1] - offsets_[i]);
   }
   file_.reset();
-  owned_ = std::move(data);
+  owned_.clear();
   view_ = owned_.data();
+  offsets_.assign(1, 0);
+  append_rows(kept.data(), off.back());
   offsets_ = std::move(off);
   removed_.assign(n_images(), 0);
   n_removed_ = 0;
@@ -178,7 +194,9 @@ void PatchIndex::reconstruct(int64_t image, float* out) const {
   const int64_t p0 = offsets_[image], np = offsets_[image + 1] - p0;
   const uint8_t* src = view_ + p0 * code_size_;
   if (kind_ == StoreKind::PQ) {
-    pq_->decode(np, src, out);
+    std::vector<uint8_t> rows(static_cast<size_t>(np) * code_size_);
+    copy_rows(p0, np, rows.data());
+    pq_->decode(np, rows.data(), out);
   } else if (kind_ == StoreKind::FlatF32) {
     if (np) std::memcpy(out, src, static_cast<size_t>(np) * code_size_);
   } else {
@@ -202,7 +220,7 @@ void PatchIndex::set_metadata_json(std::string json) {
 
 std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  const int64_t data_bytes = n_patches() * code_size_;
+  const int64_t data_bytes = storage_bytes(n_patches());
   return {
       {kind_ == StoreKind::PQ ? "codes" : "vectors", data_bytes},
       {"image_offsets", static_cast<int64_t>(offsets_.size() * sizeof(int64_t))},

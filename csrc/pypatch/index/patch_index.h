@@ -42,8 +42,12 @@ class PatchIndex {
   int64_t n_patches() const { return offsets_.back(); }
   /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]).
   const std::vector<int64_t>& image_offsets() const { return offsets_; }
-  /// Raw storage: (n_patches, code_size) bytes.
+  /// Raw storage: PQ codes in the "blocked64" layout (code_layout.h), flat vectors row-major.
   const uint8_t* data() const { return view_; }
+  /// Bytes of storage for n patches (PQ: padded to whole blocks).
+  int64_t storage_bytes(int64_t n) const;
+  /// Row-major copy of patches [p0, p0+n): out (n, code_size) bytes.
+  void copy_rows(int64_t p0, int64_t n, uint8_t* out) const;
   bool is_view() const { return file_ != nullptr; }
 
   /// PQ only: trains the quantizer on x (n, dim) unless it is already trained.
@@ -93,7 +97,7 @@ class PatchIndex {
   class Writer;                       // builds the file sections (patch_index_io.cpp)
   void materialize();                 // copy a file view into owned storage
   int64_t append_counts(int64_t n_new, const int64_t* counts);  // validate, extend offsets
-  void append_bytes(const uint8_t* bytes, int64_t n);
+  void append_rows(const uint8_t* rows, int64_t n);  // n patches, row-major
 
   int dim_;
   StoreKind kind_;

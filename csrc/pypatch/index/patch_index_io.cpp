@@ -3,7 +3,9 @@
 //   META  UTF-8 JSON: {"format": "pypatch.PatchIndex", ...counts and settings for humans and
 //         tools..., "user": <the index's metadata JSON>}; "user" is always the last key
 //   PQCB  f32 (m, ksub, dsub) centroids (PQ store, when trained)
-//   CODE  u8 (n_patches, m) codes (PQ) | VECS f32/f16 (n_patches, dim) (flat store)
+//   CODE  u8 PQ codes, layout "blocked64" (code_layout.h; PIDX code_layout = 1, padded to
+//         whole blocks) or row-major (n_patches, m) (code_layout = 0, converted on load)
+//   VECS  f32/f16 (n_patches, dim) row-major vectors (flat store)
 //   IOFF  u64 (n_images + 1) CSR image offsets
 //   TOMB  u8 (n_images) removed mask
 // Loading validates every count against the section sizes before using them, and the offsets
@@ -12,6 +14,7 @@
 #include <limits>   // numeric_limits
 
 #include "pypatch/errors.h"              // InvalidArgument
+#include "pypatch/index/code_layout.h"   // blocked64 <-> rows
 #include "pypatch/index/patch_index.h"
 #include "pypatch/io/container.h"        // ContainerWriter, Container
 #include "pypatch/io/io_errors.h"        // io::FormatError
@@ -33,7 +36,7 @@ struct HeaderFields {
   uint32_t nbits;       // 16 (0 for flat)
   uint32_t code_size;   // 20
   uint32_t trained;     // 24: PQCB present
-  uint32_t reserved;    // 28
+  uint32_t code_layout; // 28: 0 row-major, 1 blocked64 (PQ only)
   uint64_t n_images;    // 32
   uint64_t n_patches;   // 40
   uint64_t n_removed;   // 48
@@ -67,6 +70,7 @@ class PatchIndex::Writer {
     put<uint32_t>(h, 16, pq ? ix.pq_->nbits() : 0);
     put<uint32_t>(h, 20, static_cast<uint32_t>(ix.code_size_));
     put<uint32_t>(h, 24, trained ? 1 : 0);
+    put<uint32_t>(h, 28, pq ? 1 : 0);
     put<uint64_t>(h, 32, static_cast<uint64_t>(ix.n_images()));
     put<uint64_t>(h, 40, static_cast<uint64_t>(ix.n_patches()));
     put<uint64_t>(h, 48, static_cast<uint64_t>(ix.n_removed_));
@@ -76,7 +80,7 @@ class PatchIndex::Writer {
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
                        ", \"n_images\": " + std::to_string(ix.n_images()) +
                        ", \"n_patches\": " + std::to_string(ix.n_patches()) +
-                       ", \"code_layout\": \"row_major_u8\", \"user\": " + ix.metadata_ + "}";
+                       ", \"code_layout\": \"" + std::string(pq ? "blocked64_u8" : "row_major") + "\", \"user\": " + ix.metadata_ + "}";
     offsets_u64.assign(ix.offsets_.begin(), ix.offsets_.end());
     io::ContainerWriter w;
     w.add_owned(kKindHeader, std::move(h));
@@ -84,7 +88,7 @@ class PatchIndex::Writer {
     if (trained)
       w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
     w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
-               static_cast<size_t>(ix.n_patches()) * ix.code_size_);
+               static_cast<size_t>(ix.storage_bytes(ix.n_patches())));
     w.add_view(io::kind::kImageOffsets, offsets_u64.data(), offsets_u64.size() * 8);
     w.add_view(kKindRemoved, ix.removed_.data(), ix.removed_.size());
     return w;
@@ -123,6 +127,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   const uint32_t version = get<uint32_t>(h, 0), kind = get<uint32_t>(h, 4);
   const uint32_t dim = get<uint32_t>(h, 8), m = get<uint32_t>(h, 12), nbits = get<uint32_t>(h, 16);
   const uint32_t code_size = get<uint32_t>(h, 20), trained = get<uint32_t>(h, 24);
+  const uint32_t layout = get<uint32_t>(h, 28);
   const uint64_t n_images = get<uint64_t>(h, 32), n_patches = get<uint64_t>(h, 40);
   if (version != kHeaderVersion) bad(name, "unsupported PIDX header version " + std::to_string(version));
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
@@ -158,10 +163,15 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
       bad(name, "image " + std::to_string(i) + " has too many patches");
   }
   const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
-  const uint8_t* data = c->array<uint8_t>(data_kind, n_patches * code_size);
+  if (layout > 1 || (layout == 1 && sk != StoreKind::PQ))
+    bad(name, "unknown code layout " + std::to_string(layout));
+  const bool blocked = layout == 1;
+  const uint8_t* data = c->array<uint8_t>(
+      data_kind, blocked ? static_cast<uint64_t>(blocked_bytes(static_cast<int64_t>(n_patches), m))
+                         : n_patches * code_size);
   const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
   if (sk == StoreKind::PQ && nbits < 8)  // a larger code would read past the LUT
-    for (uint64_t i = 0; i < n_patches * code_size; ++i)
+    for (uint64_t i = 0; i < (blocked ? blocked_bytes(n_patches, m) : n_patches * code_size); ++i)
       if (data[i] >= (1u << nbits)) bad(name, "a code exceeds 2**nbits");
 
   ix->offsets_.assign(off, off + n_images + 1);
@@ -174,6 +184,12 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   if (key == std::string_view::npos || end == std::string_view::npos || end < key + 8)
     bad(name, "META has no \"user\" entry");
   ix->metadata_ = std::string(meta.substr(key + 8, end - key - 8));
+  if (sk == StoreKind::PQ && !blocked) {  // older row-major layout: convert once into memory
+    ix->owned_.assign(static_cast<size_t>(blocked_bytes(n_patches, m)), 0);
+    rows_to_blocked(data, 0, static_cast<int64_t>(n_patches), static_cast<int>(m), ix->owned_.data());
+    ix->view_ = ix->owned_.data();
+    return ix;
+  }
   ix->view_ = data;
   ix->file_ = std::move(c);
   return ix;

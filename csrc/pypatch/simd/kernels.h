@@ -3,9 +3,10 @@
 // Names: m sub-quantizers, ksub = 2**nbits centroids each, dsub = dim / m.
 // Shapes are documented per kernel; every array is C-contiguous. Semantics shared by all levels:
 //  * sums over t run in ascending t with separate multiply and add in lut_ip and assign_l2 (the
-//    library is built with -ffp-contract=off), so those two are bit-exact across levels for any
-//    input; the scan/dot kernels may reassociate, so they are bit-exact across levels whenever
-//    every partial sum is exactly representable (e.g. small integer-valued inputs).
+//    library is built with -ffp-contract=off), so lut_ip, assign_l2 and adc_segmax are
+//    bit-exact across levels for any input; the flat dot kernels reassociate, so they are
+//    bit-exact across levels whenever every partial sum is exactly representable (e.g. small
+//    integer-valued inputs).
 //  * segmax: image i owns patches [offsets[i], offsets[i+1]); best[i] is the max score of its
 //    patches and arg[i] the lowest patch ordinal (0-based within the image) reaching it;
 //    an empty image gets best = -inf, arg = -1.
@@ -25,8 +26,9 @@ struct KernelTable {
   /// out[i] = argmin_c sum_t (x[i][t] - ct[t][c])^2 (lowest c on ties); dist[i] = that minimum.
   void (*assign_l2)(int64_t n, const float* x, int64_t ldx, int dsub, const float* ct, int k,
                     int32_t* out, float* dist);
-  /// codes: (n_patches, m) u8 row-major, indexed by absolute patch number; lut: (m, ksub) f32.
-  /// Per-image max/argmax of score(p) = sum_j lut[j][codes[p][j]].
+  /// codes: "blocked64" layout (index/code_layout.h), indexed by absolute patch number;
+  /// lut: (m, ksub) f32. Per-image max/argmax of score(p) = sum_j lut[j][code(p, j)], summed
+  /// in ascending j per patch at every level (so bit-exact across levels for any input).
   void (*adc_segmax)(int64_t n_images, const int64_t* offsets, const uint8_t* codes, int m,
                      int ksub, const float* lut, float* best, int32_t* arg);
   /// x: (n_patches, dim) f32; per-image max/argmax of <q, x[p]>.

@@ -77,23 +77,21 @@ void assign_l2_avx2(int64_t n, const float* x, int64_t ldx, int dsub, const floa
   }
 }
 
-// Gathers 8 sub-quantizers of one code at a time (faiss's approach for row-major codes).
-struct AdcAvx2 {
+// 8 accumulators of 8 patches; lane l of accumulator g sums j ascending, like the scalar.
+struct AdcBlockAvx2 {
   const uint8_t* codes; int m; int ksub; const float* lut;
-  float operator()(int64_t p) const {
-    const uint8_t* c = codes + p * m;
-    __m256 acc = _mm256_setzero_ps();
-    __m256i base = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(ksub));
-    const __m256i step = _mm256_set1_epi32(8 * ksub);
-    int j = 0;
-    for (; j + 8 <= m; j += 8) {
-      const __m256i cj = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + j)));
-      acc = _mm256_add_ps(acc, _mm256_i32gather_ps(lut, _mm256_add_epi32(cj, base), 4));
-      base = _mm256_add_epi32(base, step);
+  void operator()(int64_t block, float* out) const {
+    const uint8_t* c = codes + block * 64 * m;
+    __m256 acc[8];
+    for (int g = 0; g < 8; ++g) acc[g] = _mm256_setzero_ps();
+    for (int j = 0; j < m; ++j, c += 64) {
+      const float* t = lut + static_cast<int64_t>(j) * ksub;
+      for (int g = 0; g < 8; ++g) {
+        const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * g)));
+        acc[g] = _mm256_add_ps(acc[g], _mm256_i32gather_ps(t, idx, 4));
+      }
     }
-    float s = hsum8(acc);
-    for (; j < m; ++j) s += lut[j * ksub + c[j]];
-    return s;
+    for (int g = 0; g < 8; ++g) _mm256_store_ps(out + 8 * g, acc[g]);
   }
 };
 
@@ -132,7 +130,7 @@ struct DotF16Avx2 {
 
 void adc_segmax_avx2(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                      const float* lut, float* best, int32_t* arg) {
-  segmax(n, off, AdcAvx2{codes, m, ksub, lut}, best, arg);
+  segmax_blocked(n, off, AdcBlockAvx2{codes, m, ksub, lut}, best, arg);
 }
 void flat_f32_avx2(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                    float* best, int32_t* arg) {

@@ -75,27 +75,24 @@ void assign_l2_avx512(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
-// Gathers 16 sub-quantizers of one code at a time; the tail uses a masked gather.
-struct AdcAvx512 {
+// 4 accumulators of 16 patches; lane l of accumulator g sums j ascending, like the scalar.
+struct AdcBlockAvx512 {
   const uint8_t* codes; int m; int ksub; const float* lut;
-  float operator()(int64_t p) const {
-    const uint8_t* c = codes + p * m;
-    __m512 acc = _mm512_setzero_ps();
-    __m512i base = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(ksub));
-    const __m512i step = _mm512_set1_epi32(16 * ksub);
-    int j = 0;
-    for (; j + 16 <= m; j += 16) {
-      const __m512i cj = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + j)));
-      acc = _mm512_add_ps(acc, _mm512_i32gather_ps(_mm512_add_epi32(cj, base), lut, 4));
-      base = _mm512_add_epi32(base, step);
+  void operator()(int64_t block, float* out) const {
+    const uint8_t* c = codes + block * 64 * m;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    for (int j = 0; j < m; ++j, c += 64) {
+      const float* t = lut + static_cast<int64_t>(j) * ksub;
+      const __m512i bytes = _mm512_loadu_si512(c);
+      a0 = _mm512_add_ps(a0, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes)), t, 4));
+      a1 = _mm512_add_ps(a1, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 1)), t, 4));
+      a2 = _mm512_add_ps(a2, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 2)), t, 4));
+      a3 = _mm512_add_ps(a3, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 3)), t, 4));
     }
-    if (j < m) {
-      const __mmask16 k = static_cast<__mmask16>((1u << (m - j)) - 1);
-      const __m512i cj = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(k, c + j));
-      acc = _mm512_add_ps(acc, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, _mm512_add_epi32(cj, base), lut, 4));
-    }
-    return _mm512_reduce_add_ps(acc);
+    _mm512_store_ps(out, a0);
+    _mm512_store_ps(out + 16, a1);
+    _mm512_store_ps(out + 32, a2);
+    _mm512_store_ps(out + 48, a3);
   }
 };
 
@@ -133,7 +130,7 @@ struct DotF16Avx512 {
 
 void adc_segmax_avx512(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                        const float* lut, float* best, int32_t* arg) {
-  segmax(n, off, AdcAvx512{codes, m, ksub, lut}, best, arg);
+  segmax_blocked(n, off, AdcBlockAvx512{codes, m, ksub, lut}, best, arg);
 }
 void flat_f32_avx512(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                      float* best, int32_t* arg) {

@@ -93,13 +93,16 @@ void assign_l2_scalar(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
-struct AdcScalar {
+// 64 independent sums, each over j ascending (the order every level reproduces).
+struct AdcBlockScalar {
   const uint8_t* codes; int m; int ksub; const float* lut;
-  float operator()(int64_t p) const {
-    const uint8_t* c = codes + p * m;
-    float s = 0.f;
-    for (int j = 0; j < m; ++j) s += lut[j * ksub + c[j]];
-    return s;
+  void operator()(int64_t block, float* out) const {
+    const uint8_t* c = codes + block * 64 * m;
+    for (int l = 0; l < 64; ++l) out[l] = 0.f;
+    for (int j = 0; j < m; ++j, c += 64) {
+      const float* t = lut + static_cast<int64_t>(j) * ksub;
+      for (int l = 0; l < 64; ++l) out[l] = out[l] + t[c[l]];
+    }
   }
 };
 
@@ -125,7 +128,7 @@ struct DotF16Scalar {
 
 void adc_segmax_scalar(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                        const float* lut, float* best, int32_t* arg) {
-  segmax(n, off, AdcScalar{codes, m, ksub, lut}, best, arg);
+  segmax_blocked(n, off, AdcBlockScalar{codes, m, ksub, lut}, best, arg);
 }
 void flat_f32_scalar(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                      float* best, int32_t* arg) {
