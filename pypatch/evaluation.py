@@ -6,8 +6,8 @@ The ranking-function protocol
 A *ranker* is any callable ``ranker(query, k) -> hits`` where ``query`` is a
 :class:`pypatch.datasets.Query` (``id``, ``image`` path, ``box`` or None: crop the query to it)
 and ``hits`` lists at most ``k`` database results best first, each either a tuple
-``(db_id, score, box_or_None)`` or an object with ``image_id``, ``score`` and ``box``
-attributes (e.g. ``pypatch.SearchHit``). A ranker may instead (or also) offer the batch form
+``(db_id, score, box_or_None)`` or an object with ``score``, ``box`` and the id as
+``image_id`` or ``image`` (as ``pypatch.SearchHit`` does). A ranker may instead (or also) offer the batch form
 ``ranker.rank_batch(queries, k) -> [hits, ...]``, which the harness then prefers.
 ``box`` is the winning patch ``[x0, y0, x1, y1]``
 in the database image's pixels (exclusive x1/y1). Optional attributes on the ranker:
@@ -167,8 +167,9 @@ def _normalise_hits(raw: Any, benchmark: Benchmark, name: str, qid: str, k: int)
         raise InvalidTypeError(f"ranker {name!r} must return a sequence of hits for query {qid!r}")
     hits, seen = [], set()
     for h in list(raw)[:k]:
-        if hasattr(h, "image_id"):
-            hid, score, box = h.image_id, h.score, getattr(h, "box", None)
+        if hasattr(h, "score") and (hasattr(h, "image_id") or hasattr(h, "image")):
+            hid = h.image_id if hasattr(h, "image_id") else h.image  # SearchHit names it .image
+            score, box = h.score, getattr(h, "box", None)
         elif isinstance(h, (tuple, list)) and len(h) in (2, 3):
             hid, score, box = h[0], h[1], (h[2] if len(h) == 3 else None)
         else:

@@ -140,13 +140,17 @@ def test_ranker_mistakes_are_clear_errors(bench):
 
 
 def test_hits_as_objects_and_registry_through_the_cli(bench_path, tmp_path, capsys):
-    class Hit:  # the shape of pypatch.SearchHit
+    class Hit:  # an object with image_id
         def __init__(self, image_id, score, box):
             self.image_id, self.score, self.box = image_id, score, box
 
+    class SearchHitLike:  # pypatch.SearchHit names the id .image
+        def __init__(self, image, score, box):
+            self.image, self.score, self.box = image, score, box
+
     def factory(b):
         hist = make_ranker("hist-grid", b)
-        return lambda q, k: [Hit(i, s, bx) for i, s, bx in hist(q, k)]
+        return lambda q, k: [(Hit if j % 2 else SearchHitLike)(i, s, bx) for j, (i, s, bx) in enumerate(hist(q, k))]
 
     register_ranker("test-objects", factory, overwrite=True)
     with pytest.raises(InvalidArgumentError, match="already registered"):

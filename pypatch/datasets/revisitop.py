@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections import Counter
 from pathlib import Path
 
 from pypatch.datasets.benchmark import Benchmark, DbImage, Positive, Query
@@ -71,9 +72,10 @@ def load_revisitop(root: str | os.PathLike, dataset: str | None = None, protocol
         return p
 
     prot = revisitop_protocol(gnd, protocol)
+    counts = Counter(qimlist)
     queries, positives, junk = [], {}, {}
     for i, (qname, g, pg) in enumerate(zip(qimlist, gnd, prot)):
-        qid = f"q{i}:{qname}"  # query names repeat across queries in some lists; keep ids unique
+        qid = qname if counts[qname] == 1 else f"{qname}#{i}"  # ids must be unique
         x0, y0, x1, y1 = (int(round(float(v))) for v in g["bbx"])  # PIL crop rounds the same way
         queries.append(Query(qid, img(qname), (x0, y0, x1, y1)))
         easy = {int(j) for j in g["easy"]}
