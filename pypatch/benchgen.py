@@ -271,7 +271,8 @@ def _query_image(photo: np.ndarray, rect, context: bool, rng) -> tuple[Image.Ima
 def make_benchmark(out_dir: str | os.PathLike, size: str = "small", seed: int = 0) -> Path:
     """Generate the benchmark into ``out_dir`` and return the path of its ``benchmark.json``.
 
-    Deterministic: the same ``size`` and ``seed`` write the same bytes.
+    Deterministic: the same ``size`` and ``seed`` write the same bytes. JPEG files already in
+    ``out_dir/db`` and ``out_dir/queries`` are removed first.
     """
     if size not in SIZES:
         raise InvalidArgumentError(f"size must be one of {sorted(SIZES)}, got {size!r}")
@@ -281,8 +282,10 @@ def make_benchmark(out_dir: str | os.PathLike, size: str = "small", seed: int = 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"out_dir {out} exists and is not a directory")
-    (out / "db").mkdir(parents=True, exist_ok=True)
-    (out / "queries").mkdir(parents=True, exist_ok=True)
+    for sub in ("db", "queries"):  # a previous run's images must not linger beside the new JSON
+        (out / sub).mkdir(parents=True, exist_ok=True)
+        for old in (out / sub).glob("*.jpg"):
+            old.unlink()
     rng = np.random.default_rng(int(seed))
     photos = _load_photos()
     instances = _pick_instances(photos, cfg.instances, rng)

@@ -24,6 +24,8 @@ def small(tmp_path_factory) -> Path:
 
 
 def test_same_seed_same_bytes_other_seed_differs(small, tmp_path):
+    (tmp_path / "again" / "db").mkdir(parents=True)
+    (tmp_path / "again" / "db" / "d9999.jpg").write_bytes(b"stale")  # a previous run's leftover
     again = make_benchmark(tmp_path / "again", "small", seed=0)
     a, b = _files(small.parent), _files(again.parent)
     assert a.keys() == b.keys() and all(a[k] == b[k] for k in a)
