@@ -7,7 +7,9 @@ and as read by vissl, os2d and the diffusion code):
   paths), cell arrays of paths relative to ``<root>`` such as ``INSTRE-S1/01a_.../001.jpg``;
   ``gnd`` a struct array, one per query, with ``ok`` (**1-based** indices into ``imlist``)
   and ``bbx`` (the query box, ``[x1, y1, x2, y2]``: os2d notes that the .mat boxes are corner
-  boxes while the .txt files are ``x y w h``). Queries are not in the database.
+  boxes while the .txt files are ``x y w h``; we use them as PIL crop boxes, as os2d does,
+  which may differ by one pixel from MATLAB's 1-based inclusive ``crop_qim``). Queries are not
+  in the database.
 * Every image ``X.jpg`` has ``X.txt`` with rows ``x y w h``. INSTRE-S1/S2 images hold one object;
   INSTRE-M images hold two, the first row being object [a] and the second object [b] of the
   pair (the INSTRE documentation), so an INSTRE-S1 query of class ``NNa``/``NNb`` is matched to
