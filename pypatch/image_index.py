@@ -42,6 +42,8 @@ _CARD_IDENTITY = ("name", "source", "weights_sha256", "dim", "input_size", "pool
                   "mean", "std", "interpolation", "l2_normalized")
 _CHUNK_IMAGES = 64  # images embedded before each add() to the native index
 _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
+# keyword arguments of search() handed to pypatch.rerank.second_stage
+_SECOND_STAGE_ARGS = {"rerank", "refine", "rerank_k", "refine_k", "qe_n", "query_regions"}
 
 
 class ImageIndex:
@@ -296,16 +298,21 @@ class ImageIndex:
 
     # ------------------------------------------------------------------ search
     def search(self, query, box=None, k: int = 10,
-               num_threads: Optional[int] = None) -> list:
+               num_threads: Optional[int] = None, **second_stage) -> list:
         """Rank database images for one query (path, PIL image or array).
 
         The query is one global descriptor of the image, or of ``box`` = ``[x0, y0, x1, y1]``
-        when given. Returns up to ``k`` :class:`SearchHit` s, best first."""
+        when given. Returns up to ``k`` :class:`SearchHit` s, best first.
+
+        Optional second stage (see :mod:`pypatch.rerank`, :mod:`pypatch.refine`):
+        ``rerank=None|"qe"|"multipatch"`` (``rerank_k=100``, ``qe_n=5``,
+        ``query_regions="L1"``) and ``refine=False|True|"simmap"|"cells"`` (``refine_k=10``:
+        the top hits get ``box`` refined, ``cell`` stays the grid cell)."""
         return self.search_many([query], None if box is None else [box], k=k,
-                                num_threads=num_threads)[0]
+                                num_threads=num_threads, **second_stage)[0]
 
     def search_many(self, queries: Sequence, boxes: Optional[Sequence] = None, k: int = 10,
-                    num_threads: Optional[int] = None) -> list:
+                    num_threads: Optional[int] = None, **second_stage) -> list:
         """Batch form of :meth:`search`: one list of hits per query."""
         queries = list(queries)
         if boxes is None:
@@ -317,7 +324,18 @@ class ImageIndex:
         embedder = self._get_embedder()
         if not queries:
             return []
+        unknown = set(second_stage) - _SECOND_STAGE_ARGS
+        if unknown:
+            raise InvalidArgumentError(f"search: unexpected keyword argument(s) "
+                                       f"{', '.join(sorted(unknown))}")
         q = np.stack([embedder.embed_query(img, box=b) for img, b in zip(queries, boxes)])
+        if any(v not in (None, False) for v in (second_stage.get("rerank"),
+                                                 second_stage.get("refine"))):
+            from pypatch.rerank import second_stage as run_second_stage
+
+            _check_k(k)
+            return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
+                                    **second_stage)
         return self.search_vectors(q, k=k, num_threads=num_threads)
 
     def search_vectors(self, descriptors, k: int = 10,
