@@ -135,9 +135,13 @@ class Ours:
         return self.index.search(q, k=k, num_threads=threads)
 
     def bytes_per_image(self):
-        mu = self.index.memory_usage()
-        total = mu["total"] if "total" in mu else sum(v for v in mu.values() if isinstance(v, int))
-        return total / len(self.index)
+        # per-image cost: everything but the fixed codebook and metadata
+        mu = dict(self.index.memory_usage())
+        total = mu.pop("total", None)
+        fixed = mu.get("centroids", 0) + mu.get("metadata", 0)
+        if total is None:
+            total = sum(v for v in mu.values() if isinstance(v, int))
+        return (total - fixed) / len(self.index)
 
 
 def set_simd(level):
