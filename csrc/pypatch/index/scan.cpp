@@ -10,9 +10,10 @@ namespace {
 
 constexpr int64_t kTaskBytes = 128 * 1024;  // a block stays in L2 across the query batch
 
-// Image boundaries of the tasks: task t starts at the first image whose first patch is at or
-// after t * patches_per_task.
-std::vector<int64_t> task_bounds(const ScanSetup& s, int64_t patches_per_task) {
+}  // namespace
+
+// Task t starts at the first image whose first patch is at or after t * patches_per_task.
+std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_task) {
   const int64_t n_patches = s.offsets[s.n_images];
   const int64_t n_tasks = std::max<int64_t>(1, (n_patches + patches_per_task - 1) / patches_per_task);
   std::vector<int64_t> b(n_tasks + 1);
@@ -22,8 +23,6 @@ std::vector<int64_t> task_bounds(const ScanSetup& s, int64_t patches_per_task) {
   b[n_tasks] = s.n_images;
   return b;
 }
-
-}  // namespace
 
 std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt) {
@@ -36,8 +35,10 @@ std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int 
     luts.resize(static_cast<size_t>(nq * lut_size));
     for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * lut_size);
   }
+  if (s.kind == StoreKind::PQ && ksub == 256 && s.pq->m() <= 256 && quant_scan_kernel())
+    return scan_topk_quantized(s, nq, luts.data(), k, num_threads, interrupt);
   const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
-  const std::vector<int64_t> bounds = task_bounds(s, per_task);
+  const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
   const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<TopK>> heaps(nt, std::vector<TopK>(nq, TopK(k)));

@@ -27,7 +27,16 @@ struct ScanSetup {
 };
 
 /// Top-k per query (nq TopK objects). q: (nq, dim) f32.
+/// PQ with 8-bit codes takes the quantised path (scan_quantized.cpp) when the AVX-512 VBMI
+/// kernel is selected; it returns exactly the same results as the float kernels.
 std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt);
+
+/// The quantised two-stage PQ search; luts: (nq, m, 256) f32. Exact results (see the .cpp).
+std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
+                                      int num_threads, const std::function<void()>& interrupt);
+
+/// Image boundaries of scan tasks of about `patches_per_task` patches each.
+std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_task);
 
 }  // namespace pypatch

@@ -24,4 +24,22 @@ const KernelTable& kernels_for(SimdLevel level) {
 
 const KernelTable& kernels() { return kernels_for(selected_simd_level()); }
 
+QuantScanFn quant_scan_kernel() {
+#ifdef PYPATCH_HAVE_AVX512VBMI
+  if (selected_simd_level() == SimdLevel::AVX512 && cpu_has_avx512vbmi()) return qscan_blocks_avx512vbmi;
+#endif
+  return nullptr;
+}
+
+void qscan_blocks_scalar(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
+                         uint16_t* out) {
+  for (int64_t b = b0; b < b1; ++b) {
+    const uint8_t* c = codes + b * 64 * m;
+    uint16_t* o = out + (b - b0) * 64;
+    for (int l = 0; l < 64; ++l) o[l] = 0;
+    for (int j = 0; j < m; ++j, c += 64)
+      for (int l = 0; l < 64; ++l) o[l] = static_cast<uint16_t>(o[l] + qlut[j * 256 + c[l]]);
+  }
+}
+
 }  // namespace pypatch

@@ -49,6 +49,18 @@ const KernelTable& kernel_table_scalar();
 const KernelTable& kernel_table_avx2();
 const KernelTable& kernel_table_avx512();
 
+/// Quantised scan of whole blocks of "blocked64" codes: for blocks b in [b0, b1) and lanes l,
+/// out[(b - b0) * 64 + l] = sum_j qlut[j][code(64 b + l, j)]. qlut: (m, 256) u8; m <= 257.
+using QuantScanFn = void (*)(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0,
+                             int64_t b1, uint16_t* out);
+/// The AVX-512 VBMI kernel when it is compiled, the CPU has VBMI and the selected level is
+/// AVX-512; nullptr otherwise (callers then use the exact float kernels).
+QuantScanFn quant_scan_kernel();
+void qscan_blocks_scalar(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
+                         uint16_t* out);
+void qscan_blocks_avx512vbmi(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0,
+                             int64_t b1, uint16_t* out);
+
 /// IEEE binary16 <-> binary32 in portable C++ (round to nearest even on the way down).
 float half_to_float(uint16_t h);
 uint16_t float_to_half(float f);

@@ -1,0 +1,156 @@
+// Two-stage exact PQ search with quantised tables (AVX-512 VBMI kernel, kernels_avx512vbmi.cpp).
+//
+// Stage 1: each query's float table lut[j][c] is quantised to u8, qlut = round((lut - min_j) /
+// scale) with one scale for all j, and every image gets Q_i = max over its patches of the u16
+// sum of qlut. If S is a patch's exact float score (summed in ascending j, as by the float
+// kernels), |S - (sum_j min_j + scale * Q)| <= E with E = m * scale / 2 (rounding of the table)
+// plus the float error of S itself (<= m * A * 2^-23, A = sum_j max_c |lut[j][c]|).
+// Let T be the k-th largest Q_i. Some k images have S_i >= base + scale*T - E, so an image with
+// base + scale*Q_i + E below that cannot be in the top k: only images with
+// Q_i >= T - margin, margin = ceil(2E / scale) + 2, are candidates.
+// Stage 2: the candidates are re-scored exactly with the float table in the float kernels'
+// order, so the result is bit-identical to the float path (ties by image index included).
+// Each worker keeps its own candidates; its running k-th largest Q never exceeds the global T,
+// so the union over workers holds every global candidate.
+#include <algorithm>  // max, min
+#include <cmath>      // lrintf, ceil
+#include <functional> // greater
+#include <queue>      // priority_queue
+
+#include "pypatch/index/code_layout.h"  // blocked_pos
+#include "pypatch/index/scan.h"
+#include "pypatch/simd/kernels.h"       // quant_scan_kernel
+#include "pypatch/util/parallel_for.h"  // threads
+
+namespace pypatch {
+namespace {
+
+constexpr int64_t kTaskBlocks = 64;  // 64 blocks of 64 patches per task
+
+struct QuantTable {
+  std::vector<uint8_t> q;  // (m, 256)
+  int64_t margin = 0;
+};
+
+QuantTable quantize(const float* lut, int m) {
+  QuantTable t;
+  t.q.resize(static_cast<size_t>(m) * 256);
+  std::vector<float> lo(m);
+  float range = 0;
+  double abs_sum = 0;
+  for (int j = 0; j < m; ++j) {
+    const float* r = lut + j * 256;
+    float mn = r[0], mx = r[0], amax = 0;
+    for (int c = 0; c < 256; ++c) {
+      mn = std::min(mn, r[c]);
+      mx = std::max(mx, r[c]);
+      amax = std::max(amax, std::fabs(r[c]));
+    }
+    lo[j] = mn;
+    range = std::max(range, mx - mn);
+    abs_sum += amax;
+  }
+  const float scale = range > 0 ? range / 255.f : 1.f;
+  for (int j = 0; j < m; ++j)
+    for (int c = 0; c < 256; ++c) {
+      const long v = std::lrint((lut[j * 256 + c] - lo[j]) / scale);
+      t.q[j * 256 + c] = static_cast<uint8_t>(std::min(255L, std::max(0L, v)));
+    }
+  const double float_err = 2.0 * m * abs_sum * std::ldexp(1.0, -23) / scale;
+  t.margin = m + 2 + static_cast<int64_t>(std::ceil(std::min(float_err, 1e9)));
+  return t;
+}
+
+struct Candidate {
+  int32_t q;  // quantised image score
+  int64_t image;
+};
+
+// Per worker and query: the running k largest Q (min-heap) and the candidate list.
+struct QueryState {
+  std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
+  std::vector<Candidate> cand;
+  int64_t threshold(int k) const { return static_cast<int>(top.size()) < k ? INT64_MIN / 2 : top.top(); }
+  void offer(int32_t q, int64_t image, int k, int64_t margin) {
+    if (q < threshold(k) - margin) return;
+    cand.push_back({q, image});
+    if (static_cast<int>(top.size()) < k) top.push(q);
+    else if (q > top.top()) { top.pop(); top.push(q); }
+    if (cand.size() > static_cast<size_t>(4 * k + 256)) prune(k, margin);
+  }
+  void prune(int k, int64_t margin) {
+    const int64_t t = threshold(k) - margin;
+    cand.erase(std::remove_if(cand.begin(), cand.end(), [&](const Candidate& c) { return c.q < t; }),
+               cand.end());
+  }
+};
+
+// Exact float max/argmax of one image, summing j ascending like the float kernels.
+Hit rescore(const ScanSetup& s, const float* lut, int64_t image) {
+  const int m = s.pq->m();
+  const int64_t p0 = s.offsets[image], p1 = s.offsets[image + 1];
+  Hit h{0.f, image, -1};
+  for (int64_t p = p0; p < p1; ++p) {
+    float sc = 0.f;
+    for (int j = 0; j < m; ++j) sc = sc + lut[j * 256 + s.data[blocked_pos(p, j, m)]];
+    if (h.patch < 0 || sc > h.score) { h.score = sc; h.patch = static_cast<int32_t>(p - p0); }
+  }
+  return h;
+}
+
+}  // namespace
+
+std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
+                                      int num_threads, const std::function<void()>& interrupt) {
+  const QuantScanFn qscan = quant_scan_kernel();
+  const int m = s.pq->m();
+  std::vector<QuantTable> tables;
+  tables.reserve(nq);
+  for (int64_t qi = 0; qi < nq; ++qi) tables.push_back(quantize(luts + qi * m * 256, m));
+
+  const std::vector<int64_t> bounds = scan_task_bounds(s, kTaskBlocks * kCodeBlock);
+  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const int nt = resolve_num_threads(num_threads, n_tasks);
+  std::vector<std::vector<QueryState>> state(nt, std::vector<QueryState>(nq));
+  std::vector<std::vector<uint16_t>> buf(nt);
+
+  parallel_for(n_tasks, nt, [&](int64_t task, int w) {
+    const int64_t i0 = bounds[task], i1 = bounds[task + 1];
+    const int64_t p0 = s.offsets[i0], p1 = s.offsets[i1];
+    if (p1 <= p0) return;
+    const int64_t b0 = p0 / kCodeBlock, b1 = (p1 + kCodeBlock - 1) / kCodeBlock;
+    if (static_cast<int64_t>(buf[w].size()) < (b1 - b0) * kCodeBlock) buf[w].resize((b1 - b0) * kCodeBlock);
+    const uint16_t* sc = buf[w].data() - b0 * kCodeBlock;  // indexed by absolute patch
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      qscan(s.data, m, tables[qi].q.data(), b0, b1, buf[w].data());
+      QueryState& st = state[w][qi];
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t a = s.offsets[i], b = s.offsets[i + 1];
+        if (a == b || (s.removed && s.removed[i])) continue;
+        int32_t best = sc[a];
+        for (int64_t p = a + 1; p < b; ++p) best = std::max<int32_t>(best, sc[p]);
+        st.offer(best, i, k, tables[qi].margin);
+      }
+    }
+  }, interrupt);
+
+  // Merge candidates, keep those within the margin of the global k-th best, re-score exactly.
+  std::vector<TopK> result(nq, TopK(k));
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    std::vector<Candidate> all;
+    for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
+    int64_t t = INT64_MIN / 2;
+    if (static_cast<int>(all.size()) >= k) {
+      std::vector<int32_t> qs(all.size());
+      for (size_t i = 0; i < all.size(); ++i) qs[i] = all[i].q;
+      std::nth_element(qs.begin(), qs.begin() + (k - 1), qs.end(), std::greater<int32_t>());
+      t = qs[k - 1];
+    }
+    const float* lut = luts + qi * m * 256;
+    for (const Candidate& c : all)
+      if (c.q >= t - tables[qi].margin) result[qi].push(rescore(s, lut, c.image));
+  }
+  return result;
+}
+
+}  // namespace pypatch
