@@ -208,3 +208,14 @@ def test_eval_runs_index_configurations_with_true_boxes(tmp_path, capsys):
     assert patchify["bytes_per_image"] == pytest.approx(14 * 1280 * 4 + 8)
     whole = results["configs"]["global"]["per_query"][0]["hits"]
     assert next(h for h in whole if h[0] == "scene")[2] == [0, 0, 600, 400]
+
+
+def test_search_never_imports_torch(index_file, photos):
+    code = ("import sys; from pypatch.cli import main; "
+            f"status = main(['search', {str(index_file)!r}, {str(photos / 'rocket.jpg')!r}, "
+            "'--json', '--k', '1']); "
+            "assert status == 0; assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hits"][0]["image"] == "rocket.jpg"
