@@ -167,14 +167,29 @@ def set_faiss_threads(t):
 
 
 # ------------------------------------------------------------------------------ measurement
-def measure(name, fn, q_lat, args, threads, batch):
-    """Latency per query (seconds): single queries one by one, or batches of ``batch``."""
+def measure_round_robin(engines, q_lat, args, threads, batch):
+    """Per-query latency samples (seconds) for every engine, interleaved call by call.
+
+    On a shared machine load comes and goes; timing the engines in turn on the same query
+    (rather than one engine after another) exposes them to the same load, so ratios hold up
+    better than the absolute numbers. Batch rows: batch time / batch size.
+    """
     if batch == 1:
-        calls = [(q_lat[i:i + 1],) for i in range(args.queries)]
-        return common.time_calls(lambda q: fn(q, threads), calls, warmup=2)
-    calls = [(q_lat[i:i + batch],) for i in range(0, len(q_lat) - batch + 1, batch)]
-    t = common.time_calls(lambda q: fn(q, threads), calls, warmup=1, repeat=args.batch_repeat)
-    return common.Timing(t.samples / batch)
+        calls, repeat, warmup = [q_lat[i:i + 1] for i in range(args.queries)], 1, 2
+    else:
+        calls = [q_lat[i:i + batch] for i in range(0, len(q_lat) - batch + 1, batch)]
+        repeat, warmup = args.batch_repeat, 1
+    for fn in engines.values():
+        for i in range(warmup):
+            fn(calls[i % len(calls)], threads)
+    samples = {name: [] for name in engines}
+    for _ in range(repeat):
+        for qs in calls:
+            for name, fn in engines.items():
+                t0 = time.perf_counter()
+                fn(qs, threads)
+                samples[name].append((time.perf_counter() - t0) / batch)
+    return {name: common.Timing(np.asarray(v)) for name, v in samples.items()}
 
 
 def run_config(m, args, data, bw, rows, log, random_codes=False):
@@ -230,30 +245,30 @@ def run_config(m, args, data, bw, rows, log, random_codes=False):
     tag = "random" if random_codes else "clustered"
     log(f"  [{tag} m={m}] recall@{k}: " + ", ".join(f"{n} {v:.3f}" for n, v in quality.items()))
 
-    avx2_level = None
     if "ours" in engines and not random_codes:
         default_level = pypatch.simd_info().get("selected")
         if default_level != "avx2" and set_simd("avx2") == "avx2":
-            avx2_level = default_level
             set_simd(default_level)
+            ours_fn = engines["ours"][0]
+
+            def ours_avx2(x, t):
+                set_simd("avx2")
+                try:
+                    return ours_fn(x, t)
+                finally:
+                    set_simd(default_level)
+            engines["ours-avx2"] = (ours_avx2, engines["ours"][1])
+            quality["ours-avx2"] = quality["ours"]
     batches = [1] if random_codes else [1, args.batch]
     threads_list = [1] if random_codes else args.threads
     for batch in batches:
         for t in threads_list:
-            for name, (fn, bpi) in engines.items():
-                if name == "faiss-scan" and batch > 1:
-                    continue
-                tm = measure(name, fn, data["q_lat"], args, t, batch)
-                rows.append(make_row(m, tag, name, t, batch, tm, quality.get(name), bpi,
-                                     n_patches, bw))
-            if avx2_level and batch == 1 and t == 1:
-                set_simd("avx2")
-                try:
-                    tm = measure("ours-avx2", engines["ours"][0], data["q_lat"], args, 1, 1)
-                finally:
-                    set_simd(avx2_level)
-                rows.append(make_row(m, tag, "ours-avx2", 1, 1, tm, quality.get("ours"),
-                                     engines["ours"][1], n_patches, bw))
+            # faiss-scan is a single-query reference; the AVX2 target is single-query 1-thread
+            skip = {"faiss-scan", "ours-avx2"} if batch > 1 else ({"ours-avx2"} if t > 1 else set())
+            run = {n: fn for n, (fn, _) in engines.items() if n not in skip}
+            for name, tm in measure_round_robin(run, data["q_lat"], args, t, batch).items():
+                rows.append(make_row(m, tag, name, t, batch, tm, quality.get(name),
+                                     engines[name][1], n_patches, bw))
             log(f"  [{tag} m={m}] batch={batch} threads={t} done")
     return quality
 
