@@ -214,7 +214,8 @@ class ImageIndex:
         if len(x) > store["train_size"]:
             rng = np.random.default_rng(store["seed"])
             x = x[np.sort(rng.choice(len(x), store["train_size"], replace=False))]
-        self._index.train(np.ascontiguousarray(x))
+        self._index.train(np.ascontiguousarray(x), seed=store["seed"],
+                          num_threads=self._num_threads)
         store["trained_on_vectors"] = int(len(x))
 
     def _append(self, pending: list) -> None:
