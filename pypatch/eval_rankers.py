@@ -10,6 +10,9 @@ the grammar ``patchify-<regions>-<store>[-global][-sp]`` plus ``global``:
 - ``-sp``: single-pass extraction (cells pooled from one feature map) instead of per-crop;
 - ``global`` = ``patchify-L0-flat``: one whole-image descriptor per image (the baseline);
   ``global-sp``, ``global-pq32`` likewise.
+- second stage (search-time, see :func:`split_second_stage`): ``-qe`` / ``-mp`` rerank
+  (query expansion / multi-patch), ``-refine`` / ``-cells`` refined boxes, e.g.
+  ``patchify-L3-pq32-mp-refine``.
 
 Each configuration builds an :class:`~pypatch.ImageIndex` over the benchmark's database with
 the offline default model (``PYPATCH_EVAL_MODEL`` overrides it). Patch and query descriptors
@@ -27,8 +30,27 @@ _NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?
                    r"(-global)?(-sp)?$")
 
 
+# Second-stage suffixes (pypatch.rerank / pypatch.refine), after the index part of the name:
+# -qe / -mp rerank (alpha-QE / multi-patch MaxSim), -refine / -cells box refinement.
+_SECOND_STAGE = re.compile(r"(-qe|-mp)?(-refine|-cells)?$")
+REFINE_K = 100  # eval refines every returned hit: LocScore counts positives at any rank
+
+
+def split_second_stage(name: str) -> tuple:
+    """``"patchify-L3-pq32-mp-refine"`` -> (``"patchify-L3-pq32"``, search keyword arguments)."""
+    m = _SECOND_STAGE.search(name)
+    kwargs: dict = {}
+    if m.group(1):
+        kwargs["rerank"] = {"-qe": "qe", "-mp": "multipatch"}[m.group(1)]
+    if m.group(2):
+        kwargs.update(refine="simmap" if m.group(2) == "-refine" else "cells",
+                      refine_k=REFINE_K)
+    return name[:m.start()] if m.group(0) else name, kwargs
+
+
 def parse_config(name: str) -> dict:
     """``"patchify-L3-pq32-global-sp"`` -> ImageIndex.build keyword arguments."""
+    name = split_second_stage(name)[0]
     m = _NAME.match(name)
     if not m:
         from pypatch.errors import InvalidArgumentError
@@ -53,25 +75,32 @@ def config_names() -> list:
                 names.append(f"patchify-{regions}-{store}{sp}")
                 if store.startswith("pq") and regions == "L3":
                     names.append(f"patchify-{regions}-{store}-global{sp}")
+    for base in ("patchify-L3-flat", "patchify-L3-pq32", "patchify-L3-flat-sp",
+                 "patchify-L3-pq32-sp"):
+        names += [f"{base}{s}" for s in ("-qe", "-mp", "-refine", "-cells", "-mp-refine")]
     return names
 
 
 class CachingEmbedder:
     """Wraps an Embedder; remembers patch descriptors per (image, regions, mode) and query
-    descriptors per (image, box), so several configurations embed each image once."""
+    descriptors per (image, box), so several configurations embed each image once.
+
+    Pyramid levels are nested (the L1 cells are the first 5 of L3's 30, in the same order,
+    each embedded on its own or pooled from the same feature map), so a coarser pyramid is
+    served from the first cells of a finer one already cached."""
 
     def __init__(self, embedder):
         self._e = embedder
-        self._patches: dict = {}
+        self._patches: dict = {}  # (image, mode) -> {grid key: PatchEmbedding}
         self._queries: dict = {}
 
     def __getattr__(self, name):  # model_card, dim, model_path, ...
         return getattr(self._e, name)
 
     def embed_query(self, image, box=None):
-        key = (str(image), None if box is None else tuple(int(v) for v in box))
         if not isinstance(image, (str, os.PathLike)):
             return self._e.embed_query(image, box=box)
+        key = (str(image), None if box is None else tuple(int(v) for v in box))
         if key not in self._queries:
             self._queries[key] = self._e.embed_query(image, box=box)
         return self._queries[key]
@@ -79,43 +108,63 @@ class CachingEmbedder:
     def embed_many(self, images, regions="L3", mode="crop", **kwargs):
         from pypatch.grid import parse_regions
 
-        grid_key = repr(sorted(parse_regions(regions).to_dict().items()))
-        return _CachedResults(self, list(images), regions, mode, grid_key, kwargs)
+        return _CachedResults(self, list(images), parse_regions(regions), mode, kwargs)
+
+    def lookup(self, image, grid, mode):
+        """A cached PatchEmbedding of ``image`` for ``grid`` (or None)."""
+        from pypatch.embedder import PatchEmbedding
+
+        cached = self._patches.get((str(image), mode), {})
+        d = grid.to_dict()
+        hit = cached.get(_grid_key(d))
+        if hit is not None or d["kind"] != "pyramid":
+            return hit
+        n = grid.num_patches
+        for key, emb in cached.items():
+            if key.startswith("pyramid:") and len(emb.vectors) >= n:
+                return PatchEmbedding(emb.index, emb.name, emb.width, emb.height,
+                                      emb.vectors[:n], emb.boxes[:n], emb.levels[:n])
+        return None
+
+    def store(self, image, grid, mode, emb) -> None:
+        self._patches.setdefault((str(image), mode), {})[_grid_key(grid.to_dict())] = emb
+
+
+def _grid_key(d: dict) -> str:
+    if d["kind"] == "pyramid":
+        return f"pyramid:{d['levels']}"
+    return repr(sorted(d.items()))
 
 
 class _CachedResults:
     """The EmbedResults protocol (iterator of PatchEmbedding + ``skipped``) over a cache."""
 
-    def __init__(self, owner: CachingEmbedder, images: list, regions, mode, grid_key, kwargs):
+    def __init__(self, owner: CachingEmbedder, images: list, grid, mode, kwargs):
         self.skipped: list = []
-        self._it = self._generate(owner, images, regions, mode, grid_key, kwargs)
+        self._it = self._generate(owner, images, grid, mode, kwargs)
 
-    def _generate(self, owner, images, regions, mode, grid_key, kwargs):
+    def _generate(self, owner, images, grid, mode, kwargs):
         from pypatch.embedder import PatchEmbedding
 
-        keys = [(str(im), grid_key, mode) if isinstance(im, (str, os.PathLike)) else None
-                for im in images]
-        missing = [i for i, key in enumerate(keys) if key is None or key not in owner._patches]
-        fresh = {}
+        cacheable = [isinstance(im, (str, os.PathLike)) for im in images]
+        found = [owner.lookup(im, grid, mode) if ok else None
+                 for im, ok in zip(images, cacheable)]
+        missing = [i for i, emb in enumerate(found) if emb is None]
         if missing:
-            results = owner._e.embed_many([images[i] for i in missing], regions=regions,
+            results = owner._e.embed_many([images[i] for i in missing], regions=grid,
                                           mode=mode, **kwargs)
             for emb in results:
-                fresh[missing[emb.index]] = emb
+                i = missing[emb.index]
+                found[i] = emb
+                if cacheable[i]:
+                    owner.store(images[i], grid, mode, emb)
             for skip in results.skipped:
                 skip.index = missing[skip.index]
                 self.skipped.append(skip)
-        skipped = {s.index for s in self.skipped}
-        for i, key in enumerate(keys):
-            if i in skipped:
-                continue
-            emb = fresh.get(i)
-            if emb is None:
-                emb = owner._patches[key]
-            elif key is not None:
-                owner._patches[key] = emb
-            yield PatchEmbedding(i, emb.name, emb.width, emb.height, emb.vectors, emb.boxes,
-                                 emb.levels)
+        for i, emb in enumerate(found):
+            if emb is not None:
+                yield PatchEmbedding(i, emb.name, emb.width, emb.height, emb.vectors,
+                                     emb.boxes, emb.levels)
 
     def __iter__(self):
         return self
@@ -143,14 +192,15 @@ def shared_embedder(model=None, num_threads: Optional[int] = None) -> CachingEmb
 class IndexRanker:
     """``ranker(query, k)`` over an ImageIndex built on a benchmark's database."""
 
-    def __init__(self, index, description: str = ""):
+    def __init__(self, index, description: str = "", search_kwargs: Optional[dict] = None):
         self.index = index
         info = index.info()
         self.bytes_per_image = float(info["bytes_per_image"])
         self.description = description
+        self.search_kwargs = dict(search_kwargs or {})  # rerank= / refine= (second stage)
 
     def __call__(self, query, k: int):
-        hits = self.index.search(str(query.image), box=query.box, k=k)
+        hits = self.index.search(str(query.image), box=query.box, k=k, **self.search_kwargs)
         return [(h.image, h.score, h.box) for h in hits]
 
 
@@ -168,7 +218,10 @@ def _factory(config: str):
     def factory(benchmark):
         model = os.environ.get("PYPATCH_EVAL_MODEL") or None
         index = build_for_benchmark(benchmark, config, model=model)
-        return IndexRanker(index, description=f"ImageIndex {config}: {parse_config(config)}")
+        search_kwargs = split_second_stage(config)[1]
+        return IndexRanker(index, description=f"ImageIndex {config}: {parse_config(config)}"
+                           f"{' ' + str(search_kwargs) if search_kwargs else ''}",
+                           search_kwargs=search_kwargs)
 
     factory.__name__ = f"factory_{config}"
     return factory
@@ -185,5 +238,5 @@ def register_all() -> None:
 
 register_all()
 
-__all__ = ["parse_config", "config_names", "CachingEmbedder", "IndexRanker",
+__all__ = ["parse_config", "split_second_stage", "config_names", "CachingEmbedder", "IndexRanker",
            "build_for_benchmark", "shared_embedder", "register_all"]
