@@ -1,0 +1,106 @@
+// PatchIndex in C++: search against brute force, PQ round trips, save/load (mmap and eager),
+// remove/compact, typed errors on bad files.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "pypatch/errors.h"
+#include "pypatch/index/patch_index.h"
+#include "test_main.h"
+
+using namespace pypatch;
+
+namespace {
+std::vector<float> randn(size_t n, unsigned seed) {
+  std::mt19937 g(seed);
+  std::normal_distribution<float> d;
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+std::string tmp_path(const char* name) { return std::string("/tmp/pypatch_cpp_test_") + name; }
+}  // namespace
+
+TEST(flat_search_matches_brute_force) {
+  const int dim = 10;
+  const std::vector<int64_t> counts = {4, 0, 1, 7, 3};
+  auto x = randn(15 * dim, 1), q = randn(dim, 2);
+  PatchIndex ix(dim, StoreKind::FlatF32);
+  CHECK(ix.add(5, counts.data(), x.data(), 1) == 0);
+  float s[3];
+  int64_t im[3], pa[3];
+  ix.search(1, q.data(), 3, 1, s, im, pa);
+  // brute force per-image max
+  std::vector<std::pair<float, int64_t>> best;
+  int64_t p = 0;
+  for (int64_t i = 0; i < 5; ++i) {
+    float b = -INFINITY;
+    for (int64_t k = 0; k < counts[i]; ++k, ++p) {
+      float d = 0;
+      for (int t = 0; t < dim; ++t) d += q[t] * x[p * dim + t];
+      b = std::max(b, d);
+    }
+    if (counts[i]) best.push_back({b, i});
+  }
+  std::sort(best.begin(), best.end(), [](auto a, auto b) { return a.first > b.first; });
+  for (int r = 0; r < 3; ++r) {
+    CHECK(im[r] == best[r].second);
+    CHECK(std::fabs(s[r] - best[r].first) < 1e-4f);
+  }
+}
+
+TEST(pq_index_save_load_remove_compact) {
+  const int dim = 16, n_img = 300, P = 7;
+  auto x = randn(n_img * P * dim, 3);
+  auto pq = std::make_shared<ProductQuantizer>(dim, 4);
+  pq->train(n_img * P, x.data(), 5, 0, 2);
+  PatchIndex ix(dim, pq);
+  std::vector<int64_t> counts(n_img, P);
+  ix.add(n_img, counts.data(), x.data(), 2);
+  const int64_t gone[] = {0, 5};
+  ix.remove(2, gone);
+  ix.set_metadata_json("{\"ids\": [1, 2]}");
+  const std::string path = tmp_path("index.ptch");
+  ix.save(path);
+  auto q = randn(2 * dim, 4);
+  float s0[20], s1[20];
+  int64_t i0[20], i1[20], p0[20], p1[20];
+  ix.search(2, q.data(), 10, 2, s0, i0, p0);
+  for (bool mmap : {true, false}) {
+    auto loaded = PatchIndex::load(path, mmap);
+    loaded->search(2, q.data(), 10, 1, s1, i1, p1);
+    CHECK(std::equal(s0, s0 + 20, s1) && std::equal(i0, i0 + 20, i1) && std::equal(p0, p0 + 20, p1));
+    CHECK(loaded->metadata_json() == "{\"ids\": [1, 2]}" && loaded->is_removed(5) && !loaded->is_removed(4));
+  }
+  for (int r = 0; r < 20; ++r) CHECK(i0[r] != 0 && i0[r] != 5);
+  auto mapping = ix.compact();
+  CHECK(mapping[0] == -1 && mapping[1] == 0 && mapping[6] == 4 && ix.n_images() == n_img - 2);
+  std::remove(path.c_str());
+}
+
+TEST(bad_files_raise_format_errors) {
+  const std::string path = tmp_path("bad.ptch");
+  { std::ofstream(path) << "definitely not an index file, just some text to fill the header........"
+                           "..................................................................."; }
+  CHECK_THROWS(PatchIndex::load(path, true), FormatError);
+  CHECK_THROWS(PatchIndex::load(path, false), FormatError);
+  std::remove(path.c_str());
+  CHECK_THROWS(PatchIndex::load(tmp_path("missing.ptch"), true), IoError);
+}
+
+TEST(argument_errors) {
+  CHECK_THROWS(ProductQuantizer(10, 3), InvalidArgument);
+  CHECK_THROWS(ProductQuantizer(8, 2, 5), InvalidArgument);
+  auto pq = std::make_shared<ProductQuantizer>(8, 2);
+  PatchIndex ix(8, pq);
+  float q[8] = {0}, s[1];
+  int64_t i[1], p[1];
+  CHECK_THROWS(ix.search(1, q, 1, 1, s, i, p), NotTrained);
+  PatchIndex flat(8, StoreKind::FlatF16);
+  CHECK_THROWS(flat.search(1, q, 0, 1, s, i, p), InvalidArgument);
+}
