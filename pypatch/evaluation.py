@@ -1,5 +1,9 @@
-"""Evaluation harness: run ranking functions over a :class:`~pypatch.datasets.Benchmark`,
-compute every metric of :mod:`pypatch.metrics`, and write a report.
+"""Evaluation harness: run ranking functions over a :class:`~pypatch.datasets.Benchmark`
+and compute every metric of :mod:`pypatch.metrics`; the registry of named configurations.
+
+The public entry point: the result records (:mod:`pypatch.eval_results`), the report writer
+(:mod:`pypatch.report`: ``write_report``, ``ilias_similarities``) and the built-in baselines
+(:mod:`pypatch.baselines`) live in their own modules and are re-exported from here.
 
 The ranking-function protocol
 -----------------------------
@@ -17,7 +21,7 @@ Configurations are found by name through a registry of *factories*
 ``factory(benchmark) -> ranker`` (:func:`register_ranker`): the index (issue 5) registers its
 configurations there (and lists its module in ``_PLUGINS`` so that it is imported on
 lookup, or users pass ``pypatch eval --plugin MODULE``), and ``pypatch eval --config NAME``
-builds them. Built in:
+builds them. Built in (:mod:`pypatch.baselines`, registered when this module is imported):
 ``hist-global`` (global colour histogram, whole-image box), ``hist-grid`` (the same histogram
 per cell of the 1/5/14/30 grid pyramid, image score = max over cells, box = winning cell) and
 ``oracle`` (ranks the ground truth first with its true box: an upper bound that checks the

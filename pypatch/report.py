@@ -71,6 +71,12 @@ def _plots(results: EvalResults, out: Path) -> list[Path]:
     def val(v):
         return 0.0 if v is None or (isinstance(v, float) and math.isnan(v)) else 100 * v
 
+    def save(fig, name: str) -> Path:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        return out / name
+
     fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(names) + 2), 3.5))
     for j, (key, label) in enumerate((("map", "mAP"), ("map_at_k", "mAP@k"), ("locscore", "LocScore"))):
         ax.bar(x + (j - 1) * 0.27, [val(results.configs[n].summary[key]) for n in names], 0.27, label=label)
@@ -79,10 +85,7 @@ def _plots(results: EvalResults, out: Path) -> list[Path]:
     ax.set_ylim(0, 100)
     ax.legend()
     ax.set_title(f"{results.benchmark.name}: retrieval and localisation")
-    fig.tight_layout()
-    files.append(out / "metrics.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(save(fig, "metrics.png"))
 
     with_bytes = [n for n in names if results.configs[n].bytes_per_image]
     if with_bytes:
@@ -95,10 +98,7 @@ def _plots(results: EvalResults, out: Path) -> list[Path]:
         ax.set_xlabel("bytes per database image")
         ax.set_ylabel("mAP x100")
         ax.set_title("mAP against memory")
-        fig.tight_layout()
-        files.append(out / "map_vs_bytes.png")
-        fig.savefig(files[-1], dpi=100)
-        plt.close(fig)
+        files.append(save(fig, "map_vs_bytes.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = [b[0] for b in SIZE_BUCKETS]
@@ -111,10 +111,7 @@ def _plots(results: EvalResults, out: Path) -> list[Path]:
     ax.set_ylabel("mAP x100")
     ax.set_ylim(0, 100)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    files.append(out / "size_breakdown.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(save(fig, "size_breakdown.png"))
 
     fig, ax = plt.subplots(figsize=(5, 4))
     for n in names:
@@ -126,10 +123,7 @@ def _plots(results: EvalResults, out: Path) -> list[Path]:
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=8)
     ax.set_title("Precision-recall (mean over queries)")
-    fig.tight_layout()
-    files.append(out / "pr_curves.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
+    files.append(save(fig, "pr_curves.png"))
     return files
 
 
