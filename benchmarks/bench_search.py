@@ -300,6 +300,22 @@ def print_table(rows, out):
             f"{r['x_bound']:7.2f} {sp}")
 
 
+def print_markdown(rows, out):
+    """The same table as markdown, for pasting into benchmarks/README.md."""
+    out("| data | m | engine | threads | batch | p50 ms | p95 ms | ns/code | recall@10 | "
+        "bytes/image | bound ms | x bound | vs ours |")
+    out("|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+    ours = {(r["data"], r["m"], r["threads"], r["batch"]): r["p50_ms"]
+            for r in rows if r["engine"] == "ours"}
+    for r in rows:
+        o = ours.get((r["data"], r["m"], r["threads"], r["batch"]))
+        rec = f"{r['recall']:.3f}" if r["recall"] is not None else "-"
+        vs = f"{r['p50_ms'] / o:.2f}x" if o else "-"
+        out(f"| {r['data']} | {r['m']} | {r['engine']} | {r['threads']} | {r['batch']} | "
+            f"{r['p50_ms']:.3f} | {r['p95_ms']:.3f} | {r['ns_per_code']:.3f} | {rec} | "
+            f"{r['bytes_per_image']:.0f} | {r['bound_ms']:.3f} | {r['x_bound']:.2f} | {vs} |")
+
+
 def find(rows, **kw):
     for r in rows:
         if all(r.get(k) == v for k, v in kw.items()):
@@ -387,6 +403,7 @@ def parse_args(argv=None):
                    help="also train and encode with faiss's own PQ (slow: faiss encodes every patch)")
     p.add_argument("--no-random", action="store_true", help="skip the uniformly-random-codes pass")
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer for the bandwidth probe")
+    p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--json", metavar="PATH", help="JSON-lines output (default benchmarks/results/)")
     a = p.parse_args(argv)
     a.images = a.images or (10_000 if a.quick else 100_000)
@@ -434,6 +451,9 @@ def main(argv=None):
     print_table(rows, out)
     out("")
     results = check_targets(rows, quality, args, out)
+    if args.markdown:
+        out("")
+        print_markdown(rows, out)
     for r in rows:
         writer.write({"kind": "search", **r, "images": args.images, "patches": args.patches,
                       "dim": args.dim, "k": args.k, "simd": simd})
