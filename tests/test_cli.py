@@ -5,14 +5,14 @@ The JSON shape of `search --json` is a contract; errors must be one line with ex
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 skimage_data = pytest.importorskip("skimage.data")
+
+from _subprocess import run_python  # noqa: E402
 
 from pypatch.cli import main  # noqa: E402
 
@@ -163,8 +163,7 @@ def test_bad_option_values_exit_2_with_usage(index_file, capsys):
 def test_console_entry_point_prints_no_traceback(tmp_path):
     bogus = tmp_path / "bogus.ptch"
     bogus.write_bytes(b"\x89PTCH\r\n\x1a" + b"\0" * 50)
-    proc = subprocess.run([sys.executable, "-m", "pypatch", "info", str(bogus)],
-                          capture_output=True, text=True, timeout=60)
+    proc = run_python("-m", "pypatch", "info", str(bogus))
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("pypatch info: error:")
 
@@ -215,7 +214,6 @@ def test_search_never_imports_torch(index_file, photos):
             f"status = main(['search', {str(index_file)!r}, {str(photos / 'rocket.jpg')!r}, "
             "'--json', '--k', '1']); "
             "assert status == 0; assert 'torch' not in sys.modules, 'torch was imported'")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120)
+    proc = run_python("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["hits"][0]["image"] == "rocket.jpg"

@@ -1,11 +1,9 @@
 """The Embedder with the real default model (efficientnet_lite0, ImageNet weights) on real photos."""
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
+from _subprocess import run_python
 from PIL import Image
 from skimage import data
 
@@ -264,7 +262,8 @@ def test_embedding_never_imports_torch(default_model_path):
         "e.embed_query(img, box=(0, 0, 40, 30))\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    proc = run_python("-c", code)
+    assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.slow  # exports a (tiny) ViT with torch: about 3 s, plus torch's import when first

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 
 import pytest
+from _subprocess import run_python
 
 from pypatch import models
 from pypatch.errors import InvalidArgumentError, InvalidTypeError, ModelNotFoundError
@@ -114,8 +114,7 @@ def test_card_reading_refuses_bad_files(tmp_path, default_model_card):
 
 
 def _run_python(code: str, *args) -> str:
-    res = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True,
-                         text=True, timeout=120)
+    res = run_python("-c", code, *map(str, args))
     assert res.returncode == 0, res.stderr
     return res.stdout
 
