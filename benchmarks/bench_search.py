@@ -258,7 +258,7 @@ def run_config(m, args, data, bw, rows, log, random_codes=False):
                 finally:
                     set_simd(default_level)
             engines["ours-avx2"] = (ours_avx2, engines["ours"][1])
-            quality["ours-avx2"] = quality["ours"]
+            quality["ours-avx2"] = recall_at_k(ours_avx2(data["q_eval"], 1)[1], data["exact_topk"])
     batches = [1] if random_codes else [1, args.batch]
     threads_list = [1] if random_codes else args.threads
     for batch in batches:
