@@ -77,24 +77,6 @@ void assign_l2_avx2(int64_t n, const float* x, int64_t ldx, int dsub, const floa
   }
 }
 
-// 8 accumulators of 8 patches; lane l of accumulator g sums j ascending, like the scalar.
-struct AdcBlockAvx2 {
-  const uint8_t* codes; int m; int ksub; const float* lut;
-  void operator()(int64_t block, float* out) const {
-    const uint8_t* c = codes + block * 64 * m;
-    __m256 acc[8];
-    for (int g = 0; g < 8; ++g) acc[g] = _mm256_setzero_ps();
-    for (int j = 0; j < m; ++j, c += 64) {
-      const float* t = lut + static_cast<int64_t>(j) * ksub;
-      for (int g = 0; g < 8; ++g) {
-        const __m256i idx = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 8 * g)));
-        acc[g] = _mm256_add_ps(acc[g], _mm256_i32gather_ps(t, idx, 4));
-      }
-    }
-    for (int g = 0; g < 8; ++g) _mm256_store_ps(out + 8 * g, acc[g]);
-  }
-};
-
 struct DotF32Avx2 {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
@@ -130,7 +112,7 @@ struct DotF16Avx2 {
 
 void adc_segmax_avx2(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                      const float* lut, float* best, int32_t* arg) {
-  segmax_blocked(n, off, AdcBlockAvx2{codes, m, ksub, lut}, best, arg);
+  segmax_blocked(n, off, AdcBlockLoads{codes, m, ksub, lut}, best, arg);  // see segmax.h
 }
 void flat_f32_avx2(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                    float* best, int32_t* arg) {

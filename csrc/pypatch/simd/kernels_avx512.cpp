@@ -75,27 +75,6 @@ void assign_l2_avx512(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
-// 4 accumulators of 16 patches; lane l of accumulator g sums j ascending, like the scalar.
-struct AdcBlockAvx512 {
-  const uint8_t* codes; int m; int ksub; const float* lut;
-  void operator()(int64_t block, float* out) const {
-    const uint8_t* c = codes + block * 64 * m;
-    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int j = 0; j < m; ++j, c += 64) {
-      const float* t = lut + static_cast<int64_t>(j) * ksub;
-      const __m512i bytes = _mm512_loadu_si512(c);
-      a0 = _mm512_add_ps(a0, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_castsi512_si128(bytes)), t, 4));
-      a1 = _mm512_add_ps(a1, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 1)), t, 4));
-      a2 = _mm512_add_ps(a2, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 2)), t, 4));
-      a3 = _mm512_add_ps(a3, _mm512_i32gather_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(bytes, 3)), t, 4));
-    }
-    _mm512_store_ps(out, a0);
-    _mm512_store_ps(out + 16, a1);
-    _mm512_store_ps(out + 32, a2);
-    _mm512_store_ps(out + 48, a3);
-  }
-};
-
 struct DotF32Avx512 {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
@@ -130,7 +109,9 @@ struct DotF16Avx512 {
 
 void adc_segmax_avx512(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                        const float* lut, float* best, int32_t* arg) {
-  segmax_blocked(n, off, AdcBlockAvx512{codes, m, ksub, lut}, best, arg);
+  // Plain loads beat vpgatherdd on Zen 4 (segmax.h); 8-bit codes on VBMI CPUs take the
+  // quantised scan instead (kernels_avx512vbmi.cpp).
+  segmax_blocked(n, off, AdcBlockLoads{codes, m, ksub, lut}, best, arg);
 }
 void flat_f32_avx512(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                      float* best, int32_t* arg) {

@@ -93,19 +93,6 @@ void assign_l2_scalar(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
-// 64 independent sums, each over j ascending (the order every level reproduces).
-struct AdcBlockScalar {
-  const uint8_t* codes; int m; int ksub; const float* lut;
-  void operator()(int64_t block, float* out) const {
-    const uint8_t* c = codes + block * 64 * m;
-    for (int l = 0; l < 64; ++l) out[l] = 0.f;
-    for (int j = 0; j < m; ++j, c += 64) {
-      const float* t = lut + static_cast<int64_t>(j) * ksub;
-      for (int l = 0; l < 64; ++l) out[l] = out[l] + t[c[l]];
-    }
-  }
-};
-
 struct DotF32Scalar {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
@@ -128,7 +115,7 @@ struct DotF16Scalar {
 
 void adc_segmax_scalar(int64_t n, const int64_t* off, const uint8_t* codes, int m, int ksub,
                        const float* lut, float* best, int32_t* arg) {
-  segmax_blocked(n, off, AdcBlockScalar{codes, m, ksub, lut}, best, arg);
+  segmax_blocked(n, off, AdcBlockLoads{codes, m, ksub, lut}, best, arg);
 }
 void flat_f32_scalar(int64_t n, const int64_t* off, const float* x, int dim, const float* q,
                      float* best, int32_t* arg) {
