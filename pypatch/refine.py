@@ -27,23 +27,27 @@ import numpy as np
 
 from pypatch.errors import InvalidArgumentError
 
-__all__ = ["REFINERS", "similarity_map", "box_from_map", "fuse_cells", "SimMapRefiner",
+__all__ = ["REFINERS", "cell_descriptors", "similarity_map", "box_from_map", "fuse_cells", "SimMapRefiner",
            "check_refine", "refine_hits"]
 
 REFINERS = ("simmap", "cells")
 
 
-def similarity_map(features, query, whitening=None, eps: float = 1e-6) -> np.ndarray:
-    """Cosine of ``query`` (D,) with every cell of ``features`` (D, h, w) -> (h, w) float32.
-
-    A cell's descriptor is what GeM pooling of that one cell gives (``max(x, eps)``), then
-    L2-normalised (and whitened when the index's embedder whitens), like every patch."""
+def cell_descriptors(features, whitening=None, eps: float = 1e-6) -> np.ndarray:
+    """(D, h, w) feature map -> (h * w, D) descriptors, one per cell, made as a one-cell GeM
+    pool would make them (``max(x, eps)``), L2-normalised (and whitened when the index's
+    embedder whitens), like every patch descriptor."""
     f = np.asarray(features, dtype=np.float32)
     d, h, w = f.shape
     cells = np.maximum(f.reshape(d, h * w).T, eps)
     cells /= np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
-    if whitening is not None:
-        cells = whitening.apply(cells)
+    return whitening.apply(cells) if whitening is not None else cells
+
+
+def similarity_map(features, query, whitening=None) -> np.ndarray:
+    """Cosine of ``query`` (D,) with every cell of ``features`` (D, h, w) -> (h, w) float32."""
+    _, h, w = np.shape(features)
+    cells = cell_descriptors(features, whitening)
     return (cells @ np.asarray(query, dtype=np.float32)).reshape(h, w)
 
 
@@ -114,8 +118,9 @@ class SimMapRefiner:
         self._cache: OrderedDict = OrderedDict()
         self._cache_size = int(cache_size)
 
-    def features(self, image) -> tuple:
-        """(features (D, h, w) float32, width, height) of a database image (path or PIL/array)."""
+    def cells(self, image) -> tuple:
+        """(cell descriptors (h * w, D) float16, h, w, width, height) of a database image
+        (path, PIL image or array); paths are cached (float16 halves the cache)."""
         from pypatch.embedder import preprocess_boxes
         from pypatch.imageio import load_image
 
@@ -127,7 +132,9 @@ class SimMapRefiner:
         img = load_image(image, max_pixels=e.max_pixels)
         x = preprocess_boxes(img, np.array([[0, 0, img.width, img.height]], np.int32),
                              self.side, e._resample, e._mean, e._std)
-        out = (e._run(x, e._feat_out)[0], img.width, img.height)
+        feats = e._run(x, e._feat_out)[0]
+        out = (cell_descriptors(feats, e.whitening).astype(np.float16), feats.shape[1],
+               feats.shape[2], img.width, img.height)
         if key is not None:
             self._cache[key] = out
             if len(self._cache) > self._cache_size:
@@ -136,9 +143,9 @@ class SimMapRefiner:
 
     def refine(self, image, query, cell) -> tuple:
         """Refined box of ``cell`` in ``image`` for ``query`` (the winning cell if none)."""
-        feats, w, h = self.features(image)
-        sim = similarity_map(feats, query, self.embedder.whitening)
-        box = box_from_map(sim, w, h, cell, t=self.t)
+        cells, h, w, width, height = self.cells(image)
+        sim = (cells.astype(np.float32) @ np.asarray(query, dtype=np.float32)).reshape(h, w)
+        box = box_from_map(sim, width, height, cell, t=self.t)
         return tuple(int(v) for v in cell) if box is None else box
 
 
