@@ -1,11 +1,22 @@
+// A persistent pool of helper threads shared by all calls (no OpenMP). A call posts up to
+// num_threads - 1 "help" requests for its job; the calling thread works on the job too, and
+// is the only one that polls `interrupt`. Tasks are claimed from an atomic counter; helpers
+// that arrive after the tasks ran out leave without touching the job's function, so the
+// caller only waits for helpers that are inside the job. Concurrent calls from several threads
+// share the pool. After fork() the child starts a fresh pool (threads do not survive fork).
 #include "pypatch/util/parallel_for.h"
 
-#include <atomic>     // task counter, stop flag
-#include <chrono>     // interrupt polling interval
-#include <exception>  // exception_ptr
-#include <mutex>      // first-exception capture
-#include <thread>     // std::thread
-#include <vector>     // worker list
+#include <atomic>              // counters
+#include <chrono>              // interrupt polling interval
+#include <condition_variable>  // sleeping helpers, waiting caller
+#include <deque>               // request queue
+#include <exception>           // exception_ptr
+#include <memory>              // shared_ptr
+#include <mutex>               // locks
+#include <thread>              // std::thread
+#include <vector>              // workers
+
+#include <unistd.h>  // getpid: detect fork
 
 #ifdef __linux__
 #include <sched.h>  // sched_getaffinity: respect taskset / cgroup cpusets
@@ -28,6 +39,89 @@ int available_cpus() {
   return n ? static_cast<int>(n) : 1;
 }
 
+struct Job {
+  int64_t n_tasks;
+  const std::function<void(int64_t, int)>* fn;  // valid while the caller waits
+  std::atomic<int64_t> next{0};
+  std::atomic<int> next_worker{1};  // worker ids: caller is 0
+  std::atomic<int> active{0};       // helpers inside run()
+  std::mutex mu;
+  std::condition_variable done;
+  std::exception_ptr error;
+
+  void fail(std::exception_ptr e) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!error) error = e;
+    next.store(n_tasks);  // nobody claims another task
+  }
+  void run(int worker, const std::function<void()>* interrupt) {
+    using clock = std::chrono::steady_clock;
+    auto last_poll = clock::now();
+    try {
+      for (;;) {
+        if (interrupt && *interrupt && clock::now() - last_poll > std::chrono::milliseconds(50)) {
+          (*interrupt)();
+          last_poll = clock::now();
+        }
+        const int64_t task = next.fetch_add(1);
+        if (task >= n_tasks) break;
+        (*fn)(task, worker);
+      }
+    } catch (...) {
+      fail(std::current_exception());
+    }
+  }
+  void help() {  // called by pool threads
+    active.fetch_add(1);
+    if (next.load() < n_tasks) run(next_worker.fetch_add(1), nullptr);
+    std::lock_guard<std::mutex> lock(mu);
+    if (active.fetch_sub(1) == 1) done.notify_all();
+  }
+};
+
+class Pool {
+ public:
+  void submit(const std::shared_ptr<Job>& job, int helpers) {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (static_cast<int>(threads_) < helpers) {  // grow on demand; threads live forever
+      std::thread([this] { loop(); }).detach();
+      ++threads_;
+    }
+    for (int i = 0; i < helpers; ++i) queue_.push_back(job);
+    cv_.notify_all();
+  }
+
+ private:
+  void loop() {
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [this] { return !queue_.empty(); });
+        job = std::move(queue_.front());
+        queue_.pop_front();
+      }
+      job->help();
+    }
+  }
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<Job>> queue_;
+  size_t threads_ = 0;
+};
+
+Pool& pool() {
+  static std::mutex mu;
+  static Pool* p = nullptr;  // leaked on purpose: no thread joins at interpreter exit
+  static pid_t owner = 0;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!p || owner != getpid()) {  // first use, or a forked child (the parent's threads are gone)
+    p = new Pool();
+    owner = getpid();
+  }
+  return *p;
+}
+
 }  // namespace
 
 int default_num_threads() {
@@ -47,43 +141,21 @@ void parallel_for(int64_t n_tasks, int num_threads, const std::function<void(int
                   const std::function<void()>& interrupt) {
   if (n_tasks <= 0) return;
   if (num_threads > n_tasks) num_threads = static_cast<int>(n_tasks);
-  if (num_threads < 1) num_threads = 1;
-  std::atomic<int64_t> next{0};
-  std::atomic<bool> stop{false};
-  std::exception_ptr error;
-  std::mutex error_mu;
-  auto fail = [&](std::exception_ptr e) {
-    std::lock_guard<std::mutex> lock(error_mu);
-    if (!error) error = e;
-    stop.store(true);
-  };
-  auto work = [&](int worker, bool caller) {
-    using clock = std::chrono::steady_clock;
-    auto last_poll = clock::now();
+  auto job = std::make_shared<Job>();
+  job->n_tasks = n_tasks;
+  job->fn = &fn;
+  if (num_threads > 1) {
     try {
-      while (!stop.load(std::memory_order_relaxed)) {
-        if (caller && interrupt && clock::now() - last_poll > std::chrono::milliseconds(50)) {
-          interrupt();
-          last_poll = clock::now();
-        }
-        const int64_t task = next.fetch_add(1);
-        if (task >= n_tasks) break;
-        fn(task, worker);
-      }
-    } catch (...) {
-      fail(std::current_exception());
+      pool().submit(job, num_threads - 1);
+    } catch (...) {  // could not start a thread: the caller does all the work
     }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(num_threads - 1);
-  try {
-    for (int w = 1; w < num_threads; ++w) threads.emplace_back(work, w, false);
-  } catch (...) {  // could not start a thread: stop and report after joining the others
-    fail(std::current_exception());
   }
-  work(0, true);
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+  job->run(0, &interrupt);
+  {
+    std::unique_lock<std::mutex> lock(job->mu);
+    job->done.wait(lock, [&] { return job->active.load() == 0; });
+  }
+  if (job->error) std::rethrow_exception(job->error);
 }
 
 }  // namespace pypatch
