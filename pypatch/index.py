@@ -153,6 +153,9 @@ class PatchIndex:
         constant ``patches_per_image`` (int, or a sequence of per-image counts) or CSR
         ``image_offsets`` (n_new + 1,). Returns the new images' indices, int64."""
         vectors = as_array(vectors, "vectors", np.float32, 2, self.dim, finite=True)
+        if self._ix.kind == "float16" and vectors.size and np.abs(vectors).max() > 65504.0:
+            raise InvalidArgumentError("vectors: values beyond +-65504 do not fit the float16 store; "
+                                       "normalise them or use flat_dtype='float32'")
         counts = _counts(vectors.shape[0], patches_per_image, image_offsets)
         first = self._ix.add(vectors, counts, threads(num_threads))
         return np.arange(first, first + counts.size, dtype=np.int64)

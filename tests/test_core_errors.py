@@ -109,3 +109,9 @@ def test_simd_level_errors():
         pypatch.set_simd_level("sse9")
     with pytest.raises(InvalidTypeError):
         pypatch.set_simd_level(3)
+
+
+def test_float16_store_rejects_values_it_cannot_hold():
+    ix = pypatch.PatchIndex(4, flat_dtype="float16")
+    with pytest.raises(InvalidArgumentError, match="float16"):
+        ix.add(np.full((2, 4), 1e6, np.float32), patches_per_image=2)

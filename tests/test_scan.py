@@ -131,3 +131,21 @@ def test_levels_are_bit_identical_on_random_codes_and_float_tables(m):
                 np.testing.assert_array_equal(a, b)
     ref_s, ref_i, ref_p = reference_search(adc_scores(q, c, codes), offsets, k=25)
     np.testing.assert_allclose(ref[0], ref_s, rtol=1e-5, atol=1e-5)
+
+
+def test_empty_index_returns_padding():
+    ix = pypatch.PatchIndex(6, pypatch.ProductQuantizer.from_centroids(np.ones((3, 256, 2), np.float32)))
+    s, i, p = ix.search(np.ones((2, 6), np.float32), k=4)
+    assert (i == -1).all() and (p == -1).all() and np.isneginf(s).all()
+    assert len(ix) == 0 and ix.num_patches == 0
+
+
+def test_env_var_forces_the_level_in_a_fresh_process():
+    import subprocess
+    import sys
+
+    code = "import pypatch; print(pypatch.simd_info()['selected'])"
+    for level in usable_levels():
+        out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ,
+                             "PYPATCH_SIMD": level}, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == level

@@ -20,7 +20,7 @@ inline bool ranks_before(const Hit& a, const Hit& b) {
 
 class TopK {
  public:
-  explicit TopK(int k) : k_(k) { heap_.reserve(k); }
+  explicit TopK(int k) : k_(k) { heap_.reserve(k < 1024 ? k : 1024); }  // grows if needed
   /// Cheap pre-check: can a hit with this score enter? (Exact check happens in push.)
   bool may_enter(float score) const {
     return static_cast<int>(heap_.size()) < k_ || score >= heap_.front().score;
