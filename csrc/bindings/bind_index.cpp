@@ -75,8 +75,9 @@ void bind_index(py::module_& m) {
         const int64_t* c = checked(counts, "patch counts", 1);
         const float* p = checked(x, "vectors", 2, n_vectors(counts), ix.dim());
         const int64_t n = counts.shape(0);
+        auto hook = interrupt_hook();
         py::gil_scoped_release nogil;
-        return ix.add(n, c, p, nt);
+        return ix.add(n, c, p, nt, hook);
       })
       .def("add_codes", [](PatchIndex& ix, const CArray<uint8_t>& codes, const CArray<int64_t>& counts) {
         const int64_t* c = checked(counts, "patch counts", 1);

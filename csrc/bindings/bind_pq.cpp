@@ -39,9 +39,10 @@ void bind_pq(py::module_& m) {
         const int64_t n = x.shape(0);
         CArray<uint8_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(pq.m())});
         uint8_t* o = out.mutable_data();
+        auto hook = interrupt_hook();
         {
           py::gil_scoped_release nogil;
-          pq.encode(n, p, o, num_threads);
+          pq.encode(n, p, o, num_threads, hook);
         }
         return out;
       }, py::arg("x"), py::arg("num_threads") = 0)

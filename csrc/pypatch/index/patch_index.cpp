@@ -89,13 +89,14 @@ void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
   view_ = owned_.data();
 }
 
-int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, int num_threads) {
+int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, int num_threads,
+                        const Interrupt& interrupt) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   if (!is_trained()) throw NotTrained("add: the PQ index is not trained; call train() first");
   const int64_t total = append_counts(n_new, counts);
   std::vector<uint8_t> enc(static_cast<size_t>(total) * code_size_);
   if (kind_ == StoreKind::PQ) {
-    pq_->encode(total, x, enc.data(), num_threads);
+    pq_->encode(total, x, enc.data(), num_threads, interrupt);
   } else if (kind_ == StoreKind::FlatF32) {
     if (total) std::memcpy(enc.data(), x, enc.size());
   } else {

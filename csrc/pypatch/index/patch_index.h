@@ -55,7 +55,8 @@ class PatchIndex {
              const Interrupt& interrupt = {});
   /// Appends n_new images; counts[i] patches each, vectors x (sum(counts), dim) f32.
   /// Returns the index of the first new image.
-  int64_t add(int64_t n_new, const int64_t* counts, const float* x, int num_threads);
+  int64_t add(int64_t n_new, const int64_t* counts, const float* x, int num_threads,
+              const Interrupt& interrupt = {});
   /// PQ only: appends pre-encoded codes (sum(counts), m) u8 (each < 2**nbits).
   int64_t add_codes(int64_t n_new, const int64_t* counts, const uint8_t* codes);
 

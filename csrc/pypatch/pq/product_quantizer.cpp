@@ -68,7 +68,8 @@ void ProductQuantizer::set_centroids(const float* c) {
   trained_ = true;
 }
 
-void ProductQuantizer::encode(int64_t n, const float* x, uint8_t* codes, int num_threads) const {
+void ProductQuantizer::encode(int64_t n, const float* x, uint8_t* codes, int num_threads,
+                              const std::function<void()>& interrupt) const {
   require_trained("encode");
   constexpr int64_t kChunk = 256;
   const KernelTable& kt = kernels();
@@ -81,7 +82,7 @@ void ProductQuantizer::encode(int64_t n, const float* x, uint8_t* codes, int num
                    centroids_t_.data() + static_cast<int64_t>(j) * dsub_ * ksub_, ksub_, tmp, nullptr);
       for (int64_t i = 0; i < cnt; ++i) codes[(i0 + i) * m_ + j] = static_cast<uint8_t>(tmp[i]);
     }
-  });
+  }, interrupt);
 }
 
 void ProductQuantizer::decode(int64_t n, const uint8_t* codes, float* x) const {

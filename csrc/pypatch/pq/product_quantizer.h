@@ -30,7 +30,8 @@ class ProductQuantizer {
   const std::vector<float>& centroids() const { return centroids_; }
 
   /// x: (n, dim) f32 -> codes: (n, m) u8, nearest centroid per sub-space (lowest on ties).
-  void encode(int64_t n, const float* x, uint8_t* codes, int num_threads = 0) const;
+  void encode(int64_t n, const float* x, uint8_t* codes, int num_threads = 0,
+              const std::function<void()>& interrupt = {}) const;
   /// codes: (n, m) u8 -> x: (n, dim) f32. Throws InvalidArgument on a code >= ksub.
   void decode(int64_t n, const uint8_t* codes, float* x) const;
   /// q: (dim) f32 -> lut: (m, ksub) f32 inner-product table.
