@@ -116,3 +116,20 @@ TEST(quantised_scan_matches_scalar) {
 #endif
   CHECK(ref[0] > 0);
 }
+
+TEST(quantised_segmented_max_matches_scalar) {
+  const std::vector<int64_t> off = {0, 0, 1, 40, 40, 72, 105, 200};
+  std::mt19937 g(9);
+  std::vector<uint16_t> sc(200);
+  for (auto& v : sc) v = static_cast<uint16_t>(g());
+  sc[50] = 65535;
+  std::vector<int32_t> ref(7), got(7);
+  qsegmax_u16_scalar(7, off.data(), sc.data(), ref.data());
+  CHECK(ref[0] == -1 && ref[3] == -1 && ref[1] == sc[0] && ref[4] == 65535);
+#ifdef PYPATCH_HAVE_AVX512VBMI
+  if (cpu_has_avx512vbmi()) {
+    qsegmax_u16_avx512vbmi(7, off.data(), sc.data(), got.data());
+    CHECK(got == ref);
+  }
+#endif
+}

@@ -103,6 +103,7 @@ Hit rescore(const ScanSetup& s, const float* lut, int64_t image) {
 std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
   const QuantScanFn qscan = quant_scan_kernel();
+  const QuantSegmaxFn qsegmax = quant_segmax_kernel();
   const int m = s.pq->m();
   std::vector<QuantTable> tables;
   tables.reserve(nq);
@@ -113,6 +114,7 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<QueryState>> state(nt, std::vector<QueryState>(nq));
   std::vector<std::vector<uint16_t>> buf(nt);
+  std::vector<std::vector<int32_t>> image_q(nt);
 
   parallel_for(n_tasks, nt, [&](int64_t task, int w) {
     const int64_t i0 = bounds[task], i1 = bounds[task + 1];
@@ -120,16 +122,16 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
     if (p1 <= p0) return;
     const int64_t b0 = p0 / kCodeBlock, b1 = (p1 + kCodeBlock - 1) / kCodeBlock;
     if (static_cast<int64_t>(buf[w].size()) < (b1 - b0) * kCodeBlock) buf[w].resize((b1 - b0) * kCodeBlock);
+    if (static_cast<int64_t>(image_q[w].size()) < i1 - i0) image_q[w].resize(i1 - i0);
     const uint16_t* sc = buf[w].data() - b0 * kCodeBlock;  // indexed by absolute patch
+    int32_t* iq = image_q[w].data();
     for (int64_t qi = 0; qi < nq; ++qi) {
       qscan(s.data, m, tables[qi].q.data(), b0, b1, buf[w].data());
+      qsegmax(i1 - i0, s.offsets + i0, sc, iq);
       QueryState& st = state[w][qi];
       for (int64_t i = i0; i < i1; ++i) {
-        const int64_t a = s.offsets[i], b = s.offsets[i + 1];
-        if (a == b || (s.removed && s.removed[i])) continue;
-        int32_t best = sc[a];
-        for (int64_t p = a + 1; p < b; ++p) best = std::max<int32_t>(best, sc[p]);
-        st.offer(best, i, k, tables[qi].margin);
+        if (iq[i - i0] < 0 || (s.removed && s.removed[i])) continue;  // empty or removed
+        st.offer(iq[i - i0], i, k, tables[qi].margin);
       }
     }
   }, interrupt);

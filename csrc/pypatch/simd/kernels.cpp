@@ -31,6 +31,21 @@ QuantScanFn quant_scan_kernel() {
   return nullptr;
 }
 
+QuantSegmaxFn quant_segmax_kernel() {
+#ifdef PYPATCH_HAVE_AVX512VBMI
+  if (quant_scan_kernel()) return qsegmax_u16_avx512vbmi;
+#endif
+  return qsegmax_u16_scalar;
+}
+
+void qsegmax_u16_scalar(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out) {
+  for (int64_t i = 0; i < n_images; ++i) {
+    int32_t best = -1;
+    for (int64_t p = off[i]; p < off[i + 1]; ++p) best = best > sc[p] ? best : sc[p];
+    out[i] = best;
+  }
+}
+
 void qscan_blocks_scalar(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
                          uint16_t* out) {
   for (int64_t b = b0; b < b1; ++b) {

@@ -60,6 +60,12 @@ void qscan_blocks_scalar(const uint8_t* codes, int m, const uint8_t* qlut, int64
                          uint16_t* out);
 void qscan_blocks_avx512vbmi(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0,
                              int64_t b1, uint16_t* out);
+/// out[i] = max of sc[off[i] .. off[i+1]) (u16 scores indexed by absolute patch), -1 if empty.
+using QuantSegmaxFn = void (*)(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
+void qsegmax_u16_avx512vbmi(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
+void qsegmax_u16_scalar(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
+/// The segmented max matching quant_scan_kernel() (scalar when that is nullptr).
+QuantSegmaxFn quant_segmax_kernel();
 
 /// IEEE binary16 <-> binary32 in portable C++ (round to nearest even on the way down).
 float half_to_float(uint16_t h);
