@@ -97,7 +97,22 @@ double kmeans(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters
                                    std::to_string(k) + "); got " + std::to_string(n));
   const int nt = resolve_num_threads(num_threads, (n + kChunk - 1) / kChunk);
   SplitMix64 rng(seed);
-  kmeanspp(n, x, ldx, dsub, k, rng, nt, c, interrupt);
+  // k-means++ costs k passes over its input, so it seeds from a random subset of at most
+  // kSeedPointsPerCentroid * k rows (copied contiguously); Lloyd then uses every row.
+  constexpr int64_t kSeedPointsPerCentroid = 32;
+  const int64_t n_seed = std::min<int64_t>(n, kSeedPointsPerCentroid * k);
+  if (n_seed < n) {
+    std::vector<float> sub(static_cast<size_t>(n_seed) * dsub);
+    std::vector<int64_t> idx(n);
+    for (int64_t i = 0; i < n; ++i) idx[i] = i;
+    for (int64_t i = 0; i < n_seed; ++i) {
+      std::swap(idx[i], idx[i + static_cast<int64_t>(rng.next() % static_cast<uint64_t>(n - i))]);
+      std::copy(x + idx[i] * ldx, x + idx[i] * ldx + dsub, sub.begin() + i * dsub);
+    }
+    kmeanspp(n_seed, sub.data(), dsub, dsub, k, rng, nt, c, interrupt);
+  } else {
+    kmeanspp(n, x, ldx, dsub, k, rng, nt, c, interrupt);
+  }
   std::vector<float> ct(static_cast<size_t>(k) * dsub), dist(n);
   std::vector<int32_t> assign(n);
   std::vector<double> sums(static_cast<size_t>(k) * dsub);
