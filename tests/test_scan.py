@@ -149,3 +149,19 @@ def test_env_var_forces_the_level_in_a_fresh_process():
         out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ,
                              "PYPATCH_SIMD": level}, capture_output=True, text=True, check=True)
         assert out.stdout.strip() == level
+
+
+@pytest.mark.parametrize("level", usable_levels())
+def test_four_bit_index_matches_numpy(level):
+    rng = np.random.default_rng(44)
+    offsets = random_offsets(rng, 80, 10)
+    c = rng.integers(-4, 5, size=(6, 16, 3)).astype(np.float32)
+    ix = pypatch.PatchIndex(18, pypatch.ProductQuantizer.from_centroids(c))
+    codes = rng.integers(0, 16, size=(int(offsets[-1]), 6)).astype(np.uint8)
+    ix.add_codes(codes, image_offsets=offsets)
+    q = rng.integers(-3, 4, size=(3, 18)).astype(np.float32)
+    ref = reference_search(adc_scores(q, c, codes).astype(np.float32), offsets, k=8)
+    with simd_level(level):
+        got = ix.search(q, k=8)
+    for g, r in zip(got, ref):
+        np.testing.assert_array_equal(g, r)
