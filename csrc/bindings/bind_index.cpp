@@ -1,6 +1,8 @@
 // _core.PatchIndex: thin wrapper; pypatch/index.py validates and documents.
 #include <pybind11/stl.h>  // vector/pair conversions
 
+#include <new>  // std::bad_alloc
+
 #include "common.h"
 #include "pypatch/index/patch_index.h"
 
@@ -132,19 +134,38 @@ void bind_index(py::module_& m) {
         ix.save(path);
       })
       .def("to_bytes", [](const PatchIndex& ix) {
-        std::vector<uint8_t> b;
-        {
-          py::gil_scoped_release nogil;
-          b = ix.to_bytes();
+        // Serialise straight into the bytes object: peak memory is one copy of the file, not
+        // two. The GIL is held only to allocate (never while the index lock is held: a thread
+        // holding the GIL may be waiting for that lock). An index changed between sizing and
+        // writing is sized again.
+        for (;;) {
+          uint64_t n;
+          {
+            py::gil_scoped_release nogil;
+            n = ix.serialized_size();
+          }
+          if (n > static_cast<uint64_t>(PY_SSIZE_T_MAX)) throw std::bad_alloc();
+          py::bytes out = py::reinterpret_steal<py::bytes>(
+              PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(n)));
+          if (!out) throw py::error_already_set();
+          char* dst = PyBytes_AS_STRING(out.ptr());  // not yet visible to any other thread
+          bool written;
+          {
+            py::gil_scoped_release nogil;
+            written = ix.write_to(dst, n);
+          }
+          if (written) return out;
         }
-        return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
       })
       .def_static("load", [](const std::string& path, bool mmap, bool verify) {
         py::gil_scoped_release nogil;
         return PatchIndex::load(path, mmap, verify);
       })
       .def_static("from_bytes", [](const py::bytes& data) {
+        // bytes are immutable and `data` holds a reference, so the copy and CRC checks can
+        // run without the GIL.
         std::string_view v = data;
+        py::gil_scoped_release nogil;
         return PatchIndex::from_bytes(v.data(), v.size());
       })
       .def("memory_usage", [](const PatchIndex& ix) {

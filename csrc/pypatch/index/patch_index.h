@@ -83,6 +83,11 @@ class PatchIndex {
   /// Writes atomically (tmp file, fsync, rename). Format: patch_index_io.cpp.
   void save(const std::string& path) const;
   std::vector<uint8_t> to_bytes() const;
+  /// The same bytes straight into a caller's buffer (no intermediate copy): write_to fills
+  /// exactly `size` bytes and returns true, or returns false (writing nothing) if the index
+  /// no longer serialises to `size` bytes because it changed since serialized_size().
+  uint64_t serialized_size() const;
+  bool write_to(void* dst, uint64_t size) const;
   /// mmap: map the file (codes are not copied); verify: CRC-check every section now.
   static std::unique_ptr<PatchIndex> load(const std::string& path, bool mmap = true,
                                           bool verify = false);

@@ -8,8 +8,13 @@
 //   VECS  f32/f16 (n_patches, dim) row-major vectors (flat store)
 //   IOFF  u64 (n_images + 1) CSR image offsets
 //   TOMB  u8 (n_images) removed mask
+// PIDX and IOFF are read and written byte by byte in little-endian (io/little_endian.h), so a
+// file means the same on any host. PQCB/CODE/VECS are the host's floats and bytes as-is (they
+// are viewed in place; every supported host is little-endian).
 // Loading validates every count against the section sizes before using them, and the offsets
-// (start 0, non-decreasing, end n_patches) before any search can read through them.
+// (start 0, non-decreasing, end n_patches) before any search can read through them. The small
+// sections that steer reads (IOFF, TOMB, META, PQCB) are always CRC-checked, whatever their
+// size and the verify flag (~1 ms per 10 MB); only CODE/VECS are left to verify=True on a map.
 #include <cstring>  // memcpy
 #include <limits>   // numeric_limits
 
@@ -17,7 +22,8 @@
 #include "pypatch/index/code_layout.h"   // blocked64 <-> rows
 #include "pypatch/index/patch_index.h"
 #include "pypatch/io/container.h"        // ContainerWriter, Container
-#include "pypatch/io/io_errors.h"        // io::FormatError
+#include "pypatch/io/io_errors.h"        // io::FormatError, io::VersionError
+#include "pypatch/io/little_endian.h"    // le::load32/store64: host-independent PIDX, IOFF
 
 namespace pypatch {
 namespace {
@@ -42,10 +48,10 @@ struct HeaderFields {
   uint64_t n_removed;   // 48
 };
 
-template <class T>
-void put(std::vector<uint8_t>& b, size_t off, T v) { std::memcpy(b.data() + off, &v, sizeof v); }
-template <class T>
-T get(const uint8_t* b, size_t off) { T v; std::memcpy(&v, b + off, sizeof v); return v; }
+void put32(std::vector<uint8_t>& b, size_t off, uint32_t v) { io::le::store32(b.data() + off, v); }
+void put64(std::vector<uint8_t>& b, size_t off, uint64_t v) { io::le::store64(b.data() + off, v); }
+uint32_t get32(const uint8_t* b, size_t off) { return io::le::load32(b + off); }
+uint64_t get64(const uint8_t* b, size_t off) { return io::le::load64(b + off); }
 
 [[noreturn]] void bad(const std::string& name, const std::string& what) {
   throw io::FormatError(name + ": " + what);
@@ -59,21 +65,22 @@ const char* store_name(StoreKind k) {
 
 class PatchIndex::Writer {
  public:
-  static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint64_t>& offsets_u64) {
+  // offsets_le: storage for IOFF (little-endian u64), kept alive by the caller until written.
+  static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint8_t>& offsets_le) {
     const bool pq = ix.kind_ == StoreKind::PQ;
     const bool trained = pq && ix.pq_->is_trained();
     std::vector<uint8_t> h(kHeaderSize, 0);
-    put<uint32_t>(h, 0, kHeaderVersion);
-    put<uint32_t>(h, 4, static_cast<uint32_t>(ix.kind_));
-    put<uint32_t>(h, 8, static_cast<uint32_t>(ix.dim_));
-    put<uint32_t>(h, 12, pq ? ix.pq_->m() : 0);
-    put<uint32_t>(h, 16, pq ? ix.pq_->nbits() : 0);
-    put<uint32_t>(h, 20, static_cast<uint32_t>(ix.code_size_));
-    put<uint32_t>(h, 24, trained ? 1 : 0);
-    put<uint32_t>(h, 28, pq ? 1 : 0);
-    put<uint64_t>(h, 32, static_cast<uint64_t>(ix.n_images()));
-    put<uint64_t>(h, 40, static_cast<uint64_t>(ix.n_patches()));
-    put<uint64_t>(h, 48, static_cast<uint64_t>(ix.n_removed_));
+    put32(h, 0, kHeaderVersion);
+    put32(h, 4, static_cast<uint32_t>(ix.kind_));
+    put32(h, 8, static_cast<uint32_t>(ix.dim_));
+    put32(h, 12, pq ? ix.pq_->m() : 0);
+    put32(h, 16, pq ? ix.pq_->nbits() : 0);
+    put32(h, 20, static_cast<uint32_t>(ix.code_size_));
+    put32(h, 24, trained ? 1 : 0);
+    put32(h, 28, pq ? 1 : 0);
+    put64(h, 32, static_cast<uint64_t>(ix.n_images()));
+    put64(h, 40, static_cast<uint64_t>(ix.n_patches()));
+    put64(h, 48, static_cast<uint64_t>(ix.n_removed_));
     std::string meta = std::string("{\"format\": \"pypatch.PatchIndex\", \"store\": \"") +
                        store_name(ix.kind_) + "\", \"dim\": " + std::to_string(ix.dim_) +
                        ", \"m\": " + std::to_string(pq ? ix.pq_->m() : 0) +
@@ -81,7 +88,9 @@ class PatchIndex::Writer {
                        ", \"n_images\": " + std::to_string(ix.n_images()) +
                        ", \"n_patches\": " + std::to_string(ix.n_patches()) +
                        ", \"code_layout\": \"" + std::string(pq ? "blocked64_u8" : "row_major") + "\", \"user\": " + ix.metadata_ + "}";
-    offsets_u64.assign(ix.offsets_.begin(), ix.offsets_.end());
+    offsets_le.assign(ix.offsets_.size() * 8, 0);
+    for (size_t i = 0; i < ix.offsets_.size(); ++i)
+      io::le::store64(offsets_le.data() + 8 * i, static_cast<uint64_t>(ix.offsets_[i]));
     io::ContainerWriter w;
     w.add_owned(kKindHeader, std::move(h));
     w.add_string(io::kind::kMeta, std::move(meta));
@@ -89,7 +98,7 @@ class PatchIndex::Writer {
       w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
     w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
                static_cast<size_t>(ix.storage_bytes(ix.n_patches())));
-    w.add_view(io::kind::kImageOffsets, offsets_u64.data(), offsets_u64.size() * 8);
+    w.add_view(io::kind::kImageOffsets, offsets_le.data(), offsets_le.size());
     w.add_view(kKindRemoved, ix.removed_.data(), ix.removed_.size());
     return w;
   }
@@ -97,14 +106,29 @@ class PatchIndex::Writer {
 
 void PatchIndex::save(const std::string& path) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  std::vector<uint64_t> off;
+  std::vector<uint8_t> off;
   Writer::build(*this, off).write_atomic(path);
 }
 
 std::vector<uint8_t> PatchIndex::to_bytes() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  std::vector<uint64_t> off;
+  std::vector<uint8_t> off;
   return Writer::build(*this, off).to_bytes();
+}
+
+uint64_t PatchIndex::serialized_size() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<uint8_t> off;
+  return Writer::build(*this, off).serialized_size();
+}
+
+bool PatchIndex::write_to(void* dst, uint64_t size) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::vector<uint8_t> off;
+  const io::ContainerWriter w = Writer::build(*this, off);
+  if (w.serialized_size() != size) return false;  // changed since serialized_size(): caller retries
+  w.write_to(dst, static_cast<size_t>(size));
+  return true;
 }
 
 std::unique_ptr<PatchIndex> PatchIndex::load(const std::string& path, bool mmap, bool verify) {
@@ -124,12 +148,21 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   const std::string& name = c->name();
   if (!c->has(kKindHeader)) bad(name, "not a PatchIndex file (no PIDX section)");
   const uint8_t* h = c->array<uint8_t>(kKindHeader, kHeaderSize);
-  const uint32_t version = get<uint32_t>(h, 0), kind = get<uint32_t>(h, 4);
-  const uint32_t dim = get<uint32_t>(h, 8), m = get<uint32_t>(h, 12), nbits = get<uint32_t>(h, 16);
-  const uint32_t code_size = get<uint32_t>(h, 20), trained = get<uint32_t>(h, 24);
-  const uint32_t layout = get<uint32_t>(h, 28);
-  const uint64_t n_images = get<uint64_t>(h, 32), n_patches = get<uint64_t>(h, 40);
-  if (version != kHeaderVersion) bad(name, "unsupported PIDX header version " + std::to_string(version));
+  // Whatever verify says: these steer every read (offsets, removed mask, centroids, metadata).
+  // Missing required ones raise "required section ... is missing" here.
+  for (uint32_t k : {io::kind::kImageOffsets, kKindRemoved, io::kind::kMeta}) c->verify_crc(k);
+  if (c->has(io::kind::kPqCentroids)) c->verify_crc(io::kind::kPqCentroids);
+  const uint32_t version = get32(h, 0), kind = get32(h, 4);
+  const uint32_t dim = get32(h, 8), m = get32(h, 12), nbits = get32(h, 16);
+  const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
+  const uint32_t layout = get32(h, 28);
+  const uint64_t n_images = get64(h, 32), n_patches = get64(h, 40);
+  if (version > kHeaderVersion)  // written by a newer pypatch: same rule as a newer container major
+    throw io::VersionError(name + ": PatchIndex header version " + std::to_string(version) +
+                               " is newer than this pypatch reads (" + std::to_string(kHeaderVersion) +
+                               "); upgrade pypatch",
+                           c->major(), c->minor());
+  if (version != kHeaderVersion) bad(name, "invalid PIDX header version " + std::to_string(version));
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
   if (dim < 1 || dim > (1u << 20)) bad(name, "implausible dim " + std::to_string(dim));
   // Counts must fit the file before anything is sized from them.
@@ -155,11 +188,20 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   if (static_cast<uint32_t>(ix->code_size_) != code_size) bad(name, "code size does not match the settings");
   if (!trained && n_patches > 0 && sk == StoreKind::PQ) bad(name, "codes without centroids");
 
-  const uint64_t* off = c->array<uint64_t>(io::kind::kImageOffsets, n_images + 1);
-  if (off[0] != 0 || off[n_images] != n_patches) bad(name, "image offsets do not span the patches");
+  // array<uint64_t> checks the size; the values are read as little-endian bytes.
+  const uint8_t* off_le = reinterpret_cast<const uint8_t*>(
+      c->array<uint64_t>(io::kind::kImageOffsets, n_images + 1));
+  std::vector<int64_t> off(static_cast<size_t>(n_images + 1));
+  for (uint64_t i = 0; i <= n_images; ++i) {
+    const uint64_t v = io::le::load64(off_le + 8 * i);
+    if (v > n_patches) bad(name, "image offset " + std::to_string(i) + " exceeds the patch count");
+    off[i] = static_cast<int64_t>(v);  // <= n_patches < file size: fits
+  }
+  if (off[0] != 0 || static_cast<uint64_t>(off[n_images]) != n_patches)
+    bad(name, "image offsets do not span the patches");
   for (uint64_t i = 0; i < n_images; ++i) {
     if (off[i + 1] < off[i]) bad(name, "image offsets decrease at image " + std::to_string(i));
-    if (off[i + 1] - off[i] > static_cast<uint64_t>(std::numeric_limits<int32_t>::max()))
+    if (off[i + 1] - off[i] > static_cast<int64_t>(std::numeric_limits<int32_t>::max()))
       bad(name, "image " + std::to_string(i) + " has too many patches");
   }
   const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
@@ -170,11 +212,17 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
       data_kind, blocked ? static_cast<uint64_t>(blocked_bytes(static_cast<int64_t>(n_patches), m))
                          : n_patches * code_size);
   const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
-  if (sk == StoreKind::PQ && nbits < 8)  // a larger code would read past the LUT
-    for (uint64_t i = 0; i < (blocked ? blocked_bytes(n_patches, m) : n_patches * code_size); ++i)
-      if (data[i] >= (1u << nbits)) bad(name, "a code exceeds 2**nbits");
+  if (sk == StoreKind::PQ && nbits < 8) {
+    // The scan indexes lut[j * 2^nbits + code] unmasked, so a code >= 2^nbits would read the
+    // next table or past the last one: check them all (O(codes), unlike the rest of a mapped
+    // open). An OR over all bytes vectorises (memory speed) where a per-byte branch did not.
+    const uint64_t n = blocked ? blocked_bytes(n_patches, m) : n_patches * code_size;
+    uint8_t any = 0;
+    for (uint64_t i = 0; i < n; ++i) any |= data[i];
+    if (any >> nbits) bad(name, "a PQ code exceeds 2**nbits - 1 = " + std::to_string((1u << nbits) - 1));
+  }
 
-  ix->offsets_.assign(off, off + n_images + 1);
+  ix->offsets_.assign(off.begin(), off.end());
   ix->removed_.assign(removed, removed + n_images);
   ix->n_removed_ = 0;
   for (uint64_t i = 0; i < n_images; ++i) ix->n_removed_ += ix->removed_[i] ? 1 : 0;
