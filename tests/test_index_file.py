@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,41 @@ def built():
     ix.remove([3, 7])
     ix.metadata = {"ids": list(range(120)), "model": {"name": "tiny", "dim": 24}}
     return ix, rng.standard_normal((5, 24)).astype(np.float32)
+
+
+def _table(data) -> dict:
+    """{kind: (table entry offset, section offset, size)} of a .ptch file (io/README.md)."""
+    count = struct.unpack_from("<I", data, 24)[0]
+    out = {}
+    for i in range(count):
+        e = 128 + 32 * i
+        kind, _, off, size = struct.unpack_from("<4sIQQ", data, e)
+        out[kind.decode()] = (e, off, size)
+    return out
+
+
+def _rewrite(data: bytes, kind: str, body: bytes) -> bytes:
+    """Replace a section's bytes (same size) with all CRCs made valid again, so that only the
+    index loader's own checks can reject the result."""
+    d = bytearray(data)
+    e, off, size = _table(data)[kind]
+    assert len(body) == size
+    d[off:off + size] = body
+    struct.pack_into("<I", d, e + 24, zlib.crc32(body))
+    count = struct.unpack_from("<I", d, 24)[0]
+    struct.pack_into("<I", d, 48, zlib.crc32(bytes(d[128:128 + 32 * count])))
+    struct.pack_into("<I", d, 52, 0)
+    struct.pack_into("<I", d, 52, zlib.crc32(bytes(d[:128])))
+    return bytes(d)
+
+
+def _corrupt(data: bytes, kind: str, body: bytes) -> bytes:
+    """Replace a section's bytes (same size) leaving its stored CRC stale."""
+    d = bytearray(data)
+    _, off, size = _table(data)[kind]
+    assert len(body) == size
+    d[off:off + size] = body
+    return bytes(d)
 
 
 def assert_same_index(a, b, q):
@@ -134,6 +171,72 @@ def test_newer_major_version_raises_version_error(tmp_path, built):
     path.write_bytes(bytes(data))
     with pytest.raises(IndexVersionError, match="2"):
         pypatch.PatchIndex.load(path)
+
+
+def test_newer_index_header_version_raises_version_error(tmp_path, built):
+    ix, _ = built
+    path = tmp_path / "a.ptch"
+    ix.save(path)
+    data = path.read_bytes()
+    _, off, _ = _table(data)["PIDX"]
+    pidx = bytearray(data[off:off + 64])
+    pidx[0:4] = (2).to_bytes(4, "little")
+    path.write_bytes(_rewrite(data, "PIDX", bytes(pidx)))
+    for mmap in (True, False):
+        with pytest.raises(IndexVersionError, match="version 2 is newer"):
+            pypatch.PatchIndex.load(path, mmap=mmap)
+    pidx[0:4] = (0).to_bytes(4, "little")
+    path.write_bytes(_rewrite(data, "PIDX", bytes(pidx)))
+    with pytest.raises(IndexFormatError, match="version 0"):
+        pypatch.PatchIndex.load(path)
+
+
+def test_big_offsets_and_removed_mask_are_crc_checked_on_a_plain_mapped_load(tmp_path):
+    # Over 1 MiB each (the container's always-verified limit): 1.1M one-patch images.
+    n = 1_100_000
+    ix = pypatch.PatchIndex(1, flat_dtype="float16")
+    ix.add(np.ones((n, 1), np.float32), patches_per_image=1)
+    path = tmp_path / "big.ptch"
+    ix.save(path)
+    data = path.read_bytes()
+    assert _table(data)["IOFF"][2] > 1 << 20 and _table(data)["TOMB"][2] > 1 << 20
+    off = np.arange(n + 1, dtype="<u8")
+    off[500_000] = off[499_999]  # still a valid CSR (image 499999 empty, 500000 has 2)
+    tomb = np.zeros(n, np.uint8)
+    tomb[700_000] = 1            # a removed image that was never removed
+    for kind, body in (("IOFF", off.tobytes()), ("TOMB", tomb.tobytes())):
+        path.write_bytes(_corrupt(data, kind, body))
+        with pytest.raises(IndexFormatError, match="checksum mismatch"):
+            pypatch.PatchIndex.load(path, mmap=True, verify=False)
+        path.write_bytes(_rewrite(data, kind, body))  # with a valid CRC it loads as written
+        assert len(pypatch.PatchIndex.load(path, mmap=True, verify=False)) == n
+
+
+def test_4bit_code_beyond_nbits_raises_format_error(tmp_path):
+    rng = np.random.default_rng(4)
+    pq = pypatch.ProductQuantizer.from_centroids(rng.standard_normal((2, 16, 3)).astype(np.float32))
+    ix = pypatch.PatchIndex(6, pq)
+    ix.add(rng.standard_normal((9, 6)).astype(np.float32), patches_per_image=3)
+    path = tmp_path / "a.ptch"
+    ix.save(path)
+    data = path.read_bytes()
+    _, off, size = _table(data)["CODE"]
+    codes = bytearray(data[off:off + size])
+    codes[64 + 5] = 16  # sub-quantizer 1 of patch 5 (blocked64 layout)
+    path.write_bytes(_rewrite(data, "CODE", bytes(codes)))
+    for mmap in (True, False):
+        with pytest.raises(IndexFormatError, match="exceeds 2\\*\\*nbits"):
+            pypatch.PatchIndex.load(path, mmap=mmap)
+
+
+def test_to_bytes_equals_the_saved_file_and_from_bytes_reads_it(tmp_path, built):
+    ix, q = built
+    ix.save(tmp_path / "a.ptch")
+    blob = ix.to_bytes()
+    assert type(blob) is bytes and blob == (tmp_path / "a.ptch").read_bytes()
+    assert_same_index(ix, pypatch.PatchIndex.from_bytes(blob), q)
+    with pytest.raises(IndexFormatError, match="checksum mismatch"):
+        pypatch.PatchIndex.from_bytes(_corrupt(blob, "CODE", bytes(_table(blob)["CODE"][2])))
 
 
 def test_missing_file_raises_file_not_found(tmp_path):
