@@ -43,10 +43,11 @@ def embed_database(bench, regions: str, mode: str, cache: Path, embedder) -> dic
     ``.npz`` cache or computed (and saved) once."""
     path = _cache_path(cache, bench.name, regions, mode)
     if path.exists():
-        z = np.load(path, allow_pickle=False)
-        off = z["offsets"]
-        return {p: (int(w), int(h), z["vectors"][off[i]:off[i + 1]])
-                for i, (p, w, h) in enumerate(zip(z["paths"].tolist(), z["widths"], z["heights"]))}
+        with np.load(path, allow_pickle=False) as z:  # each z[key] reads the array again
+            off, vectors = z["offsets"], z["vectors"]
+            paths, widths, heights = z["paths"].tolist(), z["widths"], z["heights"]
+        return {p: (int(w), int(h), vectors[off[i]:off[i + 1]])
+                for i, (p, w, h) in enumerate(zip(paths, widths, heights))}
     paths = [str(d.image) for d in bench.database]
     t0 = time.perf_counter()
     out, vecs = {}, []
@@ -143,7 +144,8 @@ def plan(have_crop: bool) -> list:
     for base in (f"patchify-L3-pq32{sp}", f"patchify-L3-flat{sp}"):
         rows += [("rerank", f"{base}-qe"), ("rerank", f"{base}-mp")]
     rows += [("boxes", f"patchify-L3-pq32{sp}-cells"), ("boxes", f"patchify-L3-pq32{sp}-refine"),
-             ("boxes", f"patchify-L3-pq32{sp}-mp-refine")]
+             ("boxes", f"patchify-L3-pq32{sp}-mp-refine"), ("boxes", f"patchify-L3-flat{sp}-refine"),
+             ("boxes", f"patchify-L3-flat{sp}-qe-refine")]
     return rows
 
 
