@@ -410,7 +410,8 @@ def parse_args(argv=None):
     a.queries = a.queries or (20 if a.quick else 50)
     if a.quick:
         a.eval_queries = min(a.eval_queries, 50)
-        a.train_size = min(a.train_size, 20_000)
+        a.train_size = min(a.train_size, 12_800)  # 50 points per centroid: enough for a smoke run
+        a.batch_repeat = 1
         a.bandwidth_mib = min(a.bandwidth_mib, 256)
     for name in ("images", "patches", "dim", "k", "batch", "queries", "eval_queries", "train_size"):
         if getattr(a, name) < 1:
