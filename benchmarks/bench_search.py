@@ -406,8 +406,10 @@ def parse_args(argv=None):
     p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--json", metavar="PATH", help="JSON-lines output (default benchmarks/results/)")
     a = p.parse_args(argv)
-    a.images = a.images or (10_000 if a.quick else 100_000)
-    a.queries = a.queries or (20 if a.quick else 50)
+    if a.images is None:
+        a.images = 10_000 if a.quick else 100_000
+    if a.queries is None:
+        a.queries = 20 if a.quick else 50
     if a.quick:
         a.eval_queries = min(a.eval_queries, 50)
         a.train_size = min(a.train_size, 12_800)  # 50 points per centroid: enough for a smoke run
