@@ -462,7 +462,8 @@ def main(argv=None):
                       "dim": args.dim, "k": args.k, "simd": simd})
     writer.write({"kind": "targets", "results": results,
                   "quality": {f"{k[0]}-m{k[1]}": v for k, v in quality.items()}})
-    out(f"# total {time.perf_counter() - t0:.0f}s; results in {writer.path}")
+    out(f"# total {time.perf_counter() - t0:.0f}s, peak RSS "
+        f"{common.fmt_bytes(common.peak_rss_bytes())}; results in {writer.path}")
     return 0
 
 
