@@ -14,6 +14,8 @@ import pytest
 import pypatch
 from pypatch.errors import IndexFormatError, IndexVersionError
 
+from _subprocess import run_python
+
 GOLDEN = Path(__file__).resolve().parent / "data" / "format_v1"
 
 
@@ -237,6 +239,32 @@ def test_to_bytes_equals_the_saved_file_and_from_bytes_reads_it(tmp_path, built)
     assert_same_index(ix, pypatch.PatchIndex.from_bytes(blob), q)
     with pytest.raises(IndexFormatError, match="checksum mismatch"):
         pypatch.PatchIndex.from_bytes(_corrupt(blob, "CODE", bytes(_table(blob)["CODE"][2])))
+
+
+_READ_WHILE_ADDING = """
+import threading, numpy as np, pypatch
+rng = np.random.default_rng(0)
+pq = pypatch.ProductQuantizer.from_centroids(rng.standard_normal((16, 256, 4)).astype(np.float32))
+ix = pypatch.PatchIndex(64, pq)
+ix.add(rng.standard_normal((14, 64)).astype(np.float32), patches_per_image=14)
+x = rng.standard_normal((100_000, 64)).astype(np.float32)
+th = threading.Thread(target=lambda: ix.add(x, patches_per_image=16, num_threads=1))
+th.start()
+n = 0
+while th.is_alive() or n == 0:
+    ix.reconstruct(0); ix.is_removed(0); ix.memory_usage(); ix.to_bytes(); ix.metadata = {"n": n}
+    n += 1
+th.join()
+assert len(pypatch.PatchIndex.from_bytes(ix.to_bytes())) == 1 + 100_000 // 16
+print("done", n)
+"""
+
+
+def test_reading_and_serialising_while_another_thread_adds_does_not_deadlock():
+    # add() holds the index lock while it polls for Ctrl-C under the GIL; a binding that
+    # waited for the lock with the GIL held used to hang here forever.
+    r = run_python("-c", _READ_WHILE_ADDING, timeout=60)
+    assert r.returncode == 0 and r.stdout.startswith("done"), r.stderr
 
 
 def test_missing_file_raises_file_not_found(tmp_path):

@@ -32,6 +32,9 @@ int64_t n_vectors(const CArray<int64_t>& counts) {
 
 }  // namespace
 
+// Every call that takes the index lock releases the GIL first: add/train hold the lock while
+// polling for Ctrl-C (which needs the GIL), so a thread waiting for the lock with the GIL held
+// would deadlock them.
 void bind_index(py::module_& m) {
   py::class_<PatchIndex>(m, "PatchIndex")
       .def(py::init([](int dim, const std::string& flat_dtype) {
@@ -106,9 +109,10 @@ void bind_index(py::module_& m) {
       })
       .def("remove", [](PatchIndex& ix, const CArray<int64_t>& images) {
         const int64_t* p = checked(images, "images", 1);
+        py::gil_scoped_release nogil;
         ix.remove(images.shape(0), p);
       })
-      .def("is_removed", &PatchIndex::is_removed)
+      .def("is_removed", &PatchIndex::is_removed, py::call_guard<py::gil_scoped_release>())
       .def("compact", [](PatchIndex& ix) {
         std::vector<int64_t> mapping;
         {
@@ -125,10 +129,16 @@ void bind_index(py::module_& m) {
                                          std::to_string(ix.n_images()) + ")");
         const auto& off = ix.image_offsets();
         CArray<float> out({static_cast<py::ssize_t>(off[image + 1] - off[image]), static_cast<py::ssize_t>(ix.dim())});
-        ix.reconstruct(image, out.mutable_data());
+        float* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          ix.reconstruct(image, dst);
+        }
         return out;
       })
-      .def_property("metadata_json", &PatchIndex::metadata_json, &PatchIndex::set_metadata_json)
+      .def_property("metadata_json",
+                    py::cpp_function(&PatchIndex::metadata_json, py::call_guard<py::gil_scoped_release>()),
+                    py::cpp_function(&PatchIndex::set_metadata_json, py::call_guard<py::gil_scoped_release>()))
       .def("save", [](const PatchIndex& ix, const std::string& path) {
         py::gil_scoped_release nogil;
         ix.save(path);
@@ -169,8 +179,13 @@ void bind_index(py::module_& m) {
         return PatchIndex::from_bytes(v.data(), v.size());
       })
       .def("memory_usage", [](const PatchIndex& ix) {
+        std::vector<std::pair<std::string, int64_t>> usage;
+        {
+          py::gil_scoped_release nogil;
+          usage = ix.memory_usage();
+        }
         py::dict d;
-        for (const auto& kv : ix.memory_usage()) d[py::str(kv.first)] = kv.second;
+        for (const auto& kv : usage) d[py::str(kv.first)] = kv.second;
         return d;
       });
 }
