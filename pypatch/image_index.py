@@ -66,6 +66,7 @@ class ImageIndex:
         for i in self._removed:
             self._row.pop(self._ids[i], None)
         self._grid = _grid_from_dict(meta["regions"]["grid"])
+        self._transform = _transform_from_meta(meta.get("transform"))
         self._grid_cache: dict = {}
         self._model_override = model
         self._embedder = embedder
@@ -77,7 +78,8 @@ class ImageIndex:
     def build(cls, source, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
               pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
               train_size: int = 65536, num_threads: Optional[int] = None,
-              progress: bool = True, embedder=None, seed: int = 0) -> "ImageIndex":
+              progress: bool = True, embedder=None, seed: int = 0,
+              pca_dim: Optional[int] = None, pca_power: float = 0.0) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -93,6 +95,10 @@ class ImageIndex:
         train_on : PQ codebooks trained on a sample of all patch descriptors (``"patches"``)
             or on whole-image (level-0) descriptors only (``"global"``).
         train_size : at most this many training vectors (sampled with ``seed``).
+        pca_dim : project patch descriptors (and queries) onto this many principal axes,
+            learned on the same training sample, before storing them (see
+            :mod:`pypatch.transform`); None keeps the model's dimension.
+        pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening).
         """
         _check_choice("store", store, STORES)
         _check_choice("mode", mode, MODES)
@@ -103,19 +109,30 @@ class ImageIndex:
         model_info = _model_info(embedder, model)
         dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
+        transform = None
+        if pca_dim is not None:
+            from pypatch.transform import KIND, check_dim, check_power
+
+            check_dim(pca_dim, dim)
+            check_power(pca_power)
+            _check_train_size(train_size, 2)
+            transform = {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
+                         "train_size": int(train_size), "seed": int(seed)}
+        stored_dim = dim if transform is None else int(pca_dim)
         if store == "pq":
-            _check_pq(dim, pq_m, pq_nbits, train_size)
+            _check_pq(stored_dim, pq_m, pq_nbits, train_size)
             store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
                               train_size=int(train_size), seed=int(seed))
         meta = {
             "format": META_FORMAT, "ids": [], "paths": [], "sizes": [], "removed": [],
             "regions": {"spec": regions_spec, "grid": _grid_to_dict(grid)},
             "mode": mode, "store": store_info, "model": model_info, "dim": dim,
+            "transform": transform,
         }
-        self = cls(_new_patch_index(dim, store_info), meta, model=model, embedder=embedder,
-                   num_threads=num_threads)
+        self = cls(_new_patch_index(stored_dim, store_info), meta, model=model,
+                   embedder=embedder, num_threads=num_threads)
         self._grid = grid
-        self._ingest(source, progress=progress, training=(store == "pq"))
+        self._ingest(source, progress=progress, training=(store == "pq" or transform is not None))
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
             raise InvalidArgumentError(
@@ -169,7 +186,7 @@ class ImageIndex:
                 pending_bytes += vectors.nbytes
                 if training:
                     train_count += self._train_vectors_count(vectors, size)
-                    if (train_count >= self._meta["store"]["train_size"]
+                    if (train_count >= self._train_settings()[1]
                             or pending_bytes >= _TRAIN_BUFFER_BYTES):
                         self._train(pending)
                         training = False
@@ -193,36 +210,67 @@ class ImageIndex:
             log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
                         *self.skipped[0])
 
+    def _train_settings(self) -> tuple:
+        """(train_on, train_size, seed) of the PQ codebooks, else of the transform alone."""
+        store = self._meta["store"]
+        if store["kind"] == "pq":
+            return store["train_on"], store["train_size"], store["seed"]
+        spec = self._meta["transform"]
+        return "patches", spec["train_size"], spec["seed"]
+
     def _train_vectors_count(self, vectors, size) -> int:
-        if self._meta["store"]["train_on"] == "global":
+        if self._train_settings()[0] == "global":
             return int(np.count_nonzero(self._cells(size)[1] == 0))
         return len(vectors)
 
     def _train(self, pending: list) -> None:
+        """Fit the pre-transform (if any), then the PQ codebooks (if any), on one sample."""
         store = self._meta["store"]
-        if store["train_on"] == "global":
+        train_on, train_size, seed = self._train_settings()
+        if train_on == "global":
             parts = [v[self._cells(size)[1] == 0] for _, v, size in pending]
         else:
             parts = [v for _, v, _ in pending]
         x = np.concatenate(parts) if parts else np.zeros((0, self._meta["dim"]), np.float32)
-        ksub = 1 << store["nbits"]
-        if len(x) < ksub:
+        need = (1 << store["nbits"]) if store["kind"] == "pq" else 2
+        if len(x) < need:
+            what = (f"PQ with nbits={store['nbits']}" if store["kind"] == "pq"
+                    else "the PCA transform")
             raise InvalidArgumentError(
-                f"PQ with nbits={store['nbits']} needs at least {ksub} training vectors "
-                f"(train_on={store['train_on']!r}); the source gave {len(x)}: add images, "
-                f"use more regions, or store='flat'")
-        if len(x) > store["train_size"]:
-            rng = np.random.default_rng(store["seed"])
-            x = x[np.sort(rng.choice(len(x), store["train_size"], replace=False))]
-        self._index.train(np.ascontiguousarray(x), seed=store["seed"],
-                          num_threads=self._num_threads)
-        store["trained_on_vectors"] = int(len(x))
+                f"{what} needs at least {need} training vectors "
+                f"(train_on={train_on!r}); the source gave {len(x)}: add images, "
+                f"use more regions, or store='flat' without pca_dim")
+        if len(x) > train_size:
+            rng = np.random.default_rng(seed)
+            x = x[np.sort(rng.choice(len(x), train_size, replace=False))]
+        spec = self._meta.get("transform")
+        if spec is not None:
+            from pypatch.transform import PCATransform
+
+            self._transform = PCATransform.fit(x, spec["dim"], spec["power"])
+            spec["fitted"] = self._transform.to_dict()
+            spec["trained_on_vectors"] = int(len(x))
+            x = self._transform.apply(x)
+        if store["kind"] == "pq":
+            self._index.train(np.ascontiguousarray(x), seed=seed, num_threads=self._num_threads)
+            store["trained_on_vectors"] = int(len(x))
+
+    def to_stored(self, vectors) -> np.ndarray:
+        """Model descriptors (n, D) or (D,) -> the vectors this index stores and searches
+        (the fitted pre-transform applied; unchanged without one)."""
+        v = np.asarray(vectors, dtype=np.float32)
+        return v if self._transform is None else self._transform.apply(v)
+
+    @property
+    def transform(self):
+        """The fitted :class:`~pypatch.transform.PCATransform` (None when not used)."""
+        return self._transform
 
     def _append(self, pending: list) -> None:
         counts = [len(v) for _, v, _ in pending]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        vectors = np.ascontiguousarray(np.concatenate([v for _, v, _ in pending]))
+        vectors = np.ascontiguousarray(self.to_stored(np.concatenate([v for _, v, _ in pending])))
         self._index.add(vectors, image_offsets=offsets)
         for item, _, size in pending:
             self._row[item.id] = len(self._ids)
@@ -295,6 +343,7 @@ class ImageIndex:
                 f"{path!r} is a vector-level PatchIndex without image metadata; open it with "
                 f"pypatch.PatchIndex.load")
         _check_meta(meta, len(patch_index), path)
+        _check_transform_meta(meta, int(patch_index.dim), path)
         return cls(patch_index, meta, model=model, num_threads=num_threads)
 
     # ------------------------------------------------------------------ search
@@ -340,16 +389,22 @@ class ImageIndex:
         return self.search_vectors(q, k=k, num_threads=num_threads)
 
     def search_vectors(self, descriptors, k: int = 10,
-                       num_threads: Optional[int] = None) -> list:
+                       num_threads: Optional[int] = None, stored: bool = False) -> list:
         """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
-        (L2-normalised, from the index's model). Returns one list of hits per query."""
+        (L2-normalised, from the index's model). Returns one list of hits per query.
+
+        ``stored=True``: the descriptors are already in the stored space (:meth:`to_stored`,
+        e.g. built from reconstructed patches), so the pre-transform is not applied again."""
         _check_k(k)
         q = np.asarray(descriptors, dtype=np.float32)
         if q.ndim == 1:
             q = q[None, :]
-        if q.ndim != 2 or q.shape[1] != self._meta["dim"]:
+        want = int(self._index.dim) if stored else self._meta["dim"]
+        if q.ndim != 2 or q.shape[1] != want:
             raise InvalidArgumentError(
-                f"descriptors: expected shape (nq, {self._meta['dim']}), got {q.shape}")
+                f"descriptors: expected shape (nq, {want}), got {q.shape}")
+        if not stored:
+            q = self.to_stored(q)
         n_live = len(self)
         if n_live == 0:
             return [[] for _ in range(len(q))]
@@ -414,7 +469,7 @@ class ImageIndex:
         if self._removed:
             live_patches -= sum(len(self._cells(self._sizes[r])[0]) for r in self._removed)
         store = dict(self._meta["store"])
-        per_patch = _bytes_per_patch(store, self._meta["dim"])
+        per_patch = _bytes_per_patch(store, int(self._index.dim))
         model = self._meta["model"]
         try:
             memory = {k: int(v) for k, v in dict(self._index.memory_usage()).items()}
@@ -429,6 +484,8 @@ class ImageIndex:
             # codes plus the 8-byte CSR offset of each image
             "bytes_per_image": round(live_patches * per_patch / n_live + 8, 1) if n_live else 0.0,
             "dim": self._meta["dim"],
+            "stored_dim": int(self._index.dim),
+            "transform": _transform_summary(self._meta.get("transform")),
             "regions": self._meta["regions"]["spec"],
             "mode": self._meta["mode"],
             "store": store,
@@ -452,7 +509,8 @@ class ImageIndex:
         return cached
 
     def _ensure_trained(self) -> None:
-        if self._meta["store"]["kind"] == "pq" and len(self._ids) == 0:
+        needs_training = self._meta["store"]["kind"] == "pq" or self._meta.get("transform")
+        if needs_training and len(self._ids) == 0:
             raise NotTrainedError("the index has no trained codebooks yet: use ImageIndex.build")
 
     def _get_embedder(self):
@@ -609,12 +667,51 @@ def _check_k(k) -> None:
 def _check_pq(dim, m, nbits, train_size) -> None:
     if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or dim % m:
         raise InvalidArgumentError(
-            f"pq_m: expected a divisor of the model's dimension {dim}, got {m!r}")
+            f"pq_m: expected a divisor of the stored dimension {dim} (the model's, or "
+            f"pca_dim), got {m!r}")
     if nbits not in (4, 8):
         raise InvalidArgumentError(f"pq_nbits: expected 4 or 8, got {nbits!r}")
-    if not isinstance(train_size, (int, np.integer)) or train_size < (1 << nbits):
+    _check_train_size(train_size, 1 << nbits)
+
+
+def _check_train_size(train_size, minimum: int) -> None:
+    if (isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer))
+            or train_size < minimum):
         raise InvalidArgumentError(
-            f"train_size: expected an integer >= {1 << nbits}, got {train_size!r}")
+            f"train_size: expected an integer >= {minimum}, got {train_size!r}")
+
+
+def _transform_from_meta(spec):
+    """The fitted transform recorded in ``meta["transform"]`` (None before fitting / unused)."""
+    if not spec or "fitted" not in spec:
+        return None
+    from pypatch.transform import PCATransform
+
+    return PCATransform.from_dict(spec["fitted"], where="image metadata transform")
+
+
+def _transform_summary(spec):
+    if not spec:
+        return None
+    return {k: v for k, v in spec.items() if k != "fitted"}
+
+
+def _check_transform_meta(meta: dict, native_dim: int, path) -> None:
+    """The stored transform must exist when declared and map the model's D to the native dim."""
+    spec = meta.get("transform")
+    if not spec:
+        if native_dim != meta["dim"]:
+            raise IndexFormatError(f"{path!r}: the index stores {native_dim}-dim vectors but "
+                                   f"the model gives {meta['dim']} and no transform is recorded")
+        return
+    if not isinstance(spec, dict) or "fitted" not in spec:
+        raise IndexFormatError(f"{path!r}: image metadata declares a transform but holds no "
+                               f"fitted matrix")
+    t = _transform_from_meta(spec)
+    if t.dim_in != meta["dim"] or t.dim_out != native_dim or spec.get("dim") != native_dim:
+        raise IndexFormatError(
+            f"{path!r}: stored transform maps {t.dim_in} -> {t.dim_out} dims but the model "
+            f"gives {meta['dim']} and the index stores {native_dim}")
 
 
 def _check_meta(meta: dict, n_native: int, path) -> None:
