@@ -63,7 +63,9 @@ class PCATransform:
         # Fix each axis's sign (largest component positive): fits are then reproducible.
         signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(dim)])
         vecs = vecs * np.where(signs == 0, 1.0, signs)
-        scale = (vals + _EPS) ** power if power else np.ones(dim)
+        # Floor tiny eigenvalues (rank-deficient samples) so whitening cannot blow noise up.
+        floor = max(float(vals[0]) * 1e-6, _EPS)
+        scale = np.maximum(vals, floor) ** power if power else np.ones(dim)
         matrix = (vecs * scale).T
         return cls(mean, matrix, vals, power)
 

@@ -226,3 +226,26 @@ def test_pq_on_the_projected_vectors(photo_dir, embedder):
     with pytest.raises(InvalidArgumentError, match="pca_dim"):
         ImageIndex.build(photo_dir, regions="L2", store="flat", pca_dim=4096,
                          embedder=embedder, progress=False)
+
+
+def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, monkeypatch):
+    from pypatch import ImageIndex
+    from pypatch import image_index as ii
+
+    common = dict(regions="L2", store="pq", pq_m=8, pq_nbits=4, mode="single_pass",
+                  embedder=embedder, progress=False)
+    # 84 training vectors < AUTO_PCA_MIN_TRAIN: PQ on the model's 1280-dim descriptors
+    raw = ImageIndex.build(photo_dir, **common)
+    assert raw.transform is None and raw.info()["stored_dim"] == 1280
+    assert raw.info()["transform"] is None
+    # the same rule with thresholds scaled to this small database: whitened PCA is fitted
+    monkeypatch.setattr(ii, "AUTO_PCA_DIM", 16)
+    monkeypatch.setattr(ii, "AUTO_PCA_MIN_TRAIN", 64)
+    auto = ImageIndex.build(photo_dir, **common)
+    assert auto.transform is not None and auto.transform.dim_out == 16
+    assert auto.transform.power == ii.AUTO_PCA_POWER and auto.info()["stored_dim"] == 16
+    # flat stores stay exact under "auto"; pq_m not dividing the PCA dim keeps the raw space
+    assert ImageIndex.build(photo_dir, regions="L1", store="flat", embedder=embedder,
+                            progress=False).transform is None
+    odd = ImageIndex.build(photo_dir, **dict(common, pq_m=5))
+    assert odd.transform is None and odd.info()["stored_dim"] == 1280
