@@ -204,10 +204,48 @@ def run(args) -> int:
         print(f"{section:8s} {name:36s} mAP {100 * row['map']:6.2f}  <10% {100 * row['map_small']:6.2f}"
               f"  Loc {100 * row['locscore']:6.2f}  oracle {100 * row['locscore_grid_oracle']:6.2f}"
               f"  {row['bytes_per_image']:8.0f} B/img  {row['ms_per_query']:7.1f} ms/q", flush=True)
+    if args.pca and have_crop:
+        table = embed_database(bench, "L3", "crop", cache, caching._e)
+        out_rows += pca_rows(bench, table, args.pca, args.threads, args.k)
     print(markdown(out_rows))
     check_targets(out_rows, have_crop)
     print(f"rows: {jsonl}")
     return 0
+
+
+def pca_rows(bench, table: dict, dims, threads: int, k: int) -> list:
+    """PCA-whitening to ``dim`` (fitted on 20k database patches of the L3 per-crop cache, as PQ
+    codebooks are) before a flat / PQ32 / PQ64 store: fewer dimensions per PQ byte."""
+    from pypatch.embedder import Embedder
+    from pypatch.eval_rankers import CachingEmbedder, IndexRanker
+    from pypatch.evaluation import evaluate
+    from pypatch.image_index import ImageIndex
+    from pypatch.whitening import PCAWhitening
+
+    sample = np.concatenate([v for _, _, v in table.values()])
+    sample = sample[np.random.default_rng(0).choice(len(sample), min(20000, len(sample)),
+                                                    replace=False)]
+    source = [(d.id, str(d.image)) for d in bench.database]
+    rows = []
+    for dim in dims:
+        w = PCAWhitening.fit(sample, dim=dim)
+        caching = CachingEmbedder(Embedder(None, num_threads=threads, whitening=w))
+        fill_cache(caching, {p: (a, b, w.apply(v)) for p, (a, b, v) in table.items()}, "L3", "crop")
+        for label, kw in (("flat", {"store": "flat"}), ("pq32", {"store": "pq", "pq_m": 32}),
+                          ("pq64", {"store": "pq", "pq_m": 64})):
+            index = ImageIndex.build(source, embedder=caching, regions="L3", mode="crop",
+                                     progress=False, **kw)
+            name = f"patchify-L3-pca{dim}-{label}"
+            cfg = evaluate(bench, {name: IndexRanker(index)}, k=k).configs[name]
+            s = cfg.summary
+            rows.append({"section": "pca", "config": name, "map": s["map"], "map_at_k": s["map_at_k"],
+                         "map_small": small_object_map(bench, cfg), "locscore": s["locscore"],
+                         "locscore_grid_oracle": grid_oracle_locscore(bench, cfg, index),
+                         "recall@1": s["recall@1"], "ms_per_query": s["ms_per_query"],
+                         "bytes_per_image": cfg.bytes_per_image})
+            print(f"pca      {name:36s} mAP {100 * s['map']:6.2f}  <10% "
+                  f"{100 * rows[-1]['map_small']:6.2f}  Loc {100 * s['locscore']:6.2f}", flush=True)
+    return rows
 
 
 def markdown(rows: list) -> str:
@@ -261,6 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--crop-regions", nargs="*", default=["L3"],
                     help="regions embedded per-crop (default L3; nothing = single-pass only)")
     ap.add_argument("--only", nargs="*", help="run the configurations containing these strings")
+    ap.add_argument("--pca", nargs="*", type=int, default=[256, 512],
+                    help="PCA-whitening dimensions tried before flat/PQ stores (L3 per-crop)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--out", default=str(HERE / "results"))
