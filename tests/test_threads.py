@@ -86,3 +86,60 @@ def test_ctrl_c_interrupts_a_long_search():
     # Finishing would take minutes; a generous bound shows the call stopped early, i.e. the
     # interrupt came from inside the native loop, not after it returned.
     assert time.monotonic() - start < 60
+
+
+# Runs in a child process: a getter that read a vector while add() reallocates it could crash
+# or hang the interpreter, and the parent must still report it.
+_ADD_WHILE_READING = r"""
+import threading
+import numpy as np
+import pypatch
+
+P, BATCH, ROUNDS = 7, 3, 3000
+rng = np.random.default_rng(5)
+x = rng.standard_normal((BATCH * P * ROUNDS, 16)).astype(np.float32)
+pq = pypatch.ProductQuantizer(16, 8).train(x[:2000], iters=2)
+ix = pypatch.PatchIndex(16, pq)
+done = threading.Event()
+
+def writer():
+    try:
+        for r in range(ROUNDS):
+            ix.add(x[r * BATCH * P:(r + 1) * BATCH * P], patches_per_image=P, num_threads=1)
+    finally:
+        done.set()
+
+snapshots = []
+t = threading.Thread(target=writer)
+t.start()
+while not done.is_set():
+    n = len(ix)
+    off = ix.image_offsets
+    removed = ix.removed
+    n_removed = ix._ix.n_removed
+    codes = ix._ix.codes()
+    rec = ix.reconstruct(n - 1) if n else None
+    # every snapshot is one consistent state: whole batches, P patches per image
+    assert len(off) - 1 >= n and (len(off) - 1) % BATCH == 0, len(off)
+    np.testing.assert_array_equal(off, np.arange(len(off)) * P)
+    assert len(removed) >= n and not removed.any() and n_removed == 0
+    assert codes.shape[0] % (BATCH * P) == 0 and codes.shape[1] == 8
+    assert rec is None or rec.shape == (P, 16)
+    snapshots.append(codes)
+t.join()
+final = ix._ix.codes()
+assert final.shape[0] == BATCH * P * ROUNDS
+for c in snapshots:  # add only appends: every snapshot is a prefix of the final codes
+    np.testing.assert_array_equal(c, final[:c.shape[0]])
+print("ok", len(snapshots))
+"""
+
+
+def test_getters_are_consistent_while_another_thread_adds():
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _ADD_WHILE_READING], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("ok"), proc.stdout
+    assert int(proc.stdout.split()[1]) >= 1

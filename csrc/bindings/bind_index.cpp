@@ -45,29 +45,50 @@ void bind_index(py::module_& m) {
       .def_property_readonly("kind", [](const PatchIndex& ix) { return kind_name(ix.kind()); })
       .def_property_readonly("code_size", &PatchIndex::code_size)
       .def_property_readonly("is_trained", &PatchIndex::is_trained)
-      .def_property_readonly("n_images", &PatchIndex::n_images)
-      .def_property_readonly("n_patches", &PatchIndex::n_patches)
-      .def_property_readonly("n_removed", &PatchIndex::n_removed)
+      .def_property_readonly("n_images", py::cpp_function(&PatchIndex::n_images, py::call_guard<py::gil_scoped_release>()))
+      .def_property_readonly("n_patches", py::cpp_function(&PatchIndex::n_patches, py::call_guard<py::gil_scoped_release>()))
+      .def_property_readonly("n_removed", py::cpp_function(&PatchIndex::n_removed, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("is_view", &PatchIndex::is_view)
       .def_property_readonly("pq", [](const PatchIndex& ix) {
         return std::const_pointer_cast<pypatch::ProductQuantizer>(ix.pq());
       })
       .def_property_readonly("image_offsets", [](const PatchIndex& ix) {
-        const auto& off = ix.image_offsets();
+        std::vector<int64_t> off;
+        {
+          py::gil_scoped_release nogil;
+          off = ix.image_offsets();
+        }
         CArray<int64_t> out(static_cast<py::ssize_t>(off.size()));
         std::copy(off.begin(), off.end(), out.mutable_data());
         return out;
       })
       .def_property_readonly("removed", [](const PatchIndex& ix) {
-        const auto& r = ix.removed_mask();
+        std::vector<uint8_t> r;
+        {
+          py::gil_scoped_release nogil;
+          r = ix.removed_mask();
+        }
         py::array_t<bool> out(static_cast<py::ssize_t>(r.size()));
         for (size_t i = 0; i < r.size(); ++i) out.mutable_data()[i] = r[i] != 0;
         return out;
       })
       .def("codes", [](const PatchIndex& ix) {  // row-major copy of the storage (tests, tools)
-        CArray<uint8_t> out({static_cast<py::ssize_t>(ix.n_patches()), static_cast<py::ssize_t>(ix.code_size())});
-        ix.copy_rows(0, ix.n_patches(), out.mutable_data());
-        return out;
+        // Sized, then filled under the lock; an index changed in between is sized again.
+        for (;;) {
+          int64_t n;
+          {
+            py::gil_scoped_release nogil;
+            n = ix.n_patches();
+          }
+          CArray<uint8_t> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(ix.code_size())});
+          uint8_t* dst = out.mutable_data();
+          bool copied;
+          {
+            py::gil_scoped_release nogil;
+            copied = ix.copy_all_rows(n, dst);
+          }
+          if (copied) return out;
+        }
       })
       .def("train", [](PatchIndex& ix, const CArray<float>& x, int iters, uint64_t seed, int nt) {
         const float* p = checked(x, "x", 2, -1, ix.dim());
@@ -124,17 +145,21 @@ void bind_index(py::module_& m) {
         return out;
       })
       .def("reconstruct", [](const PatchIndex& ix, int64_t image) {
-        if (image < 0 || image >= ix.n_images())
-          throw pypatch::InvalidArgument("image: index " + std::to_string(image) + " out of range [0, " +
-                                         std::to_string(ix.n_images()) + ")");
-        const auto& off = ix.image_offsets();
-        CArray<float> out({static_cast<py::ssize_t>(off[image + 1] - off[image]), static_cast<py::ssize_t>(ix.dim())});
-        float* dst = out.mutable_data();
-        {
-          py::gil_scoped_release nogil;
-          ix.reconstruct(image, dst);
+        for (;;) {  // sized, then filled under the lock; resized if the index changed between
+          int64_t n;
+          {
+            py::gil_scoped_release nogil;
+            n = ix.image_patches(image);  // InvalidArgument if out of range
+          }
+          CArray<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(ix.dim())});
+          float* dst = out.mutable_data();
+          bool done;
+          {
+            py::gil_scoped_release nogil;
+            done = ix.reconstruct_if(image, n, dst);
+          }
+          if (done) return out;
         }
-        return out;
       })
       .def_property("metadata_json",
                     py::cpp_function(&PatchIndex::metadata_json, py::call_guard<py::gil_scoped_release>()),

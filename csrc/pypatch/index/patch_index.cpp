@@ -56,14 +56,65 @@ int64_t PatchIndex::storage_bytes(int64_t n) const {
   return kind_ == StoreKind::PQ ? blocked_bytes(n, code_size_) : n * code_size_;
 }
 
-void PatchIndex::copy_rows(int64_t p0, int64_t n, uint8_t* out) const {
+int64_t PatchIndex::n_images() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return images_();
+}
+
+int64_t PatchIndex::n_patches() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return patches_();
+}
+
+int64_t PatchIndex::n_removed() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return n_removed_;
+}
+
+std::vector<int64_t> PatchIndex::image_offsets() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return offsets_;
+}
+
+std::vector<uint8_t> PatchIndex::removed_mask() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return removed_;
+}
+
+void PatchIndex::check_image_(int64_t image, const char* what) const {
+  PTCH_CHECK(image >= 0 && image < images_(), std::string(what) + "image index " + std::to_string(image) +
+                                                  " out of range [0, " + std::to_string(images_()) + ")");
+}
+
+int64_t PatchIndex::image_patches(int64_t image) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  check_image_(image, "");
+  return offsets_[image + 1] - offsets_[image];
+}
+
+void PatchIndex::copy_rows_(int64_t p0, int64_t n, uint8_t* out) const {
   if (kind_ == StoreKind::PQ) blocked_to_rows(view_, p0, n, code_size_, out);
   else if (n > 0) std::memcpy(out, view_ + p0 * code_size_, static_cast<size_t>(n) * code_size_);
 }
 
+void PatchIndex::copy_rows(int64_t p0, int64_t n, uint8_t* out) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  PTCH_CHECK(p0 >= 0 && n >= 0 && p0 <= patches_() - n,
+             "copy_rows: rows [" + std::to_string(p0) + ", " + std::to_string(p0) + "+" + std::to_string(n) +
+                 ") out of range [0, " + std::to_string(patches_()) + ")");
+  copy_rows_(p0, n, out);
+}
+
+bool PatchIndex::copy_all_rows(int64_t n, uint8_t* out) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  if (n != patches_()) return false;
+  copy_rows_(0, n, out);
+  return true;
+}
+
 void PatchIndex::materialize() {
   if (!file_) return;
-  owned_.assign(view_, view_ + storage_bytes(n_patches()));
+  owned_.assign(view_, view_ + storage_bytes(patches_()));
   view_ = owned_.data();
   file_.reset();
 }
@@ -82,7 +133,7 @@ int64_t PatchIndex::append_counts(int64_t n_new, const int64_t* counts) {
 
 void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
   materialize();
-  const int64_t p0 = n_patches();
+  const int64_t p0 = patches_();
   owned_.resize(static_cast<size_t>(storage_bytes(p0 + n)), 0);
   if (kind_ == StoreKind::PQ) rows_to_blocked(rows, p0, n, code_size_, owned_.data());
   else if (n > 0) std::memcpy(owned_.data() + p0 * code_size_, rows, static_cast<size_t>(n) * code_size_);
@@ -104,9 +155,9 @@ int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, in
     for (int64_t i = 0; i < total * dim_; ++i) h[i] = float_to_half(x[i]);
   }
   append_rows(enc.data(), total);
-  const int64_t first = n_images();
+  const int64_t first = images_();
   for (int64_t i = 0; i < n_new; ++i) offsets_.push_back(offsets_.back() + counts[i]);
-  removed_.resize(n_images(), 0);
+  removed_.resize(images_(), 0);
   return first;
 }
 
@@ -119,9 +170,9 @@ int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_
     PTCH_CHECK(codes[i] < ksub, "codes must be < 2**nbits=" + std::to_string(ksub) + "; got " +
                                     std::to_string(codes[i]) + " at flat position " + std::to_string(i));
   append_rows(codes, total);
-  const int64_t first = n_images();
+  const int64_t first = images_();
   for (int64_t i = 0; i < n_new; ++i) offsets_.push_back(offsets_.back() + counts[i]);
-  removed_.resize(n_images(), 0);
+  removed_.resize(images_(), 0);
   return first;
 }
 
@@ -130,7 +181,7 @@ void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, floa
   std::shared_lock<std::shared_mutex> lock(mu_);
   PTCH_CHECK(k >= 1, "k must be >= 1; got " + std::to_string(k));
   if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
-  ScanSetup setup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), n_images(),
+  ScanSetup setup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
                   removed_.empty() ? nullptr : removed_.data(), n_removed_};
   std::vector<TopK> result = scan_topk(setup, nq, q, k, num_threads, interrupt);
   for (int64_t qi = 0; qi < nq; ++qi) {
@@ -147,9 +198,7 @@ void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, floa
 void PatchIndex::remove(int64_t n, const int64_t* images) {
   std::unique_lock<std::shared_mutex> lock(mu_);
   for (int64_t i = 0; i < n; ++i)
-    PTCH_CHECK(images[i] >= 0 && images[i] < n_images(),
-               "remove: image index " + std::to_string(images[i]) + " out of range [0, " +
-                   std::to_string(n_images()) + ")");
+    check_image_(images[i], "remove: ");
   for (int64_t i = 0; i < n; ++i) {
     if (!removed_[images[i]]) ++n_removed_;
     removed_[images[i]] = 1;
@@ -158,17 +207,16 @@ void PatchIndex::remove(int64_t n, const int64_t* images) {
 
 bool PatchIndex::is_removed(int64_t image) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  PTCH_CHECK(image >= 0 && image < n_images(), "image index " + std::to_string(image) +
-                                                   " out of range [0, " + std::to_string(n_images()) + ")");
+  check_image_(image, "");
   return removed_[image] != 0;
 }
 
 std::vector<int64_t> PatchIndex::compact() {
   std::unique_lock<std::shared_mutex> lock(mu_);
-  const int64_t n = n_images();
+  const int64_t n = images_();
   std::vector<int64_t> mapping(n, -1);
-  std::vector<uint8_t> rows(static_cast<size_t>(n_patches()) * code_size_), kept;
-  copy_rows(0, n_patches(), rows.data());
+  std::vector<uint8_t> rows(static_cast<size_t>(patches_()) * code_size_), kept;
+  copy_rows_(0, patches_(), rows.data());
   std::vector<int64_t> off{0};
   kept.reserve(rows.size());
   for (int64_t i = 0; i < n; ++i) {
@@ -183,20 +231,31 @@ std::vector<int64_t> PatchIndex::compact() {
   offsets_.assign(1, 0);
   append_rows(kept.data(), off.back());
   offsets_ = std::move(off);
-  removed_.assign(n_images(), 0);
+  removed_.assign(images_(), 0);
   n_removed_ = 0;
   return mapping;
 }
 
 void PatchIndex::reconstruct(int64_t image, float* out) const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  PTCH_CHECK(image >= 0 && image < n_images(), "reconstruct: image index " + std::to_string(image) +
-                                                   " out of range [0, " + std::to_string(n_images()) + ")");
+  reconstruct_(image, out);
+}
+
+bool PatchIndex::reconstruct_if(int64_t image, int64_t n_rows, float* out) const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  check_image_(image, "reconstruct: ");
+  if (offsets_[image + 1] - offsets_[image] != n_rows) return false;
+  reconstruct_(image, out);
+  return true;
+}
+
+void PatchIndex::reconstruct_(int64_t image, float* out) const {
+  check_image_(image, "reconstruct: ");
   const int64_t p0 = offsets_[image], np = offsets_[image + 1] - p0;
   const uint8_t* src = view_ + p0 * code_size_;
   if (kind_ == StoreKind::PQ) {
     std::vector<uint8_t> rows(static_cast<size_t>(np) * code_size_);
-    copy_rows(p0, np, rows.data());
+    copy_rows_(p0, np, rows.data());
     pq_->decode(np, rows.data(), out);
   } else if (kind_ == StoreKind::FlatF32) {
     if (np) std::memcpy(out, src, static_cast<size_t>(np) * code_size_);
@@ -221,7 +280,7 @@ void PatchIndex::set_metadata_json(std::string json) {
 
 std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
-  const int64_t data_bytes = storage_bytes(n_patches());
+  const int64_t data_bytes = storage_bytes(patches_());
   return {
       {kind_ == StoreKind::PQ ? "codes" : "vectors", data_bytes},
       {"image_offsets", static_cast<int64_t>(offsets_.size() * sizeof(int64_t))},

@@ -3,8 +3,10 @@
 // f32/f16 vectors. search() returns, per query, the top-k images by (score desc, image asc),
 // each with its best score and the ordinal of the winning patch inside the image.
 //
-// Concurrency: search/reconstruct/save are const and may run from many threads at once;
-// train/add/remove/compact/set_metadata take an exclusive lock.
+// Concurrency: search/reconstruct/save and the getters are const and may run from many threads
+// at once; train/add/remove/compact/set_metadata take an exclusive lock. Every getter that reads
+// mutable state takes the shared lock and returns a copy (never a reference into vectors that
+// add() may reallocate).
 // Storage may view a loaded file (mmap or eager buffer); the first mutation copies it.
 #pragma once
 #include <cstdint>       // int64_t
@@ -38,16 +40,21 @@ class PatchIndex {
   int code_size() const { return code_size_; }
   std::shared_ptr<const ProductQuantizer> pq() const { return pq_; }
   bool is_trained() const { return kind_ != StoreKind::PQ || pq_->is_trained(); }
-  int64_t n_images() const { return static_cast<int64_t>(offsets_.size()) - 1; }
-  int64_t n_patches() const { return offsets_.back(); }
-  /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]).
-  const std::vector<int64_t>& image_offsets() const { return offsets_; }
+  int64_t n_images() const;
+  int64_t n_patches() const;
+  /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]) (a snapshot).
+  std::vector<int64_t> image_offsets() const;
   /// Raw storage: PQ codes in the "blocked64" layout (code_layout.h), flat vectors row-major.
+  /// Not locked: valid only while no thread mutates the index.
   const uint8_t* data() const { return view_; }
   /// Bytes of storage for n patches (PQ: padded to whole blocks).
   int64_t storage_bytes(int64_t n) const;
-  /// Row-major copy of patches [p0, p0+n): out (n, code_size) bytes.
+  /// Row-major copy of patches [p0, p0+n): out (n, code_size) bytes; the range must lie
+  /// inside [0, n_patches).
   void copy_rows(int64_t p0, int64_t n, uint8_t* out) const;
+  /// Copies all patches into out (n, code_size) and returns true if the index holds exactly n
+  /// patches; returns false, writing nothing, if it changed since the caller read n_patches().
+  bool copy_all_rows(int64_t n, uint8_t* out) const;
   bool is_view() const { return file_ != nullptr; }
 
   /// PQ only: trains the quantizer on x (n, dim) unless it is already trained.
@@ -67,14 +74,19 @@ class PatchIndex {
   /// Tombstones images (excluded from search; counts unchanged until compact()).
   void remove(int64_t n, const int64_t* images);
   bool is_removed(int64_t image) const;
-  int64_t n_removed() const { return n_removed_; }
-  /// (n_images) u8 mask, 1 = removed.
-  const std::vector<uint8_t>& removed_mask() const { return removed_; }
+  int64_t n_removed() const;
+  /// (n_images) u8 mask, 1 = removed (a snapshot).
+  std::vector<uint8_t> removed_mask() const;
   /// Drops removed images; returns old -> new image index (-1 for removed).
   std::vector<int64_t> compact();
 
   /// out: (patch count of image, dim) f32: stored vectors (decoded for PQ).
   void reconstruct(int64_t image, float* out) const;
+  /// The same, but only if the image has exactly n_rows patches (out holds n_rows * dim);
+  /// returns false, writing nothing, if the index changed since the caller sized out.
+  bool reconstruct_if(int64_t image, int64_t n_rows, float* out) const;
+  /// Patch count of one image (range-checked).
+  int64_t image_patches(int64_t image) const;
 
   /// JSON text saved with the index (opaque to the core; "{}" by default).
   std::string metadata_json() const;
@@ -101,6 +113,12 @@ class PatchIndex {
   PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq);
   static std::unique_ptr<PatchIndex> from_container(std::shared_ptr<io::Container> c);
   class Writer;                       // builds the file sections (patch_index_io.cpp)
+  // Unlocked reads for callers that already hold mu_ (shared_mutex is not recursive).
+  int64_t images_() const { return static_cast<int64_t>(offsets_.size()) - 1; }
+  int64_t patches_() const { return offsets_.back(); }
+  void check_image_(int64_t image, const char* what) const;
+  void copy_rows_(int64_t p0, int64_t n, uint8_t* out) const;
+  void reconstruct_(int64_t image, float* out) const;
   void materialize();                 // copy a file view into owned storage
   int64_t append_counts(int64_t n_new, const int64_t* counts);  // validate, extend offsets
   void append_rows(const uint8_t* rows, int64_t n);  // n patches, row-major

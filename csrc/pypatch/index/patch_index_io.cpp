@@ -78,15 +78,15 @@ class PatchIndex::Writer {
     put32(h, 20, static_cast<uint32_t>(ix.code_size_));
     put32(h, 24, trained ? 1 : 0);
     put32(h, 28, pq ? 1 : 0);
-    put64(h, 32, static_cast<uint64_t>(ix.n_images()));
-    put64(h, 40, static_cast<uint64_t>(ix.n_patches()));
+    put64(h, 32, static_cast<uint64_t>(ix.images_()));
+    put64(h, 40, static_cast<uint64_t>(ix.patches_()));
     put64(h, 48, static_cast<uint64_t>(ix.n_removed_));
     std::string meta = std::string("{\"format\": \"pypatch.PatchIndex\", \"store\": \"") +
                        store_name(ix.kind_) + "\", \"dim\": " + std::to_string(ix.dim_) +
                        ", \"m\": " + std::to_string(pq ? ix.pq_->m() : 0) +
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
-                       ", \"n_images\": " + std::to_string(ix.n_images()) +
-                       ", \"n_patches\": " + std::to_string(ix.n_patches()) +
+                       ", \"n_images\": " + std::to_string(ix.images_()) +
+                       ", \"n_patches\": " + std::to_string(ix.patches_()) +
                        ", \"code_layout\": \"" + std::string(pq ? "blocked64_u8" : "row_major") + "\", \"user\": " + ix.metadata_ + "}";
     offsets_le.assign(ix.offsets_.size() * 8, 0);
     for (size_t i = 0; i < ix.offsets_.size(); ++i)
@@ -97,7 +97,7 @@ class PatchIndex::Writer {
     if (trained)
       w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
     w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
-               static_cast<size_t>(ix.storage_bytes(ix.n_patches())));
+               static_cast<size_t>(ix.storage_bytes(ix.patches_())));
     w.add_view(io::kind::kImageOffsets, offsets_le.data(), offsets_le.size());
     w.add_view(kKindRemoved, ix.removed_.data(), ix.removed_.size());
     return w;
