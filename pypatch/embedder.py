@@ -375,13 +375,52 @@ class Embedder:
         p = self._prepare(0, image, grid, mode, None)
         return self._embed_prepared([p], mode)[0], p.boxes
 
-    def embed_query(self, image: Any, box: Any = None) -> np.ndarray:
-        """One global (D,) descriptor of the whole image, or of ``box`` [x0, y0, x1, y1] (cropped first)."""
+    def query_size(self, regions: Any = "L3", mode: str = "crop") -> tuple[int, int]:
+        """Input (height, width) at which ``embed_query`` embeds a query meant for a database
+        embedded with ``regions`` and ``mode``.
+
+        ``"crop"``: the model's input size (every cell was resized to it too). ``"single_pass"``:
+        the side of the finest cell of the grid on the ``S x S`` single-pass input (96 for L3 at
+        S=384, 128 for L2, 192 for L1), rounded to whole feature cells, at least 2 of them and at
+        most the model's input size. A query seen at the scale the cells were seen at matches them
+        far better (benchmarks/README.md, Extraction: L3 mAP 36 -> 48). Explicit boxes and static
+        size models keep the input size.
+        """
+        mode = _check_mode(mode)
+        grid = _as_grid(regions)
+        if mode == "crop" or not self._card.get("dynamic_size", False) or grid.kind == "custom":
+            return self._size_hw
+        stride = int(self._card.get("feature_stride") or 32)
+        sh, sw = self.single_pass_size
+        b = grid.boxes(sw, sh)
+        side = float(np.min(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
+        side = max(2 * stride, int(round(side / stride)) * stride)
+        return (min(side, self._size_hw[0]), min(side, self._size_hw[1]))
+
+    def embed_query(self, image: Any, box: Any = None, *, regions: Any = "L3", mode: str = "crop",
+                    size: Any = None) -> np.ndarray:
+        """One global (D,) descriptor of the whole image, or of ``box`` [x0, y0, x1, y1] (cropped first).
+
+        ``regions`` / ``mode`` describe the database it will search (see :meth:`query_size`;
+        the default is the model's input size); ``size`` (an int side or (height, width)) overrides.
+        """
         img = load_image(image, max_pixels=self.max_pixels)
         b = np.array([[0, 0, img.width, img.height]], np.int32) if box is None else \
             _query_box(box, img.width, img.height)
-        x = preprocess_boxes(img, b, self._size_hw, self._resample, self._mean, self._std)
+        x = preprocess_boxes(img, b, self._query_hw(regions, mode, size), self._resample, self._mean, self._std)
         return self._finish(self._run(x, self._emb_out))[0]
+
+    def _query_hw(self, regions: Any, mode: str, size: Any) -> tuple[int, int]:
+        if size is None:
+            return self.query_size(regions, mode)
+        hw = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
+        ok = isinstance(hw, (tuple, list)) and len(hw) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in hw)
+        if not ok:
+            raise InvalidArgumentError(f"size must be a positive int or (height, width); got {size!r}")
+        if tuple(hw) != tuple(self._size_hw) and not self._card.get("dynamic_size", False):
+            raise InvalidArgumentError(f"size {size!r}: this model has a static input size {self._size_hw}")
+        return (int(hw[0]), int(hw[1]))
 
     def embed_query_patches(self, image: Any, box: Any = None, regions: Any = "L1",
                             mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:

@@ -116,12 +116,15 @@ class CachingEmbedder:
     def __getattr__(self, name):  # model_card, dim, model_path, ...
         return getattr(self._e, name)
 
-    def embed_query(self, image, box=None):
+    def embed_query(self, image, box=None, **kwargs):
         if not isinstance(image, (str, os.PathLike)):
-            return self._e.embed_query(image, box=box)
-        key = (str(image), None if box is None else tuple(int(v) for v in box))
+            return self._e.embed_query(image, box=box, **kwargs)
+        # the query's input size depends on the index's regions and mode (Embedder.query_size)
+        size = self._e.query_size(kwargs.get("regions", "L3"), kwargs.get("mode", "crop")) \
+            if kwargs.get("size") is None else kwargs["size"]
+        key = (str(image), None if box is None else tuple(int(v) for v in box), str(size))
         if key not in self._queries:
-            self._queries[key] = self._e.embed_query(image, box=box)
+            self._queries[key] = self._e.embed_query(image, box=box, size=size)
         return self._queries[key]
 
     def embed_many(self, images, regions="L3", mode="crop", **kwargs):

@@ -399,7 +399,9 @@ class ImageIndex:
         if unknown:
             raise InvalidArgumentError(f"search: unexpected keyword argument(s) "
                                        f"{', '.join(sorted(unknown))}")
-        q = np.stack([embedder.embed_query(img, box=b) for img, b in zip(queries, boxes)])
+        # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
+        q = np.stack([embedder.embed_query(img, box=b, regions=self._grid, mode=self._meta["mode"])
+                      for img, b in zip(queries, boxes)])
         if any(v not in (None, False) for v in (second_stage.get("rerank"),
                                                  second_stage.get("refine"))):
             from pypatch.rerank import second_stage as run_second_stage
