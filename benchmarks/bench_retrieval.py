@@ -249,8 +249,8 @@ def pca_rows(bench, table: dict, dims, threads: int, k: int) -> list:
 
 
 def markdown(rows: list) -> str:
-    lines = ["| section | configuration | mAP | mAP <10% | mAP@k | R@1 | LocScore | grid oracle "
-             "| B/image | ms/query |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| section | configuration | mAP | mAP <10% | mAP@k | R@1 | LocScore | grid oracle "
+              "| B/image | ms/query |"), "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['section']} | `{r['config']}` | {100 * r['map']:.2f} | "
                      f"{100 * r['map_small']:.2f} | {100 * r['map_at_k']:.2f} | "
