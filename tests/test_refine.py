@@ -134,7 +134,7 @@ def test_refined_box_overlaps_the_pasted_object_better_than_the_grid_cell(scene_
 
 
 def test_cell_fusion_stays_inside_the_image_and_keeps_the_cell(scene_index):
-    index, truth = scene_index
+    index, _ = scene_index
     hits = index.search(skimage_data.chelsea(), k=2, refine="cells")
     w, h = index.image_info(hits[0].image)["size"]
     x0, y0, x1, y1 = hits[0].box
