@@ -129,7 +129,8 @@ def test_database_and_query_share_the_fitted_transform(pca_flat, photo_dir, embe
     assert info["transform"]["power"] == -0.5 and "fitted" not in info["transform"]
 
     box = [150, 50, 350, 250]
-    q = embedder.embed_query(str(photo_dir / "chelsea.png"), box=box)
+    q = embedder.embed_query(str(photo_dir / "chelsea.png"), box=box, regions="L2",
+                             mode="single_pass")  # as ImageIndex.search embeds it
     qt = ref_t.apply(q)
     ref = sorted(((-float(np.max(ref_t.apply(patches[i]) @ qt)), i) for i in ids))
     hits = pca_flat.search(str(photo_dir / "chelsea.png"), box=box, k=len(ids))
@@ -167,6 +168,16 @@ def test_save_load_round_trip_keeps_the_transform(pca_flat, photo_dir, tmp_path)
     a, b = pca_flat.search(q, k=6), back.search(q, k=6)
     assert [(h.image, h.patch) for h in a] == [(h.image, h.patch) for h in b]
     np.testing.assert_allclose([h.score for h in a], [h.score for h in b], atol=1e-6)
+    # images added after loading go through the stored transform too
+    flipped = np.ascontiguousarray(skimage_data.astronaut()[:, ::-1])
+    back.add([("flipped", flipped)], progress=False)
+    hit = back.search(flipped, k=1)[0]
+    emb = pca_flat._get_embedder()
+    vecs = emb.embed_patches(flipped, regions="L2", mode="single_pass")[0]
+    q = emb.embed_query(flipped, regions="L2", mode="single_pass")
+    ref = pca_flat.transform.apply(vecs) @ pca_flat.transform.apply(q)
+    assert hit.image == "flipped" and hit.patch == int(np.argmax(ref))
+    assert hit.score == pytest.approx(float(ref.max()), abs=1e-4)
 
 
 def _rewrite_meta(src, dst, edit):
