@@ -37,7 +37,10 @@ _LAZY = {
     "NotTrainedError": "pypatch.errors",
     "DatasetFormatError": "pypatch.errors",
 }
-_SUBMODULES = {"metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli", "evaluation", "benchgen"}
+_SUBMODULES = {
+    "metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli", "evaluation",
+    "benchgen", "models", "rerank", "refine", "whitening", "image_index", "report",
+}
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
 

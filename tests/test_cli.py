@@ -69,10 +69,25 @@ def test_search_json_shape_and_ranking(index_file, photos, capsys):
         assert len(hit["box"]) == 4 and len(hit["cell"]) == 4 and hit["level"] in (0, 1)
         assert all(isinstance(v, int) for v in hit["box"])
     assert first["hits"][0]["image"] == "rocket.jpg"
-    assert first["hits"][0]["box"] == [0, 0, 640, 427] and first["hits"][0]["level"] == 0
+    assert first["hits"][0]["cell"] == [0, 0, 640, 427] and first["hits"][0]["level"] == 0
+    for hit in first["hits"] + second["hits"]:
+        # a refined box lies in its image and overlaps the cell it refines (its peak is there)
+        (x0, y0, x1, y1), (c0, d0, c1, d1) = hit["box"], hit["cell"]
+        width, height = Image.open(photos / hit["image"]).size
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+        assert max(x0, c0) < min(x1, c1) and max(y0, d0) < min(y1, d1)
     assert second["hits"][0]["image"] == "sub/coffee.png"
     scores = [h["score"] for h in first["hits"]]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_search_refine_none_returns_the_grid_cell(index_file, photos, capsys):
+    status, out, _ = _run(capsys, ["search", str(index_file), str(photos / "rocket.jpg"),
+                                   "--k", "2", "--json", "--refine", "none"])
+    assert status == 0
+    hits = json.loads(out)["hits"]
+    assert all(h["box"] == h["cell"] for h in hits)
+    assert hits[0]["box"] == [0, 0, 640, 427]
 
 
 def test_search_box_and_queries_file(index_file, photos, tmp_path, capsys):

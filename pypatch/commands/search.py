@@ -5,8 +5,9 @@
     {"query": "q.jpg", "hits": [{"rank": 1, "image": "a.jpg", "score": 0.83,
                                  "box": [x0, y0, x1, y1], "cell": [x0, y0, x1, y1], "level": 2}]}
 
-``box`` is the best box pypatch has for the hit, ``cell`` the winning grid cell (equal until box
-refinement exists); pixels of the database image, x1/y1 exclusive.
+``box`` is the best box pypatch has for the hit (refined from the query's similarity map over
+the hit image unless ``--refine none``), ``cell`` the winning grid cell; pixels of the database
+image, x1/y1 exclusive.
 """
 from __future__ import annotations
 
@@ -43,6 +44,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None,
                    help="where to find the index's model if it moved (ONNX file or name)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads")
+    p.add_argument("--rerank", choices=["none", "qe", "multipatch"], default="none",
+                   help="second stage over the top results: query expansion over the winning "
+                        "patches (qe) or a multi-patch query (default none)")
+    p.add_argument("--refine", choices=["simmap", "cells", "none"], default="simmap",
+                   help="sharpen the returned box of each hit beyond its grid cell (default "
+                        "simmap: one backbone pass per hit; cells: no pass; none: box = cell)")
     p.set_defaults(func=run)
 
 
@@ -113,7 +120,10 @@ def run(args) -> int:
         raise InvalidArgumentError(f"--k: expected a positive integer, got {args.k}")
     queries = collect_queries(args)
     index = ImageIndex.load(args.index, mmap=True, model=args.model, num_threads=args.threads)
-    results = index.search_many([q[1] for q in queries], [q[2] for q in queries], k=args.k)
+    results = index.search_many(
+        [q[1] for q in queries], [q[2] for q in queries], k=args.k,
+        rerank=None if args.rerank == "none" else args.rerank,
+        refine=False if args.refine == "none" else args.refine)
     for (label, _, box), hits in zip(queries, results):
         if args.json:
             print(json.dumps({"query": label, "hits": [hit_json(h) for h in hits]}), flush=True)
