@@ -9,6 +9,8 @@
 // 257 tables of values <= 255 cannot overflow. faiss's 4-bit fast scan does the same with pshufb.
 #include <immintrin.h>  // AVX-512 VBMI intrinsics
 
+#include <cstdint>  // uintptr_t
+
 #include "pypatch/simd/kernels.h"
 
 namespace pypatch {
@@ -33,12 +35,19 @@ void qscan_blocks_avx512vbmi(const uint8_t* codes, int m, const uint8_t* qlut, i
     _mm512_storeu_si512(o + 32, _mm512_permutex2var_epi16(even, pb, odd));
   };
   int64_t b = b0;
+  // Software prefetch kPrefetchBlocks blocks ahead: the scan is bound by memory latency at one
+  // thread (the hardware prefetcher alone left it at 2.4 ns/code from DRAM on the loaded box;
+  // with this, 1.8). Prefetches never fault, so running past the end of the codes is harmless.
+  constexpr int64_t kPrefetchBlocks = 4;
+  const int64_t pf = kPrefetchBlocks * 64 * m;
   for (; b + 2 <= b1; b += 2) {  // two blocks per pass: each table row is loaded once for both
     const uint8_t* c0 = codes + b * 64 * m;
     const uint8_t* c1 = c0 + 64 * m;
     __m512i e0 = _mm512_setzero_si512(), o0 = e0, e1 = e0, o1 = e0;
     const uint8_t* t = qlut;
     for (int j = 0; j < m; ++j, c0 += 64, c1 += 64, t += 256) {
+      _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(c0) + pf), _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(c1) + pf), _MM_HINT_T0);
       const __m512i t0 = _mm512_loadu_si512(t), t1 = _mm512_loadu_si512(t + 64);
       const __m512i t2 = _mm512_loadu_si512(t + 128), t3 = _mm512_loadu_si512(t + 192);
       const __m512i i0 = _mm512_loadu_si512(c0), i1 = _mm512_loadu_si512(c1);
