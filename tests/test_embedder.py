@@ -286,3 +286,77 @@ def test_static_size_vit_runs_both_modes(tmp_path):
     vecs, boxes = vit.embed_patches(coffee, regions="L3", mode="single_pass")
     assert vecs.shape == (30, 768) and np.array_equal(boxes, PatchGrid(3).boxes(600, 400))
     np.testing.assert_allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- single-pass query scale
+def test_query_size_is_the_finest_single_pass_cell(embedder, default_model_path):
+    # per-crop cells are resized to the model input (224), so is the query; single-pass cells
+    # are S / (level + 1) pixels of the S = 384 input: 192, 128, 96 (at most 224, whole stride cells)
+    for regions in ("L0", "L1", "L2", "L3", "rmac"):
+        assert embedder.query_size(regions) == (224, 224)
+    expected = {"L0": 224, "L1": 192, "L2": 128, "L3": 96}
+    for regions, side in expected.items():
+        assert embedder.query_size(regions, "single_pass") == (side, side), regions
+    assert embedder.query_size(PatchGrid(3), "single_pass") == (96, 96)
+    assert embedder.query_size([[0, 0, 10, 10]], "single_pass") == (224, 224)  # explicit boxes: no cell scale
+    wide = Embedder(default_model_path, num_threads=1, single_pass_size=768)
+    assert wide.query_size("L3", "single_pass") == (192, 192)  # 768 / 4
+    assert wide.query_size("L2", "single_pass") == (224, 224)  # 256 capped at the input size
+
+
+def test_single_pass_query_is_the_model_embedding_at_that_size(embedder, coffee):
+    box = (150, 60, 420, 330)
+    x = preprocess_boxes(Image.fromarray(coffee), np.array([box]), (96, 96), 3,
+                         np.asarray(embedder.model_card["mean"], np.float32),
+                         np.asarray(embedder.model_card["std"], np.float32))
+    reference = unit(embedder._session.run(["embedding"], {"input": x})[0][0])
+    q = embedder.embed_query(coffee, box=box, regions="L3", mode="single_pass")
+    np.testing.assert_allclose(q, reference, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed_query(coffee, box=box, size=96), reference, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed_query(coffee, box=box, size=(96, 96)), reference, atol=1e-5)
+    # crop mode (the default) is unchanged: the 224 input
+    np.testing.assert_allclose(embedder.embed_query(coffee, box=box, regions="L3", mode="crop"),
+                               embedder.embed_query(coffee, box=box, size=224), atol=1e-6)
+    assert float(q @ embedder.embed_query(coffee, box=box)) < 0.99
+    for bad in (0, -96, "96", (96,), (96, 0), 9.6, True):
+        with pytest.raises(InvalidArgumentError, match="size"):
+            embedder.embed_query(coffee, size=bad)
+    with pytest.raises(InvalidArgumentError, match="mode"):
+        embedder.embed_query(coffee, mode="fast")
+
+
+def _mosaic_of_photos():
+    """A 384x384 4x4 mosaic: ten different photos as 96 px tiles (the L3 cells), six grey tiles."""
+    names = ["astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
+             "colorwheel", "retina"]
+    photos = [getattr(data, n)()[..., :3] for n in names] + [data.stereo_motorcycle()[0], data.logo()[..., :3]]
+    tiles = [np.asarray(Image.fromarray(p).resize((96, 96), Image.BICUBIC)) for p in photos]
+    tiles += [np.full((96, 96, 3), 128, np.uint8)] * 6
+    return photos, np.vstack([np.hstack(tiles[r * 4:(r + 1) * 4]) for r in range(4)])
+
+
+def test_single_pass_query_scale_finds_the_cell_not_the_whole_image(embedder):
+    # Why the query is embedded at the cell's scale: at 224 the whole-image patch (a generic mix of
+    # everything) out-scores the photo's own 96 px cell; at 96 the photo's cell wins.
+    photos, mosaic = _mosaic_of_photos()
+    vecs, boxes = embedder.embed_patches(mosaic, regions="L3", mode="single_pass")
+    own_cell = 14 + np.arange(len(photos))  # L3 cells follow the 1 + 4 + 9 coarser ones, row-major
+    hits = {}
+    for kw in ({}, {"regions": "L3", "mode": "single_pass"}):
+        q = np.stack([embedder.embed_query(p, **kw) for p in photos])
+        hits[bool(kw)] = int(np.sum((q @ vecs.T).argmax(1) == own_cell))
+    assert hits[True] >= 5 and hits[True] >= hits[False] + 3, hits
+
+
+def test_single_pass_index_search_uses_the_cell_scale_query(embedder):
+    from pypatch import ImageIndex
+
+    photos, mosaic = _mosaic_of_photos()
+    index = ImageIndex.build([("mosaic", mosaic)], regions="L3", store="flat", mode="single_pass",
+                             embedder=embedder, progress=False)
+    vecs, boxes = embedder.embed_patches(mosaic, regions="L3", mode="single_pass")
+    for photo in photos[:3]:
+        scores = vecs @ embedder.embed_query(photo, regions="L3", mode="single_pass")
+        hit = index.search(photo, k=1)[0]
+        assert hit.score == pytest.approx(float(scores.max()), abs=1e-5)
+        assert list(hit.box) == boxes[int(scores.argmax())].tolist()
