@@ -165,3 +165,40 @@ def test_four_bit_index_matches_numpy(level):
         got = ix.search(q, k=8)
     for g, r in zip(got, ref):
         np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_levels_are_bit_identical_with_exact_and_near_ties_at_the_cut(k):
+    # Clustered-like data: groups of identical images (exact ties, broken by image index) and
+    # copies differing in one code (near-ties far below the 8-bit table's resolution). The
+    # quantised path re-scores best-first and stops early; the k-th place must still be exact.
+    rng = np.random.default_rng(100 + k)
+    m, P = 16, 7
+    c = rng.standard_normal((m, 256, 4)).astype(np.float32)
+    base = rng.integers(0, 256, size=(60, P, m)).astype(np.uint8)
+    images = np.repeat(base, 20, axis=0)  # 1200 images, each pattern 20 times, in runs
+    tweak = rng.random(len(images)) < 0.5  # half the copies get one code moved by one
+    rows, cols = rng.integers(0, P, len(images)), rng.integers(0, m, len(images))
+    images[tweak, rows[tweak], cols[tweak]] ^= 1
+    perm = rng.permutation(len(images))  # spread ties across tasks and threads
+    codes = np.ascontiguousarray(images[perm].reshape(-1, m))
+    ix = pypatch.PatchIndex(4 * m, pypatch.ProductQuantizer.from_centroids(c))
+    ix.add_codes(codes, patches_per_image=P)
+    q = np.concatenate([rng.standard_normal((3, 4 * m)),
+                        c[np.arange(m), base[0, 0]].reshape(1, -1)]).astype(np.float32)
+    results = {}
+    for level in usable_levels():
+        with simd_level(level):
+            results[level] = [ix.search(q, k=k, num_threads=t) for t in (1, 2)]
+    ref = results["scalar"][0]
+    for runs in results.values():
+        for run in runs:
+            for a, b in zip(run, ref):
+                np.testing.assert_array_equal(a, b)
+    offsets = np.arange(len(images) + 1) * P
+    ref_s, ref_i, _ = reference_search(adc_scores(q, c, codes), offsets, k=k)
+    np.testing.assert_allclose(ref[0], ref_s, rtol=1e-5, atol=1e-5)
+    # exact ties in the reference ranking come out by ascending image index
+    s, i = ref[0], ref[1]
+    tied = s[:, 1:] == s[:, :-1]
+    assert (i[:, 1:][tied] > i[:, :-1][tied]).all()

@@ -45,6 +45,9 @@ class TopK {
     return v;
   }
   void clear() { heap_.clear(); }
+  bool full() const { return static_cast<int>(heap_.size()) >= k_; }
+  /// The worst kept hit (the k-th when full); only valid when not empty.
+  const Hit& worst() const { return heap_.front(); }
 
  private:
   int k_;
