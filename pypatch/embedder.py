@@ -20,6 +20,8 @@ Two extraction modes:
   the card's pooling (GeM with its p, or average; CLS models use the average of their tokens),
   weighting each feature cell by its overlap with the box; a box narrower than a feature cell
   pools the cell holding its centre. Models with a static input size run single-pass at their own input size.
+  A query meant for a single-pass database is embedded at the side of the finest cell (96 for L3 at
+  S=384, see ``Embedder.query_size``) so that it is seen at the scale the cells were seen at.
 """
 from __future__ import annotations
 
