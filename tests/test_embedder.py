@@ -279,6 +279,9 @@ def test_static_size_vit_runs_both_modes(tmp_path):
     assert vit.single_pass_size == (96, 96)
     with pytest.raises(InvalidArgumentError, match="dynamic"):
         Embedder(path, single_pass_size=192)
+    assert vit.query_size("L3", "single_pass") == (96, 96)  # a static model sees queries at its input size
+    with pytest.raises(InvalidArgumentError, match="static"):
+        vit.embed_query(data.coffee(), size=192)
     coffee = data.coffee()
     crop, _ = vit.embed_patches(coffee, regions="L0")
     single, _ = vit.embed_patches(coffee, regions="L0", mode="single_pass")
