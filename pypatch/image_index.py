@@ -86,7 +86,8 @@ class ImageIndex:
               pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
-              pca_dim="auto", pca_power: float = AUTO_PCA_POWER) -> "ImageIndex":
+              pca_dim="auto", pca_power: float = AUTO_PCA_POWER,
+              opq: bool = False) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -109,6 +110,8 @@ class ImageIndex:
             ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors, flat
             stores stay exact.
         pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening).
+        opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
+            (:func:`pypatch.transform.fit_opq_rotation`), folded into the stored matrix.
         """
         _check_choice("store", store, STORES)
         _check_choice("mode", mode, MODES)
@@ -132,7 +135,8 @@ class ImageIndex:
             check_power(pca_power)
             _check_train_size(train_size, 2)
             transform = {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
-                         "train_size": int(train_size), "seed": int(seed), "auto": auto}
+                         "train_size": int(train_size), "seed": int(seed), "auto": auto,
+                         "opq": bool(opq) and store == "pq"}
         stored_dim = dim if transform is None else int(pca_dim)
         if store == "pq":
             _check_pq(stored_dim, pq_m, pq_nbits, train_size)
@@ -269,6 +273,13 @@ class ImageIndex:
             from pypatch.transform import PCATransform
 
             self._transform = PCATransform.fit(x, spec["dim"], spec["power"])
+            if spec.get("opq") and store["kind"] == "pq":
+                from pypatch.transform import fit_opq_rotation
+
+                rotation = fit_opq_rotation(self._transform.apply(x), store["m"],
+                                            nbits=store["nbits"], seed=seed,
+                                            num_threads=self._num_threads)
+                self._transform = self._transform.rotated(rotation)
             spec["fitted"] = self._transform.to_dict()
             spec["trained_on_vectors"] = int(len(x))
             x = self._transform.apply(x)

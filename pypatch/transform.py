@@ -85,6 +85,16 @@ class PCATransform:
         y /= np.maximum(norms, _EPS)
         return y[0] if one else y
 
+    def rotated(self, rotation) -> "PCATransform":
+        """This transform followed by the orthogonal ``rotation`` (d, d): ``apply(x) @ rotation``
+        (a rotation keeps unit norms, so it folds into the matrix)."""
+        r = np.asarray(rotation, dtype=np.float64)
+        if r.shape != (self.dim_out, self.dim_out):
+            raise InvalidArgumentError(
+                f"rotation: expected shape ({self.dim_out}, {self.dim_out}), got {r.shape}")
+        matrix = (r.T @ self.matrix.astype(np.float64)).astype(np.float32)
+        return PCATransform(self.mean, matrix, self.eigenvalues, self.power)
+
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict:
         """JSON-safe form: settings plus base64 float32 arrays with shapes and a sha256."""
@@ -108,6 +118,28 @@ class PCATransform:
         if not (0 < dim_out <= dim_in):
             raise IndexFormatError(f"{where}: dim_out {dim_out} not in 1..dim_in {dim_in}")
         return cls(mean, matrix, eig, power)
+
+
+def fit_opq_rotation(y, m: int, nbits: int = 8, niter: int = 12, pq_iters: int = 4,
+                     seed: int = 0, num_threads=None) -> np.ndarray:
+    """Orthogonal (d, d) ``R`` minimising the PQ(m, nbits) reconstruction error of ``y @ R``.
+
+    Non-parametric OPQ (Ge et al., CVPR 2013; faiss ``OPQMatrix``): alternate PQ training on
+    the rotated vectors and the orthogonal Procrustes solution ``R = U V^T`` of
+    ``svd(y^T decode(encode(y R)))``. Starts from the identity (the PCA axes)."""
+    from pypatch.pq import ProductQuantizer
+
+    y = np.ascontiguousarray(y, dtype=np.float32)
+    d = y.shape[1]
+    rotation = np.eye(d)
+    for it in range(int(niter)):
+        yr = np.ascontiguousarray(y @ rotation.astype(np.float32))
+        pq = ProductQuantizer(d, m, nbits=nbits).train(yr, iters=pq_iters, seed=seed + it,
+                                                        num_threads=num_threads)
+        rec = pq.decode(pq.encode(yr, num_threads=num_threads)).astype(np.float64)
+        u, _, vt = np.linalg.svd(y.T.astype(np.float64) @ rec)
+        rotation = u @ vt
+    return rotation
 
 
 def check_dim(dim, dim_in: int) -> None:

@@ -260,3 +260,48 @@ def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, mon
                             progress=False).transform is None
     odd = ImageIndex.build(photo_dir, **dict(common, pq_m=5))
     assert odd.transform is None and odd.info()["stored_dim"] == 1280
+
+
+def _pq_error(y, m, nbits, seed=0):
+    from pypatch.pq import ProductQuantizer
+
+    pq = ProductQuantizer(y.shape[1], m, nbits=nbits).train(y, seed=seed)
+    return float(np.mean(np.sum((pq.decode(pq.encode(y)) - y) ** 2, axis=1)))
+
+
+def test_opq_rotation_is_orthogonal_and_lowers_pq_error():
+    from pypatch.transform import fit_opq_rotation
+
+    t = PCATransform.fit(_pixel_patches(), 16)  # plain PCA: energy piles up in the first dims
+    y = t.apply(_pixel_patches())
+    r = fit_opq_rotation(y, 4, nbits=4, niter=8)
+    np.testing.assert_allclose(r.T @ r, np.eye(16), atol=1e-6)
+    before, after = _pq_error(y, 4, 4), _pq_error(np.ascontiguousarray(y @ r, np.float32), 4, 4)
+    assert after < 0.9 * before
+    rt = t.rotated(r)  # folded into the matrix: same as rotating the output
+    np.testing.assert_allclose(rt.apply(_pixel_patches(50)), t.apply(_pixel_patches(50)) @ r,
+                               atol=1e-5)
+    with pytest.raises(InvalidArgumentError, match="rotation"):
+        t.rotated(np.eye(3))
+
+
+def test_opq_inside_imageindex_rotates_the_fitted_pca(photo_dir, embedder, tmp_path):
+    from pypatch import ImageIndex
+
+    index = ImageIndex.build(photo_dir, regions="L2", store="pq", pq_m=8, pq_nbits=4,
+                             mode="single_pass", pca_dim=32, opq=True, embedder=embedder,
+                             progress=False)
+    assert index.info()["transform"]["opq"] is True
+    x = np.concatenate([embedder.embed_patches(str(photo_dir / i), regions="L2",
+                                               mode="single_pass")[0] for i in index.ids])
+    pca = PCATransform.fit(x, 32, power=-0.5)
+    got = index.transform.matrix.astype(np.float64)
+    # R^T W: a rotation of the same projection (W^T R R^T W = W^T W), not the projection itself
+    ref_gram = pca.matrix.T.astype(np.float64) @ pca.matrix
+    np.testing.assert_allclose(got.T @ got, ref_gram, atol=1e-3 * np.abs(ref_gram).max())
+    assert not np.allclose(got, pca.matrix, atol=1e-3)
+    index.save(tmp_path / "opq.ptch")
+    back = ImageIndex.load(tmp_path / "opq.ptch")
+    back.set_embedder(embedder)
+    for name in ("astronaut.png", "rocket.png"):
+        assert back.search(str(photo_dir / name), k=1)[0].image == name
