@@ -11,6 +11,7 @@
 
 #include "pypatch/errors.h"
 #include "pypatch/index/patch_index.h"
+#include "pypatch/index/scan.h"
 #include "test_main.h"
 
 using namespace pypatch;
@@ -103,4 +104,26 @@ TEST(argument_errors) {
   CHECK_THROWS(ix.search(1, q, 1, 1, s, i, p), NotTrained);
   PatchIndex flat(8, StoreKind::FlatF16);
   CHECK_THROWS(flat.search(1, q, 0, 1, s, i, p), InvalidArgument);
+}
+
+// The galloping task bounds equal a plain lower_bound per task, with empty images, huge
+// images spanning many tasks, and task sizes from 1 patch up to more than the whole index.
+TEST(scan_task_bounds_match_lower_bound) {
+  std::mt19937 g(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int n_images = static_cast<int>(g() % 300);
+    std::vector<int64_t> off{0};
+    for (int i = 0; i < n_images; ++i) {
+      const unsigned r = g() % 10;
+      off.push_back(off.back() + (r < 3 ? 0 : r < 9 ? static_cast<int64_t>(g() % 40) : static_cast<int64_t>(g() % 2000)));
+    }
+    const int64_t per_task = 1 + static_cast<int64_t>(g() % (trial % 2 ? 50 : 5000));
+    ScanSetup s{StoreKind::FlatF32, 1, 4, nullptr, nullptr, off.data(), n_images, nullptr, 0};
+    const std::vector<int64_t> b = scan_task_bounds(s, per_task);
+    const int64_t n_tasks = std::max<int64_t>(1, (off.back() + per_task - 1) / per_task);
+    CHECK(static_cast<int64_t>(b.size()) == n_tasks + 1);
+    CHECK(b.front() == 0 && b.back() == n_images);
+    for (int64_t t = 1; t < n_tasks; ++t)
+      CHECK(b[t] == std::lower_bound(off.begin(), off.begin() + n_images, t * per_task) - off.begin());
+  }
 }
