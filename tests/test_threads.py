@@ -143,3 +143,55 @@ def test_getters_are_consistent_while_another_thread_adds():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("ok"), proc.stdout
     assert int(proc.stdout.split()[1]) >= 1
+
+
+# The first add() to a memory-mapped index copies the mapped codes, unmaps the file and then
+# grows the copy: a codes()/image_offsets reader that did not hold the index lock read freed
+# memory here (segfault in 3 runs of 3 before the getters took the lock).
+_READ_WHILE_MATERIALIZING = r"""
+import sys, threading
+import numpy as np
+import pypatch
+
+path = sys.argv[1]
+rng = np.random.default_rng(5)
+m, P = 8, 10
+pq = pypatch.ProductQuantizer.from_centroids(rng.standard_normal((m, 256, 2)).astype(np.float32))
+codes = rng.integers(0, 256, size=(400_000, m), dtype=np.uint8)
+extra = rng.integers(0, 256, size=(50 * P, m), dtype=np.uint8)
+ix = pypatch.PatchIndex(2 * m, pq)
+ix.add_codes(codes, patches_per_image=P)
+ix.save(path)
+final = np.concatenate([codes, extra])
+n_seen = 0
+for trial in range(10):
+    ix = pypatch.PatchIndex.load(path, mmap=True)
+    started, done, seen = threading.Event(), threading.Event(), []
+
+    def reader():
+        while not done.is_set():
+            seen.append((ix.image_offsets, ix._ix.codes()))
+            started.set()
+
+    t = threading.Thread(target=reader)
+    t.start()
+    started.wait()
+    ix.add_codes(extra, patches_per_image=P)
+    done.set()
+    t.join()
+    for off, got in seen:  # each snapshot is the index before or after the add, never torn
+        assert len(got) in (len(codes), len(final)), len(got)
+        assert off[-1] in (len(codes), len(final)), off[-1]
+        np.testing.assert_array_equal(got, final[:len(got)])
+    n_seen += len(seen)
+print("ok", n_seen)
+"""
+
+
+def test_getters_are_safe_while_add_unmaps_a_loaded_file(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _READ_WHILE_MATERIALIZING, str(tmp_path / "ix.pidx")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert proc.stdout.startswith("ok"), proc.stdout
