@@ -10,8 +10,8 @@ the grammar ``patchify-<regions>-<store>[-global][-sp]`` plus ``global``:
 - ``-pca<d>`` / ``-pcah<d>`` / ``-pcaw<d>``: a PCA pre-transform to d dims learned on the
   database patches (no / half / full whitening; :mod:`pypatch.transform`), e.g.
   ``patchify-L3-pq32-pca256``; without it ImageIndex's default applies (``pca_dim="auto"``:
-  PQ stores get whitened PCA-256 on large enough databases); ``-nopca``: PQ on the raw
-  descriptors (the pre-PCA behaviour); ``-opq`` after a PCA: an OPQ rotation too;
+  PQ stores get whitened PCA-256 + OPQ on large enough databases); ``-nopca``: PQ on the raw
+  descriptors (the pre-PCA behaviour); ``-opq`` after an explicit PCA: an OPQ rotation too;
 - ``-sp``: single-pass extraction (cells pooled from one feature map) instead of per-crop;
 - ``global`` = ``patchify-L0-flat``: one whole-image descriptor per image (the baseline);
   ``global-sp``, ``global-pq32`` likewise.
@@ -32,7 +32,7 @@ from typing import Optional
 REGIONS = ("L1", "L2", "L3", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
 _NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?"
-                   r"(-global)?(?:-pca(w|h)?(\d+)|(-nopca))?(-opq)?(-sp)?$")
+                   r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp)?$")
 PCA_DIMS = (128, 256)
 # -pca<d>: PCA rotation to d dims; -pcah<d>: half whitening (power -0.25); -pcaw<d>: full (-0.5)
 PCA_POWERS = {None: 0.0, "h": -0.25, "w": -0.5}
@@ -67,11 +67,10 @@ def parse_config(name: str) -> dict:
     regions = m.group(1) or "L0"
     store = m.group(2) or "flat"
     kwargs = {"regions": regions, "mode": "single_pass" if m.group(8) else "crop"}
-    if m.group(7):
-        kwargs["opq"] = True
-    if m.group(5):
-        kwargs.update(pca_dim=int(m.group(5)), pca_power=PCA_POWERS[m.group(4)])
-    elif m.group(6):
+    if m.group(5):  # an explicit PCA: OPQ only when named
+        kwargs.update(pca_dim=int(m.group(5)), pca_power=PCA_POWERS[m.group(4)],
+                      opq=bool(m.group(6)))
+    elif m.group(7):
         kwargs["pca_dim"] = None
     if store.startswith("pq"):
         kwargs.update(store="pq", pq_m=int(store[2:]), pq_nbits=8,

@@ -49,6 +49,7 @@ _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many 
 AUTO_PCA_DIM = 256
 AUTO_PCA_POWER = -0.5
 AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
+# ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
 # keyword arguments of search() handed to pypatch.rerank.second_stage
 _SECOND_STAGE_ARGS = {"rerank", "refine", "rerank_k", "refine_k", "qe_n", "query_regions"}
 
@@ -87,7 +88,7 @@ class ImageIndex:
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power: float = AUTO_PCA_POWER,
-              opq: bool = False) -> "ImageIndex":
+              opq="auto") -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -111,7 +112,9 @@ class ImageIndex:
             stores stay exact.
         pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening).
         opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
-            (:func:`pypatch.transform.fit_opq_rotation`), folded into the stored matrix.
+            (:func:`pypatch.transform.fit_opq_rotation`), folded into the stored matrix;
+            ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
+            large offline benchmark, +3.7 on the small one, for a longer training.
         """
         _check_choice("store", store, STORES)
         _check_choice("mode", mode, MODES)
@@ -123,6 +126,8 @@ class ImageIndex:
         dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
         transform = None
+        if not (opq is True or opq is False or opq == "auto"):
+            raise InvalidArgumentError(f"opq: expected True, False or 'auto', got {opq!r}")
         auto = isinstance(pca_dim, str) and pca_dim == "auto"
         if auto:
             use = (store == "pq" and dim > AUTO_PCA_DIM and isinstance(pq_m, (int, np.integer))
@@ -136,7 +141,7 @@ class ImageIndex:
             _check_train_size(train_size, 2)
             transform = {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
                          "train_size": int(train_size), "seed": int(seed), "auto": auto,
-                         "opq": bool(opq) and store == "pq"}
+                         "opq": opq is not False and store == "pq"}
         stored_dim = dim if transform is None else int(pca_dim)
         if store == "pq":
             _check_pq(stored_dim, pq_m, pq_nbits, train_size)

@@ -228,6 +228,7 @@ def test_pq_on_the_projected_vectors(photo_dir, embedder):
                              embedder=embedder, progress=False)
     info = index.info()
     assert info["stored_dim"] == 32 and info["store"]["trained_on_vectors"] == 84
+    assert info["transform"]["opq"] is True  # opq="auto": on for PQ after a PCA
     assert info["bytes_per_image"] == pytest.approx(14 * 8 * 4 / 8 + 8)
     for name in ("astronaut.png", "rocket.png", "coffee.png"):
         assert index.search(str(photo_dir / name), k=1)[0].image == name
@@ -237,6 +238,9 @@ def test_pq_on_the_projected_vectors(photo_dir, embedder):
     with pytest.raises(InvalidArgumentError, match="pca_dim"):
         ImageIndex.build(photo_dir, regions="L2", store="flat", pca_dim=4096,
                          embedder=embedder, progress=False)
+    with pytest.raises(InvalidArgumentError, match="opq"):
+        ImageIndex.build(photo_dir, regions="L2", store="pq", opq="yes", embedder=embedder,
+                         progress=False)
 
 
 def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, monkeypatch):
