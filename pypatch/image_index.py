@@ -7,7 +7,8 @@ image by the MAX over its patches, and this class keeps what maps the core's ima
 back to the user's world: ids, paths, image sizes, the grid, the model identity.
 
 Everything is saved as ONE file: the native index file, with this class's state in its JSON
-``metadata`` (see :data:`META_FORMAT`). Boxes are not stored: the grid is a pure function of
+``metadata`` (see :data:`META_FORMAT`), including the learned pre-transform (whitened PCA, and
+OPQ for PQ stores: :mod:`pypatch.transform`) that database patches and queries go through. Boxes are not stored: the grid is a pure function of
 (image size, grid settings, patch ordinal), so boxes are recomputed for the returned hits only.
 """
 from __future__ import annotations

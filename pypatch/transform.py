@@ -7,9 +7,16 @@ directions that separate patches and makes each sub-vector a few dims, where 8-b
 
 ``y = normalize(((x - mean) @ matrix.T))`` with ``matrix`` = the top-d eigenvectors of the
 covariance, each row scaled by ``eigenvalue ** power`` (``power`` = 0: plain PCA rotation;
--0.5: full whitening, as in Jégou & Chum 2012). Query time is numpy only: one (D,) x (D, d)
-product per query. The fitted transform travels inside the ImageIndex file as JSON
-(:meth:`PCATransform.to_dict`: base64 float32 arrays plus shape and sha256, checked on load).
+-0.5: full whitening, as in Jégou & Chum 2012). For PQ an OPQ rotation ``R`` of the projected
+vectors (:func:`fit_opq_rotation`) balances the sub-spaces; being orthogonal it commutes with the
+normalisation and is folded into ``matrix`` (:meth:`PCATransform.rotated`). Query time is numpy
+only: one (D,) x (D, d) product per query (~70 us for 1280 -> 256). The fitted transform travels
+inside the ImageIndex file as JSON (:meth:`PCATransform.to_dict`: base64 float32 arrays plus
+shape and sha256, checked on load; 1.75 MB for 1280 -> 256).
+
+Measured on the offline benchmark (L3 per-crop, large: 1,000 images, 30,000 patches), mAP:
+flat 61.3; PQ m=32 on raw descriptors 47.2; whitened PCA-256 + PQ32 62.7; + OPQ 63.3
+(the ImageIndex default for PQ stores). See pypatch.image_index.AUTO_PCA_DIM.
 """
 from __future__ import annotations
 
