@@ -48,7 +48,7 @@ void bind_index(py::module_& m) {
       .def_property_readonly("n_images", py::cpp_function(&PatchIndex::n_images, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("n_patches", py::cpp_function(&PatchIndex::n_patches, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("n_removed", py::cpp_function(&PatchIndex::n_removed, py::call_guard<py::gil_scoped_release>()))
-      .def_property_readonly("is_view", &PatchIndex::is_view)
+      .def_property_readonly("is_view", py::cpp_function(&PatchIndex::is_view, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("pq", [](const PatchIndex& ix) {
         return std::const_pointer_cast<pypatch::ProductQuantizer>(ix.pq());
       })

@@ -66,6 +66,11 @@ int64_t PatchIndex::n_patches() const {
   return patches_();
 }
 
+bool PatchIndex::is_view() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return file_ != nullptr;
+}
+
 int64_t PatchIndex::n_removed() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
   return n_removed_;

@@ -55,7 +55,7 @@ class PatchIndex {
   /// Copies all patches into out (n, code_size) and returns true if the index holds exactly n
   /// patches; returns false, writing nothing, if it changed since the caller read n_patches().
   bool copy_all_rows(int64_t n, uint8_t* out) const;
-  bool is_view() const { return file_ != nullptr; }
+  bool is_view() const;
 
   /// PQ only: trains the quantizer on x (n, dim) unless it is already trained.
   void train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
