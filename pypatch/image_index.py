@@ -34,7 +34,7 @@ from pypatch.sources import SourceItem, iter_source
 log = logging.getLogger("pypatch")
 
 META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
-META_FORMAT = 1
+META_FORMAT = 2  # 2: may hold a learned pre-transform (files without one are still written as 1)
 STORES = ("pq", "flat", "flat16")
 MODES = ("crop", "single_pass")
 TRAIN_ON = ("patches", "global")
@@ -355,7 +355,10 @@ class ImageIndex:
 
         meta = dict(self._meta)
         meta.update(ids=self._ids, paths=self._paths, sizes=[list(s) for s in self._sizes],
-                    removed=[], pypatch_version=__version__)
+                    removed=[], pypatch_version=__version__,
+                    # a pypatch that cannot apply the transform must refuse the file, not
+                    # search with untransformed queries: it rejects formats above its own
+                    format=2 if meta.get("transform") else 1)
         self._index.metadata = {META_KEY: meta}
         self._index.save(os.fspath(path))
 

@@ -161,6 +161,7 @@ def test_save_load_round_trip_keeps_the_transform(pca_flat, photo_dir, tmp_path)
     path = tmp_path / "pca.ptch"
     pca_flat.save(path)
     back = ImageIndex.load(path)
+    assert back._meta["format"] == 2  # older readers (format 1) refuse it with IndexVersionError
     np.testing.assert_array_equal(back.transform.matrix, pca_flat.transform.matrix)
     np.testing.assert_array_equal(back.transform.mean, pca_flat.transform.mean)
     back.set_embedder(pca_flat._get_embedder())
@@ -243,7 +244,8 @@ def test_pq_on_the_projected_vectors(photo_dir, embedder):
                          progress=False)
 
 
-def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, monkeypatch):
+def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, monkeypatch,
+                                                         tmp_path):
     from pypatch import ImageIndex
     from pypatch import image_index as ii
 
@@ -252,6 +254,8 @@ def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, mon
     # 84 training vectors < AUTO_PCA_MIN_TRAIN: PQ on the model's 1280-dim descriptors
     raw = ImageIndex.build(photo_dir, **common)
     assert raw.transform is None and raw.info()["stored_dim"] == 1280
+    raw.save(tmp_path / "raw.ptch")
+    assert ImageIndex.load(tmp_path / "raw.ptch")._meta["format"] == 1  # readable by old pypatch
     assert raw.info()["transform"] is None
     # the same rule with thresholds scaled to this small database: whitened PCA is fitted
     monkeypatch.setattr(ii, "AUTO_PCA_DIM", 16)
