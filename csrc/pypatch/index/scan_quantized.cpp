@@ -3,20 +3,21 @@
 // Stage 1: each query's float table lut[j][c] is quantised to u8, qlut = round((lut - min_j) /
 // scale) with one scale for all j, and every image gets Q_i = max over its patches of the u16
 // sum of qlut. If S is a patch's exact float score (summed in ascending j, as by the float
-// kernels), |S - (sum_j min_j + scale * Q)| <= E with E = m * scale / 2 (rounding of the table)
-// plus the float error of S itself (<= m * A * 2^-23, A = sum_j max_c |lut[j][c]|).
+// kernels), |S - (sum_j min_j + scale * Q)| <= E with E = sum_j e_j, e_j <= scale / 2 the
+// largest rounding error made in row j (measured while quantising), plus the float error of S
+// itself (<= m * A * 2^-23, A = sum_j max_c |lut[j][c]|).
 // Let T be the k-th largest Q_i. Some k images have S_i >= base + scale*T - E, so an image with
 // base + scale*Q_i + E below that cannot be in the top k: only images with
 // Q_i >= T - margin, margin = ceil(2E / scale) + 2, are candidates.
 // Stage 2: the candidates are re-scored exactly with the float table in the float kernels'
 // order, so the result is bit-identical to the float path (ties by image index included).
 // They are re-scored best Q first, and once k exact scores are known, re-scoring stops at the
-// first candidate whose upper bound base + scale*Q + E is below the exact k-th score (E is the
-// measured table rounding error plus the float error bound, in double with slack).
+// first candidate whose upper bound base + scale*Q + E is below the exact k-th score (in double,
+// with slack; equal does not stop, as a tie can still enter by image index).
 // Each worker keeps its own candidates; its running k-th largest Q never exceeds the global T,
 // so the union over workers holds every global candidate.
 #include <algorithm>  // max, min
-#include <cmath>      // lrintf, ceil
+#include <cmath>      // fabs, ceil, ldexp
 #include <functional> // greater
 #include <queue>      // priority_queue
 
