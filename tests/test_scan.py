@@ -7,6 +7,7 @@ import pytest
 
 import pypatch
 from _scan_reference import random_offsets, reference_search
+from _subprocess import run_python
 from _simd_levels import simd_level, usable_levels
 
 
@@ -141,13 +142,10 @@ def test_empty_index_returns_padding():
 
 
 def test_env_var_forces_the_level_in_a_fresh_process():
-    import subprocess
-    import sys
-
     code = "import pypatch; print(pypatch.simd_info()['selected'])"
     for level in usable_levels():
-        out = subprocess.run([sys.executable, "-c", code], env={**__import__("os").environ,
-                             "PYPATCH_SIMD": level}, capture_output=True, text=True, check=True)
+        out = run_python("-c", code, env={"PYPATCH_SIMD": level})
+        assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == level
 
 

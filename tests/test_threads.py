@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import pypatch
+from _subprocess import run_python
 from pypatch.errors import InvalidArgumentError
 
 
@@ -136,10 +137,7 @@ print("ok", len(snapshots))
 
 
 def test_getters_are_consistent_while_another_thread_adds():
-    import subprocess
-    import sys
-    proc = subprocess.run([sys.executable, "-c", _ADD_WHILE_READING], capture_output=True, text=True,
-                          timeout=120)
+    proc = run_python("-c", _ADD_WHILE_READING)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith("ok"), proc.stdout
     assert int(proc.stdout.split()[1]) >= 1
@@ -189,9 +187,6 @@ print("ok", n_seen)
 
 
 def test_getters_are_safe_while_add_unmaps_a_loaded_file(tmp_path):
-    import subprocess
-    import sys
-    proc = subprocess.run([sys.executable, "-c", _READ_WHILE_MATERIALIZING, str(tmp_path / "ix.pidx")],
-                          capture_output=True, text=True, timeout=120)
+    proc = run_python("-c", _READ_WHILE_MATERIALIZING, str(tmp_path / "ix.pidx"))
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert proc.stdout.startswith("ok"), proc.stdout
