@@ -51,8 +51,12 @@ class PCATransform:
         return int(self.matrix.shape[0])
 
     @classmethod
-    def fit(cls, x, dim: int, power: float = 0.0) -> "PCATransform":
-        """Learn the transform from sample vectors ``x`` (n, D); keep ``dim`` axes."""
+    def fit(cls, x, dim: int, power: float = 0.0, *, eps: float | None = None) -> "PCATransform":
+        """Learn the transform from sample vectors ``x`` (n, D); keep ``dim`` axes.
+
+        ``eps``: None floors the eigenvalues at 1e-6 x the largest before the power (the index
+        builds); a number adds it to every eigenvalue instead (``PCAWhitening``'s regulariser,
+        like scikit-learn's ``PCA(whiten=True)`` with a guard against zero variances)."""
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 2 or x.shape[0] < 2:
             raise InvalidArgumentError(
@@ -61,6 +65,9 @@ class PCATransform:
             raise InvalidArgumentError("x: training vectors contain NaN or infinite values")
         check_dim(dim, x.shape[1])
         check_power(power)
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float))
+                                or not 0.0 <= eps < np.inf):
+            raise InvalidArgumentError(f"eps: expected None or a finite number >= 0, got {eps!r}")
         mean = x.mean(axis=0, dtype=np.float64)
         xc = x.astype(np.float64) - mean
         cov = xc.T @ xc / (len(x) - 1)
@@ -71,8 +78,12 @@ class PCATransform:
         signs = np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(dim)])
         vecs = vecs * np.where(signs == 0, 1.0, signs)
         # Floor tiny eigenvalues (rank-deficient samples) so whitening cannot blow noise up.
-        floor = max(float(vals[0]) * 1e-6, _EPS)
-        scale = np.maximum(vals, floor) ** power if power else np.ones(dim)
+        if not power:
+            scale = np.ones(dim)
+        elif eps is None:
+            scale = np.maximum(vals, max(float(vals[0]) * 1e-6, _EPS)) ** power
+        else:
+            scale = (vals + float(eps)) ** power
         matrix = (vecs * scale).T
         return cls(mean, matrix, vals, power)
 

@@ -1,9 +1,11 @@
-"""PCA-whitening of descriptors: learned with scikit-learn, applied with numpy only.
+"""PCA-whitening of descriptors for ``Embedder(whitening=...)``, saved as a small ``.npz``.
 
-``PCAWhitening.fit(X, dim=None)`` learns mean, principal axes and variances (scikit-learn's
-``PCA(whiten=True)``); ``apply(X)`` projects, whitens and L2-normalises again, so the result can go
-straight into an inner-product index. Saved as a small ``.npz`` (no pickle) so it can be shipped next
-to an index and re-applied without scikit-learn.
+A compatibility layer over :class:`pypatch.transform.PCATransform` (the one PCA implementation,
+also used by ``ImageIndex.build(pca_dim=...)``): ``PCAWhitening.fit(X, dim=None)`` is a full
+whitening (eigenvalue power -0.5, scikit-learn's ``PCA(whiten=True)`` up to axis signs) with an
+additive ``eps`` on the variances; ``apply(X)`` projects, whitens and L2-normalises again, so the
+result can go straight into an inner-product index. The ``.npz`` (no pickle) keeps mean, unit
+principal axes and per-axis scale, so it can be shipped next to an index and re-applied with numpy.
 """
 from __future__ import annotations
 
@@ -12,17 +14,10 @@ import os
 import numpy as np
 
 from pypatch.errors import IndexFormatError, InvalidArgumentError, NotTrainedError
+from pypatch.transform import PCATransform
 
 _FORMAT = 1
-
-
-def _as_matrix(x, what: str) -> np.ndarray:
-    arr = np.asarray(x, dtype=np.float32)
-    if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise InvalidArgumentError(f"{what} must be a non-empty (n, d) matrix; got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)):
-        raise InvalidArgumentError(f"{what} contains NaN or infinite values")
-    return arr
+_POWER = -0.5  # full whitening: divide each axis by its standard deviation
 
 
 class PCAWhitening:
@@ -32,20 +27,30 @@ class PCAWhitening:
         self.mean = None if mean is None else np.asarray(mean, dtype=np.float32)
         self.components = None if components is None else np.asarray(components, dtype=np.float32)
         self.scale = None if scale is None else np.asarray(scale, dtype=np.float32)
+        self._transform = None
+        if self.components is not None:
+            # rows of the projection = unit axes times their scale; the scale is variance ** -0.5
+            matrix = self.components * self.scale[:, None]
+            self._transform = PCATransform(self.mean, matrix, self.scale.astype(np.float64) ** -2,
+                                           power=_POWER)
 
     @property
     def is_trained(self) -> bool:
-        return self.components is not None
+        return self._transform is not None
+
+    @property
+    def transform(self) -> PCATransform:
+        """The underlying :class:`PCATransform` (what ``apply`` runs)."""
+        self._require()
+        return self._transform
 
     @property
     def dim_in(self) -> int:
-        self._require()
-        return int(self.components.shape[1])
+        return self.transform.dim_in
 
     @property
     def dim_out(self) -> int:
-        self._require()
-        return int(self.components.shape[0])
+        return self.transform.dim_out
 
     def _require(self) -> None:
         if not self.is_trained:
@@ -53,34 +58,31 @@ class PCAWhitening:
 
     @classmethod
     def fit(cls, x, dim: int | None = None, *, eps: float = 1e-6, seed: int = 0) -> "PCAWhitening":
-        """Learn the whitening from descriptors ``x`` (n, d); ``dim`` keeps the top components."""
-        from sklearn.decomposition import PCA  # only needed to learn, not to apply
+        """Learn the whitening from descriptors ``x`` (n, d); ``dim`` keeps the top components.
 
-        arr = _as_matrix(x, "whitening training data")
+        ``eps`` is added to every variance so that near-zero variance directions (e.g. n < d) do
+        not blow up. ``seed`` is kept for compatibility: the fit is deterministic."""
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise InvalidArgumentError(f"whitening training data must be a non-empty (n, d) matrix; got shape {arr.shape}")
+        if not np.all(np.isfinite(arr)):
+            raise InvalidArgumentError("whitening training data contains NaN or infinite values")
         n, d = arr.shape
         max_dim = min(n, d)
         if dim is None:
             dim = max_dim
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or not 1 <= dim <= max_dim:
             raise InvalidArgumentError(f"dim must be an integer in 1..min(n, d)={max_dim}; got {dim!r}")
-        pca = PCA(n_components=int(dim), whiten=False, svd_solver="full", random_state=seed).fit(arr)
-        # sklearn's whiten divides by sqrt(explained_variance_); we add eps so that near-zero
-        # variance directions (e.g. n < d) do not blow up to infinity.
-        scale = 1.0 / np.sqrt(pca.explained_variance_ + eps)
-        return cls(pca.mean_, pca.components_, scale)
+        t = PCATransform.fit(arr, int(dim), power=_POWER, eps=eps)
+        scale = (t.eigenvalues.astype(np.float64) + eps) ** _POWER
+        return cls(t.mean, t.matrix / scale[:, None].astype(np.float32), scale)
 
     def apply(self, x) -> np.ndarray:
         """Whiten (n, d_in) or (d_in,) descriptors -> L2-normalised float32 (n, dim_out) or (dim_out,)."""
-        self._require()
         arr = np.asarray(x, dtype=np.float32)
-        single = arr.ndim == 1
-        arr2 = arr[None] if single else arr
-        if arr2.ndim != 2 or arr2.shape[1] != self.dim_in:
+        if arr.ndim not in (1, 2) or arr.shape[-1] != self.dim_in:
             raise InvalidArgumentError(f"whitening expects vectors of dimension {self.dim_in}; got shape {arr.shape}")
-        y = ((arr2 - self.mean) @ self.components.T) * self.scale
-        y /= np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-        y = y.astype(np.float32, copy=False)
-        return y[0] if single else y
+        return self._transform.apply(arr)
 
     __call__ = apply
 

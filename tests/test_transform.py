@@ -60,6 +60,23 @@ def test_eigenvalue_power_matches_numpy_svd():
     np.testing.assert_allclose(_align_signs(t.apply(x), ref), ref, atol=2e-4)
 
 
+def test_additive_eps_regularises_every_variance():
+    # PCAWhitening's regulariser: scale (eigenvalue + eps) ** power, not the relative floor
+    x = _pixel_patches().astype(np.float64)
+    xc = x - x.mean(axis=0)
+    _, s, vt = np.linalg.svd(xc, full_matrices=False)
+    eig = s[:10] ** 2 / (len(x) - 1)
+    eps = float(eig[-1])  # large enough to change the relative weights of the axes
+    ref = _l2n(xc @ vt[:10].T * (eig + eps) ** -0.5)
+    got = PCATransform.fit(x, 10, power=-0.5, eps=eps).apply(x)
+    np.testing.assert_allclose(_align_signs(got, ref), ref, atol=2e-4)
+    plain = _l2n(xc @ vt[:10].T * eig ** -0.5)
+    assert np.abs(_align_signs(got, plain) - plain).max() > 1e-2
+    for bad in (-1.0, float("nan"), "0.1", True):
+        with pytest.raises(InvalidArgumentError, match="eps"):
+            PCATransform.fit(x, 10, power=-0.5, eps=bad)
+
+
 def test_dict_round_trip_and_corruption():
     x = _pixel_patches(500)
     t = PCATransform.fit(x, 8, power=-0.5)
