@@ -139,6 +139,27 @@ def test_pq_index_from_a_path_list(photos, tmp_path, capsys, default_model_path)
     assert info["bytes_per_image"] == pytest.approx(30 * 16 + 8) and info["mode"] == "single_pass"
 
 
+@pytest.mark.parametrize("pca, opq", [(["--pca-dim", "32"], True),
+                                       (["--pca-dim", "32", "--pca-power", "0", "--opq", "none"], False),
+                                       (["--pca-dim", "none"], None)])
+def test_index_transform_options_reach_the_stored_index(pca, opq, photos, tmp_path, capsys,
+                                                        default_model_path):
+    out = tmp_path / "pca.ptch"
+    status, stdout, _ = _run(capsys, ["index", str(photos), "--out", str(out), "--pq",
+                                      "m=8,nbits=4", "--model", str(default_model_path),
+                                      "--threads", "2", *pca])
+    assert status == 0 and "indexed 4 images" in stdout
+    info = json.loads(_run(capsys, ["info", str(out)])[1])
+    if opq is None:
+        assert info["transform"] is None
+    else:
+        t = info["transform"]
+        assert (t["dim"], t["opq"], t["auto"]) == (32, opq, False)
+        assert t["power"] == (0.0 if "--pca-power" in pca else -0.5)
+    status, stdout, _ = _run(capsys, ["search", str(out), str(photos / "rocket.jpg"), "--json"])
+    assert status == 0 and json.loads(stdout)["hits"][0]["image"] == "rocket.jpg"
+
+
 @pytest.mark.parametrize("argv_tail, message", [
     (["search", "{missing}", "{q}"], "not found"),
     (["search", "{corrupt}", "{q}"], "truncated"),
@@ -170,6 +191,11 @@ def test_bad_option_values_exit_2_with_usage(index_file, capsys):
         main(["index", "x", "--out", "y", "--pq", "m=abc"])
     assert exc.value.code == 2
     assert "m=M,nbits=B" in capsys.readouterr().err
+    for bad in (["--pca-dim", "0"], ["--pca-dim", "half"], ["--opq", "yes"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["index", "x", "--out", "y", *bad])
+        assert exc.value.code == 2
+        assert ("'auto' or 'none'" if bad[0] == "--pca-dim" else "invalid choice") in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["search", str(index_file), "q.jpg", "--box", "1,2,3"])
     assert exc.value.code == 2

@@ -20,6 +20,16 @@ def parse_pq(text: str) -> dict:
     return out
 
 
+def parse_pca_dim(text: str):
+    """``"auto"`` -> "auto", ``"none"`` -> None, ``"256"`` -> 256 (ImageIndex.build's pca_dim)."""
+    low = text.strip().lower()
+    if low in ("auto", "none"):
+        return None if low == "none" else "auto"
+    if low.isdigit() and int(low) > 0:
+        return int(low)
+    raise argparse.ArgumentTypeError(f"expected a positive integer, 'auto' or 'none', got {text!r}")
+
+
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "index", help="build an index from a folder of images",
@@ -43,7 +53,19 @@ def add_parser(subparsers) -> None:
     p.add_argument("--train-on", choices=("patches", "global"), default="patches",
                    help="PQ codebooks trained on patch descriptors (default) or whole-image ones")
     p.add_argument("--train-size", type=int, default=65536, metavar="N",
-                   help="at most N training vectors for the PQ codebooks")
+                   help="at most N training vectors for the PQ codebooks (and the PCA)")
+    p.add_argument("--pca-dim", type=parse_pca_dim, default="auto", metavar="N|auto|none",
+                   help="project patches and queries onto N principal axes learned on the "
+                        "training sample before storing them; auto (default): PQ stores get "
+                        "256 whitened axes when the model's dimension is larger, m divides 256 "
+                        "and the sample holds >= 2048 vectors, flat stores stay exact; none: "
+                        "store the model's descriptors")
+    p.add_argument("--pca-power", type=float, default=-0.5, metavar="P",
+                   help="eigenvalue power of the PCA, in [-1, 0]: 0 = rotation only, "
+                        "-0.5 = full whitening (default)")
+    p.add_argument("--opq", choices=("auto", "none"), default="auto",
+                   help="auto (default): PQ stores with a PCA also learn an OPQ rotation "
+                        "(better recall, longer training); none: PCA only")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="threads for the model and the search core (default: all cores)")
     p.set_defaults(func=run)
@@ -77,6 +99,8 @@ def run(args) -> int:
     index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
                              pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
                              train_on=args.train_on, train_size=args.train_size,
+                             pca_dim=args.pca_dim, pca_power=args.pca_power,
+                             opq=False if args.opq == "none" else "auto",
                              num_threads=args.threads, progress=True)
     index.save(args.out)
     seconds = time.perf_counter() - start
