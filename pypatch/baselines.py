@@ -17,6 +17,7 @@ from typing import Callable
 import numpy as np
 
 from pypatch.datasets.benchmark import Benchmark, Query
+from pypatch.grid import PatchGrid
 
 __all__ = ["HistogramRanker", "BUILTIN_RANKERS"]
 
@@ -25,17 +26,15 @@ _MAX_SIDE = 256  # images are shrunk before histogramming (speed); boxes map bac
 
 
 def _load_rgb(path: Path, box=None):
+    """The shared loader (pypatch.imageio: EXIF, mode policy, typed errors), optionally cropped
+    to ``box``, shrunk with PIL to at most _MAX_SIDE; returns (uint8 array, full (w, h))."""
     from PIL import Image
 
-    from pypatch.errors import ImageError
+    from pypatch.imageio import load_image
 
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if box is not None:
-                im = im.crop(tuple(int(v) for v in box))
-    except OSError as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
+    im = load_image(path)
+    if box is not None:
+        im = im.crop(tuple(int(v) for v in box))
     full = im.size
     if max(full) > _MAX_SIDE:
         f = _MAX_SIDE / max(full)
@@ -54,16 +53,6 @@ def _hist(bins: np.ndarray) -> np.ndarray:
     return h / n if n > 0 else h
 
 
-def _grid_cells(w: int, h: int, levels: int) -> list[tuple[int, int, int, int]]:
-    """Non-overlapping n x n grids for n = 1..levels+1 (1/5/14/30 cells for L0..L3)."""
-    cells = []
-    for n in range(1, levels + 2):
-        xs = [round(i * w / n) for i in range(n + 1)]
-        ys = [round(i * h / n) for i in range(n + 1)]
-        cells += [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(n) for i in range(n)]
-    return cells
-
-
 class HistogramRanker:
     """Colour-histogram retrieval over the grid pyramid (``levels=0``: one global histogram).
 
@@ -80,12 +69,18 @@ class HistogramRanker:
             arr, (fw, fh) = _load_rgb(d.image)
             bins = _bin_map(arr)
             h, w = bins.shape
-            for (x0, y0, x1, y1) in _grid_cells(w, h, self.levels):
+            # the index's own grid (pypatch.grid) on the full-size image; a tiny image gets
+            # only the levels it has pixels for
+            grid = PatchGrid(levels=min(self.levels, min(fw, fh) - 1))
+            for box in grid.boxes(fw, fh).tolist():
+                # the cell on the shrunk bin map (boxes are x1/y1 exclusive)
+                x0, x1 = round(box[0] * w / fw), round(box[2] * w / fw)
+                y0, y1 = round(box[1] * h / fh), round(box[3] * h / fh)
                 if x1 <= x0 or y1 <= y0:
                     continue
                 descs.append(_hist(bins[y0:y1, x0:x1]))
                 owner.append(i)
-                boxes.append((round(x0 * fw / w), round(y0 * fh / h), round(x1 * fw / w), round(y1 * fh / h)))
+                boxes.append(tuple(box))
         self.descs = np.stack(descs) if descs else np.zeros((0, _HIST_BINS ** 3), np.float32)
         self.owner = np.asarray(owner, dtype=np.int64)
         self.boxes = boxes
