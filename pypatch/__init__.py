@@ -22,6 +22,7 @@ _LAZY = {
     "Embedder": "pypatch.embedder",
     "PatchGrid": "pypatch.grid",
     "PCAWhitening": "pypatch.whitening",
+    "PCATransform": "pypatch.transform",  # the one PCA (PCAWhitening and ImageIndex(pca_dim=))
     # image-level index (issue 5)
     "ImageIndex": "pypatch.image_index",
     "SearchHit": "pypatch.results",
@@ -39,7 +40,7 @@ _LAZY = {
 }
 _SUBMODULES = {
     "metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli", "evaluation",
-    "benchgen", "models", "rerank", "refine", "whitening", "image_index", "report",
+    "benchgen", "models", "rerank", "refine", "whitening", "transform", "image_index", "report",
 }
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
