@@ -8,45 +8,45 @@ back to the user's world: ids, paths, image sizes, the grid, the model identity.
 
 Everything is saved as ONE file: the native index file, with this class's state in its JSON
 ``metadata`` (see :data:`META_FORMAT`), including the learned pre-transform (whitened PCA, and
-OPQ for PQ stores: :mod:`pypatch.transform`) that database patches and queries go through. Boxes are not stored: the grid is a pure function of
-(image size, grid settings, patch ordinal), so boxes are recomputed for the returned hits only.
+OPQ for PQ stores: :mod:`pypatch.transform`) that database patches and queries go through.
+Boxes are not stored: the grid is a pure function of (image size, grid settings, patch
+ordinal), so boxes are recomputed for the returned hits only.
+
+This module is the facade; the parts live in :mod:`pypatch.index_meta` (the saved metadata,
+written and checked), :mod:`pypatch.index_model` (the model the index was built with) and
+:mod:`pypatch.store_training` (PQ codebooks and pre-transform training).
 """
 from __future__ import annotations
 
 import logging
 import os
 import sys
-import warnings
 from typing import Optional, Sequence
 
 import numpy as np
 
-from pypatch.errors import (
-    PypatchError,
-    IndexFormatError,
-    InvalidArgumentError,
-    ModelMismatchError,
-    NotTrainedError,
-)
+from pypatch.errors import IndexFormatError, InvalidArgumentError, NotTrainedError
+from pypatch.index_meta import META_FORMAT  # noqa: F401  (callers import it from here)
+from pypatch.index_meta import (META_KEY, grid_from_dict, new_meta, read_meta, saved_meta,
+                                transform_from_meta, transform_summary)
+from pypatch.index_model import check_model, model_info, new_embedder, recorded_model_location
 from pypatch.results import SearchHit
 from pypatch.sources import SourceItem, iter_source
+from pypatch.store_training import (check_pq, new_patch_index, train_settings, train_store,
+                                    training_rows, transform_spec)
 
 log = logging.getLogger("pypatch")
 
-META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
-META_FORMAT = 2  # 2: may hold a learned pre-transform (files without one are still written as 1)
 STORES = ("pq", "flat", "flat16")
 MODES = ("crop", "single_pass")
 TRAIN_ON = ("patches", "global")
-# Identity of a model: two cards equal on these keys produce the same descriptors.
-_CARD_IDENTITY = ("name", "source", "weights_sha256", "dim", "input_size", "pooling", "gem_p",
-                  "mean", "std", "interpolation", "l2_normalized")
 _CHUNK_IMAGES = 64  # images embedded before each add() to the native index
 _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
 # pca_dim="auto" (PQ stores): whitened PCA to AUTO_PCA_DIM dims before PQ. On the offline
 # benchmark (D=1280, L3, 1000 images) PQ m=32 went from 47.2 to 62.7 mAP (flat: 61.3). Used only
 # when the model's dimension is larger, pq_m divides it, and the training sample holds at least
-# AUTO_PCA_MIN_TRAIN vectors (a covariance from fewer is too noisy to whiten by).
+# AUTO_PCA_MIN_TRAIN vectors (a covariance from fewer is too noisy to whiten by). They are read
+# from this module at call time (pypatch.store_training gets them as arguments).
 AUTO_PCA_DIM = 256
 AUTO_PCA_POWER = -0.5
 AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
@@ -74,8 +74,8 @@ class ImageIndex:
         self._removed: set = set(meta.get("removed", []))
         for i in self._removed:
             self._row.pop(self._ids[i], None)
-        self._grid = _grid_from_dict(meta["regions"]["grid"])
-        self._transform = _transform_from_meta(meta.get("transform"))
+        self._grid = grid_from_dict(meta["regions"]["grid"])
+        self._transform = transform_from_meta(meta.get("transform"))
         self._grid_cache: dict = {}
         self._model_override = model
         self._embedder = embedder
@@ -122,39 +122,19 @@ class ImageIndex:
         _check_choice("train_on", train_on, TRAIN_ON)
         grid, regions_spec = _make_grid(regions)
         if embedder is None:
-            embedder = _new_embedder(model, num_threads)
-        model_info = _model_info(embedder, model)
+            embedder = new_embedder(model, num_threads)
         dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
-        transform = None
-        if not (opq is True or opq is False or opq == "auto"):
-            raise InvalidArgumentError(f"opq: expected True, False or 'auto', got {opq!r}")
-        auto = isinstance(pca_dim, str) and pca_dim == "auto"
-        if auto:
-            use = (store == "pq" and dim > AUTO_PCA_DIM and isinstance(pq_m, (int, np.integer))
-                   and not isinstance(pq_m, bool) and pq_m > 0 and AUTO_PCA_DIM % pq_m == 0)
-            pca_dim = AUTO_PCA_DIM if use else None
-        if pca_dim is not None:
-            from pypatch.transform import KIND, check_dim, check_power
-
-            check_dim(pca_dim, dim)
-            check_power(pca_power)
-            _check_train_size(train_size, 2)
-            transform = {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
-                         "train_size": int(train_size), "seed": int(seed), "auto": auto,
-                         "opq": opq is not False and store == "pq"}
-        stored_dim = dim if transform is None else int(pca_dim)
+        transform = transform_spec(pca_dim, pca_power, opq, store=store, pq_m=pq_m, dim=dim,
+                                   train_size=train_size, seed=seed, auto_dim=AUTO_PCA_DIM)
+        stored_dim = dim if transform is None else transform["dim"]
         if store == "pq":
-            _check_pq(stored_dim, pq_m, pq_nbits, train_size)
+            check_pq(stored_dim, pq_m, pq_nbits, train_size)
             store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
                               train_size=int(train_size), seed=int(seed))
-        meta = {
-            "format": META_FORMAT, "ids": [], "paths": [], "sizes": [], "removed": [],
-            "regions": {"spec": regions_spec, "grid": _grid_to_dict(grid)},
-            "mode": mode, "store": store_info, "model": model_info, "dim": dim,
-            "transform": transform,
-        }
-        self = cls(_new_patch_index(stored_dim, store_info), meta, model=model,
+        meta = new_meta(grid=grid, regions_spec=regions_spec, mode=mode, store=store_info,
+                        model=model_info(embedder, model), dim=dim, transform=transform)
+        self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
                    embedder=embedder, num_threads=num_threads)
         self._grid = grid
         self._ingest(source, progress=progress, training=(store == "pq" or transform is not None))
@@ -211,7 +191,7 @@ class ImageIndex:
                 pending_bytes += vectors.nbytes
                 if training:
                     train_count += self._train_vectors_count(vectors, size)
-                    if (train_count >= self._train_settings()[1]
+                    if (train_count >= train_settings(self._meta)[1]
                             or pending_bytes >= _TRAIN_BUFFER_BYTES):
                         self._train(pending)
                         training = False
@@ -235,63 +215,17 @@ class ImageIndex:
             log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
                         *self.skipped[0])
 
-    def _train_settings(self) -> tuple:
-        """(train_on, train_size, seed) of the PQ codebooks, else of the transform alone."""
-        store = self._meta["store"]
-        if store["kind"] == "pq":
-            return store["train_on"], store["train_size"], store["seed"]
-        spec = self._meta["transform"]
-        return "patches", spec["train_size"], spec["seed"]
-
     def _train_vectors_count(self, vectors, size) -> int:
-        if self._train_settings()[0] == "global":
-            return int(np.count_nonzero(self._cells(size)[1] == 0))
-        return len(vectors)
+        return len(training_rows(self._meta, vectors, self._cells(size)[1]))
 
     def _train(self, pending: list) -> None:
         """Fit the pre-transform (if any), then the PQ codebooks (if any), on one sample."""
-        store = self._meta["store"]
-        train_on, train_size, seed = self._train_settings()
-        if train_on == "global":
-            parts = [v[self._cells(size)[1] == 0] for _, v, size in pending]
-        else:
-            parts = [v for _, v, _ in pending]
-        x = np.concatenate(parts) if parts else np.zeros((0, self._meta["dim"]), np.float32)
-        need = (1 << store["nbits"]) if store["kind"] == "pq" else 2
-        if len(x) < need:
-            what = (f"PQ with nbits={store['nbits']}" if store["kind"] == "pq"
-                    else "the PCA transform")
-            raise InvalidArgumentError(
-                f"{what} needs at least {need} training vectors "
-                f"(train_on={train_on!r}); the source gave {len(x)}: add images, "
-                f"use more regions, or store='flat' without pca_dim")
-        if len(x) > train_size:
-            rng = np.random.default_rng(seed)
-            x = x[np.sort(rng.choice(len(x), train_size, replace=False))]
-        spec = self._meta.get("transform")
-        if spec is not None and spec.get("auto") and len(x) < AUTO_PCA_MIN_TRAIN:
-            # too few vectors to whiten by: PQ on the model's descriptors (nothing added yet)
-            log.info("pca_dim='auto': %d training vectors < %d, no PCA", len(x),
-                     AUTO_PCA_MIN_TRAIN)
-            self._meta["transform"] = spec = None
-            self._index = _new_patch_index(self._meta["dim"], store)
-        if spec is not None:
-            from pypatch.transform import PCATransform
-
-            self._transform = PCATransform.fit(x, spec["dim"], spec["power"])
-            if spec.get("opq") and store["kind"] == "pq":
-                from pypatch.transform import fit_opq_rotation
-
-                rotation = fit_opq_rotation(self._transform.apply(x), store["m"],
-                                            nbits=store["nbits"], seed=seed,
-                                            num_threads=self._num_threads)
-                self._transform = self._transform.rotated(rotation)
-            spec["fitted"] = self._transform.to_dict()
-            spec["trained_on_vectors"] = int(len(x))
-            x = self._transform.apply(x)
-        if store["kind"] == "pq":
-            self._index.train(np.ascontiguousarray(x), seed=seed, num_threads=self._num_threads)
-            store["trained_on_vectors"] = int(len(x))
+        parts = [training_rows(self._meta, v, self._cells(size)[1]) for _, v, size in pending]
+        self._index, transform = train_store(self._meta, self._index, parts,
+                                             min_auto_train=AUTO_PCA_MIN_TRAIN,
+                                             num_threads=self._num_threads)
+        if transform is not None:
+            self._transform = transform
 
     def to_stored(self, vectors) -> np.ndarray:
         """Model descriptors (n, D) or (D,) -> the vectors this index stores and searches
@@ -353,12 +287,7 @@ class ImageIndex:
         self.compact()
         from pypatch import __version__
 
-        meta = dict(self._meta)
-        meta.update(ids=self._ids, paths=self._paths, sizes=[list(s) for s in self._sizes],
-                    removed=[], pypatch_version=__version__,
-                    # a pypatch that cannot apply the transform must refuse the file, not
-                    # search with untransformed queries: it rejects formats above its own
-                    format=2 if meta.get("transform") else 1)
+        meta = saved_meta(self._meta, self._ids, self._paths, self._sizes, __version__)
         self._index.metadata = {META_KEY: meta}
         self._index.save(os.fspath(path))
 
@@ -377,14 +306,7 @@ class ImageIndex:
         if os.path.isdir(path):
             raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
         patch_index = PatchIndex.load(path, mmap=mmap)
-        metadata = getattr(patch_index, "metadata", None) or {}
-        meta = metadata.get(META_KEY) if isinstance(metadata, dict) else None
-        if not isinstance(meta, dict):
-            raise IndexFormatError(
-                f"{path!r} is a vector-level PatchIndex without image metadata; open it with "
-                f"pypatch.PatchIndex.load")
-        _check_meta(meta, len(patch_index), path)
-        _check_transform_meta(meta, int(patch_index.dim), path)
+        meta = read_meta(patch_index, path)
         return cls(patch_index, meta, model=model, num_threads=num_threads)
 
     # ------------------------------------------------------------------ search
@@ -528,7 +450,7 @@ class ImageIndex:
             "bytes_per_image": round(live_patches * per_patch / n_live + 8, 1) if n_live else 0.0,
             "dim": self._meta["dim"],
             "stored_dim": int(self._index.dim),
-            "transform": _transform_summary(self._meta.get("transform")),
+            "transform": transform_summary(self._meta.get("transform")),
             "regions": self._meta["regions"]["spec"],
             "mode": self._meta["mode"],
             "store": store,
@@ -560,8 +482,8 @@ class ImageIndex:
         if self._embedder is None:
             spec = self._model_override
             if spec is None:
-                spec = _recorded_model_location(self._meta["model"])
-            embedder = _new_embedder(spec, self._num_threads)
+                spec = recorded_model_location(self._meta["model"])
+            embedder = new_embedder(spec, self._num_threads)
             check_model(self._meta["model"], embedder)
             self._embedder = embedder
         return self._embedder
@@ -573,102 +495,6 @@ class ImageIndex:
 
 
 # ---------------------------------------------------------------------- module helpers
-def check_model(recorded: dict, embedder) -> None:
-    """Raise ModelMismatchError unless ``embedder`` runs the model the index was built with.
-
-    Cards must agree on the identity keys (name, weights sha256, input size, pooling, ...).
-    When the file's own sha256 differs but the card matches (the same weights re-exported),
-    a warning is issued: features may differ at float precision."""
-    card = dict(embedder.model_card)
-    ref = recorded.get("card", {})
-    for key in _CARD_IDENTITY:
-        if _norm(card.get(key)) != _norm(ref.get(key)):
-            raise ModelMismatchError(
-                f"the index was built with model {ref.get('name')!r} "
-                f"({key}={ref.get(key)!r}) but the embedder runs {card.get('name')!r} "
-                f"({key}={card.get(key)!r}); search with the index's model")
-    path = _embedder_model_path(embedder)
-    if path is not None and recorded.get("sha256"):
-        sha = _file_sha256(path)
-        if sha != recorded["sha256"]:
-            warnings.warn(
-                f"model file {path} (sha256 {sha[:12]}) is not the file the index was built "
-                f"with (sha256 {recorded['sha256'][:12]}), although the model cards match",
-                stacklevel=3)
-
-
-def _norm(value):
-    if isinstance(value, (list, tuple)):
-        return [_norm(v) for v in value]
-    if isinstance(value, float):
-        return round(value, 6)
-    return value
-
-
-def _model_info(embedder, model) -> dict:
-    card = dict(embedder.model_card)
-    path = _embedder_model_path(embedder)
-    if path is None and model is not None and os.path.isfile(os.fspath(model)):
-        path = os.path.abspath(os.fspath(model))
-    spec = None if model is None else os.fspath(model)
-    return {"name": card.get("name"), "spec": spec,
-            "path": None if path is None else str(path),
-            "sha256": None if path is None else _file_sha256(path), "card": card}
-
-
-def _recorded_model_location(recorded: dict):
-    """Where to find the index's model again: the recorded file if it still exists,
-    else the name it was given (resolved through the model registry/cache)."""
-    path = recorded.get("path")
-    if path and os.path.isfile(path):
-        return path
-    spec = recorded.get("spec")
-    if spec and not spec.endswith(".onnx"):
-        return spec
-    if spec is None:
-        return None  # the offline default
-    return recorded.get("name") or spec
-
-
-def _embedder_model_path(embedder):
-    for attr in ("model_path", "path"):
-        value = getattr(embedder, attr, None)
-        if isinstance(value, (str, os.PathLike)) and os.path.isfile(os.fspath(value)):
-            return os.path.abspath(os.fspath(value))
-    return None
-
-
-_SHA_CACHE: dict = {}
-
-
-def _file_sha256(path) -> str:
-    """sha256 of a model file, memoised per (path, size, mtime): models are ~10-300 MB."""
-    from pypatch.models import file_sha256
-
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = file_sha256(path)
-    return _SHA_CACHE[key]
-
-
-def _new_embedder(model, num_threads):
-    from pypatch.embedder import Embedder
-
-    return Embedder(model=model, num_threads=num_threads)
-
-
-def _new_patch_index(dim: int, store: dict):
-    from pypatch.index import PatchIndex
-
-    if store["kind"] == "pq":
-        from pypatch.pq import ProductQuantizer
-
-        return PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]))
-    dtype = "float16" if store["kind"] == "flat16" else "float32"
-    return PatchIndex(dim, pq=None, flat_dtype=dtype)
-
-
 def _make_grid(regions):
     """(PatchGrid, spec string) from a regions argument ("L3", "rmac", ... or a PatchGrid)."""
     from pypatch.grid import parse_regions
@@ -679,16 +505,6 @@ def _make_grid(regions):
         # cannot follow images of different sizes.
         raise InvalidArgumentError("regions: custom boxes are not supported by ImageIndex")
     return grid, regions if isinstance(regions, str) else repr(grid)
-
-
-def _grid_to_dict(grid) -> dict:
-    return grid.to_dict()
-
-
-def _grid_from_dict(d: dict):
-    from pypatch.grid import PatchGrid
-
-    return PatchGrid.from_dict(d)
 
 
 def _bytes_per_patch(store: dict, dim: int) -> float:
@@ -705,73 +521,6 @@ def _check_choice(name, value, choices) -> None:
 def _check_k(k) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidArgumentError(f"k: expected a positive integer, got {k!r}")
-
-
-def _check_pq(dim, m, nbits, train_size) -> None:
-    if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 or dim % m:
-        raise InvalidArgumentError(
-            f"pq_m: expected a divisor of the stored dimension {dim} (the model's, or "
-            f"pca_dim), got {m!r}")
-    if nbits not in (4, 8):
-        raise InvalidArgumentError(f"pq_nbits: expected 4 or 8, got {nbits!r}")
-    _check_train_size(train_size, 1 << nbits)
-
-
-def _check_train_size(train_size, minimum: int) -> None:
-    if (isinstance(train_size, bool) or not isinstance(train_size, (int, np.integer))
-            or train_size < minimum):
-        raise InvalidArgumentError(
-            f"train_size: expected an integer >= {minimum}, got {train_size!r}")
-
-
-def _transform_from_meta(spec):
-    """The fitted transform recorded in ``meta["transform"]`` (None before fitting / unused)."""
-    if not spec or "fitted" not in spec:
-        return None
-    from pypatch.transform import PCATransform
-
-    return PCATransform.from_dict(spec["fitted"], where="image metadata transform")
-
-
-def _transform_summary(spec):
-    if not spec:
-        return None
-    return {k: v for k, v in spec.items() if k != "fitted"}
-
-
-def _check_transform_meta(meta: dict, native_dim: int, path) -> None:
-    """The stored transform must exist when declared and map the model's D to the native dim."""
-    spec = meta.get("transform")
-    if not spec:
-        if native_dim != meta["dim"]:
-            raise IndexFormatError(f"{path!r}: the index stores {native_dim}-dim vectors but "
-                                   f"the model gives {meta['dim']} and no transform is recorded")
-        return
-    if not isinstance(spec, dict) or "fitted" not in spec:
-        raise IndexFormatError(f"{path!r}: image metadata declares a transform but holds no "
-                               f"fitted matrix")
-    t = _transform_from_meta(spec)
-    if t.dim_in != meta["dim"] or t.dim_out != native_dim or spec.get("dim") != native_dim:
-        raise IndexFormatError(
-            f"{path!r}: stored transform maps {t.dim_in} -> {t.dim_out} dims but the model "
-            f"gives {meta['dim']} and the index stores {native_dim}")
-
-
-def _check_meta(meta: dict, n_native: int, path) -> None:
-    keys = ("format", "ids", "paths", "sizes", "regions", "mode", "store", "model", "dim")
-    missing = [k for k in keys if k not in meta]
-    if missing:
-        raise IndexFormatError(f"{path!r}: image metadata lacks {', '.join(missing)}")
-    if meta["format"] > META_FORMAT:
-        from pypatch.errors import IndexVersionError
-
-        raise IndexVersionError(
-            f"{path!r}: image metadata format {meta['format']} is newer than this pypatch "
-            f"(supports {META_FORMAT}); upgrade pypatch")
-    if not (len(meta["ids"]) == len(meta["paths"]) == len(meta["sizes"]) == n_native):
-        raise IndexFormatError(
-            f"{path!r}: image metadata lists {len(meta['ids'])} images but the index holds "
-            f"{n_native}")
 
 
 def _describe(item: SourceItem) -> str:
