@@ -25,6 +25,8 @@ CARD_KEYS = (
     "crop_pct", "dim", "pooling", "gem_p", "l2_normalized", "feature_stride", "opset",
     "versions", "weights_sha256", "license",
 )
+# What an Embedder needs to preprocess, run and pool a model (a subset of CARD_KEYS).
+RUNTIME_CARD_KEYS = ("input_size", "mean", "std", "interpolation", "dim", "pooling")
 EXPORT_EXTRA = ("torch", "timm", "onnx")
 
 
@@ -149,7 +151,15 @@ def read_model_card(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ModelNotFoundError(f"model file not found: {path}")
-    props = _metadata_props(path)
+    return parse_model_card(_metadata_props(path), path)
+
+
+def parse_model_card(props, path, required=CARD_KEYS) -> dict:
+    """The model card in an ONNX model's metadata ``props`` (key -> string) of file ``path``.
+
+    The card must be there, be a JSON object and hold the ``required`` keys; when ``format`` is
+    required it must be the format this pypatch reads. ``Embedder`` passes its loaded session's
+    metadata with :data:`RUNTIME_CARD_KEYS` (so the file is not parsed a second time)."""
     if CARD_KEY not in props:
         raise InvalidArgumentError(
             f"{path} has no pypatch model card (ONNX metadata key {CARD_KEY!r}); export the "
@@ -158,10 +168,12 @@ def read_model_card(path) -> dict:
         card = json.loads(props[CARD_KEY])
     except ValueError as exc:
         raise InvalidArgumentError(f"{path}: model card is not valid JSON ({exc})") from exc
-    missing = [k for k in CARD_KEYS if not isinstance(card, dict) or k not in card]
+    missing = [k for k in required if not isinstance(card, dict) or k not in card]
     if missing:
         raise InvalidArgumentError(f"{path}: model card lacks {', '.join(missing)}")
-    if card["format"] != CARD_FORMAT:
+    if not isinstance(card, dict):
+        raise InvalidArgumentError(f"{path}: model card is not a JSON object")
+    if "format" in required and card["format"] != CARD_FORMAT:
         raise InvalidArgumentError(f"{path}: model card format {card['format']!r} is not "
                                    f"supported (this pypatch reads format {CARD_FORMAT})")
     return card
@@ -189,5 +201,6 @@ def _metadata_props(path: Path) -> dict:
 
 __all__ = [
     "DEFAULT_MODEL", "CARD_KEY", "cache_dir", "registry", "cached_model_path", "resolve_model",
-    "export_model", "export_available", "read_model_card", "file_sha256",
+    "export_model", "export_available", "read_model_card", "parse_model_card", "file_sha256",
+    "RUNTIME_CARD_KEYS",
 ]
