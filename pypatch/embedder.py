@@ -1,14 +1,11 @@
 """The Embedder: images -> L2-normalised patch and query descriptors with an ONNX backbone.
 
-Runs an onnxruntime CPU session configured on purpose (graph optimisations ALL, sequential,
-``inter_op=1``, ``intra_op`` = ``num_threads`` or the physical cores this process may use, spinning
-off so idle ORT threads do not burn the cores our search pool needs). Never imports torch.
+Runs an onnxruntime CPU session configured on purpose (:mod:`pypatch.ort_session`). Never
+imports torch.
 
 Preprocessing comes from the model card (see ``pypatch.models``): each box is cropped from the
-RGB image, resized with Pillow to the card's input size with the card's interpolation (no centre
-crop, so the reported box is exactly what was embedded), scaled to [0, 1], normalised with the
-card's mean/std and laid out NCHW. For a whole image this equals timm's eval transform with
-``crop_pct=1.0``.
+RGB image, resized to the card's input size and normalised as timm's eval transform with
+``crop_pct=1.0`` does (:mod:`pypatch.preprocess`).
 
 Two extraction modes:
 
@@ -19,230 +16,33 @@ Two extraction modes:
   cells fall on whole feature cells). Each box is mapped to feature-map coordinates and pooled with
   the card's pooling (GeM with its p, or average; CLS models use the average of their tokens),
   weighting each feature cell by its overlap with the box; a box narrower than a feature cell
-  pools the cell holding its centre. Models with a static input size run single-pass at their own input size.
+  pools the cell holding its centre (:mod:`pypatch.roi_pool`). Models with a static input size
+  run single-pass at their own input size.
   A query meant for a single-pass database is embedded at the side of the finest cell (96 for L3 at
   S=384, see ``Embedder.query_size``) so that it is seen at the scale the cells were seen at.
 """
 from __future__ import annotations
 
-import json
-import os
 import queue
 import sys
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
-from pypatch.errors import (InvalidArgumentError, InvalidTypeError, ModelNotFoundError,
-                            PypatchError)
+# Names below that this module does not use itself are imported from here by callers and tests.
+from pypatch.embed_results import EmbedResults, PatchEmbedding, Prepared, SkippedImage
+from pypatch.errors import InvalidArgumentError, PypatchError
 from pypatch.grid import PatchGrid, check_boxes, parse_regions
 from pypatch.imageio import DEFAULT_MAX_PIXELS, describe, load_image
+from pypatch.models import CARD_KEY  # noqa: F401
+from pypatch.ort_session import (check_threads, make_session, physical_cores,  # noqa: F401
+                                 read_session_card, resolve_model_file)
+from pypatch.preprocess import RESAMPLE, l2_normalize, preprocess_boxes, query_box
+from pypatch.roi_pool import roi_pool
 
-CARD_KEY = "pypatch.model_card"
 MODES = ("crop", "single_pass")
-_GEM_EPS = 1e-6  # timm's GeM clamp
-
-
-# --------------------------------------------------------------------------- threads and session
-def physical_cores() -> int:
-    """Physical cores this process may run on (CPU affinity and cgroup quota aware), at least 1."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = list(range(os.cpu_count() or 1))
-    cores = set()
-    for cpu in cpus:  # hyper-threads of one core share (package, core_id)
-        base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
-        try:
-            with open(base + "core_id") as f1, open(base + "physical_package_id") as f2:
-                cores.add((f2.read().strip(), f1.read().strip()))
-        except OSError:
-            cores.add(("cpu", str(cpu)))
-    n = len(cores) or 1
-    try:  # cgroup v2 CPU quota ("max 100000" means unlimited)
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            n = min(n, max(1, int(int(quota) // int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, n)
-
-
-def _check_threads(num_threads: Any) -> int:
-    if num_threads is None:
-        return physical_cores()
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-        raise InvalidArgumentError(f"num_threads must be a positive integer or None; got {num_threads!r}")
-    return int(num_threads)
-
-
-def make_session(path: str, num_threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = num_threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
-        raise InvalidArgumentError(f"{path}: onnxruntime cannot load this model ({exc})") from None
-
-
-def _resolve(model: Any) -> str:
-    if isinstance(model, (str, os.PathLike)):
-        p = os.fspath(model)
-        if p.endswith(".onnx") or os.path.sep in p or os.path.exists(p):
-            if not os.path.isfile(p):
-                raise ModelNotFoundError(f"model file not found: {p}")
-            return p
-    elif model is not None:
-        raise InvalidTypeError(f"model must be an .onnx path, a registered name or None; got {type(model).__name__}")
-    try:
-        from pypatch.models import resolve_model
-    except ImportError as exc:
-        raise ModelNotFoundError(f"cannot resolve model {model!r}: pypatch.models is unavailable ({exc})") from None
-    return os.fspath(resolve_model(model))
-
-
-def _read_card(session, path: str) -> dict:
-    meta = session.get_modelmeta().custom_metadata_map
-    if CARD_KEY not in meta:
-        raise InvalidArgumentError(f"{path}: ONNX file has no '{CARD_KEY}' metadata; export it with `pypatch export`")
-    try:
-        card = json.loads(meta[CARD_KEY])
-    except ValueError as exc:
-        raise InvalidArgumentError(f"{path}: model card is not valid JSON ({exc})") from None
-    missing = [k for k in ("input_size", "mean", "std", "interpolation", "dim", "pooling") if k not in card]
-    if missing:
-        raise InvalidArgumentError(f"{path}: model card lacks {missing}")
-    return card
-
-
-# --------------------------------------------------------------------------- preprocessing
-_RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0, "lanczos": 1, "box": 4, "hamming": 5}  # PIL codes
-
-
-def preprocess_boxes(img, boxes: np.ndarray, size_hw: tuple[int, int], resample: int,
-                     mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Crop each box of an RGB PIL image, resize to size_hw, normalise -> (P, 3, H, W) float32."""
-    h, w = size_hw
-    out = np.empty((len(boxes), h, w, 3), dtype=np.float32)
-    for i, (x0, y0, x1, y1) in enumerate(boxes.tolist()):
-        crop = img.crop((x0, y0, x1, y1))  # crop first: the filter must not see pixels outside the box
-        out[i] = np.asarray(crop.resize((w, h), resample=resample), dtype=np.float32)
-    out /= 255.0  # same order of operations as ToTensor + Normalize
-    out -= mean
-    out /= std
-    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
-
-
-def _box_weights(lo: float, hi: float, n: int) -> np.ndarray:
-    """Overlap of [lo, hi] (feature units) with each of the n cells; a box narrower than one
-    cell pools the whole cell holding its centre (RoI pooling never pools nothing)."""
-    if hi - lo < 1.0:
-        lo = float(min(max(int(0.5 * (lo + hi)), 0), n - 1))
-        hi = lo + 1.0
-    edges = np.arange(n, dtype=np.float64)
-    return np.clip(np.minimum(hi, edges + 1) - np.maximum(lo, edges), 0.0, None)
-
-
-def roi_pool(features: np.ndarray, boxes: np.ndarray, width: int, height: int,
-             pooling: str, gem_p: float = 3.0) -> np.ndarray:
-    """Pool (D, h, w) features over pixel boxes of a width x height image -> (K, D) float32.
-
-    Each feature cell is weighted by the fraction of it the box covers; GeM is
-    ``(sum w x^p / sum w)^(1/p)`` on ``max(x, 1e-6)`` (timm's GeM), average is p=1 without clamp.
-    """
-    d, fh, fw = features.shape
-    sx, sy = fw / width, fh / height
-    wx = np.stack([_box_weights(b[0] * sx, b[2] * sx, fw) for b in boxes])  # (K, fw)
-    wy = np.stack([_box_weights(b[1] * sy, b[3] * sy, fh) for b in boxes])  # (K, fh)
-    f = features.astype(np.float64)
-    gem = pooling == "gem"
-    p = float(gem_p) if gem else 1.0
-    if gem:
-        f = np.power(np.maximum(f, _GEM_EPS), p)
-    t = f @ wx.T  # (D, fh, K)
-    pooled = np.einsum("dik,ki->kd", t, wy) / (wx.sum(1) * wy.sum(1))[:, None]
-    if gem:
-        pooled = np.power(np.maximum(pooled, 0.0), 1.0 / p)
-    return pooled.astype(np.float32)
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
-def _query_box(box: Any, width: int, height: int) -> np.ndarray:
-    arr = np.asarray(box, dtype=np.float64) if box is not None else None
-    if arr is None or arr.shape != (4,) or not np.all(np.isfinite(arr)):
-        raise InvalidArgumentError(f"box must be 4 finite numbers [x0, y0, x1, y1]; got {box!r}")
-    # Float boxes (revisitop's bbx) are rounded outwards so the whole box is kept.
-    x0, y0 = np.floor(arr[:2])
-    x1, y1 = np.ceil(arr[2:])
-    return check_boxes([[x0, y0, x1, y1]], width, height, what=f"box {list(np.asarray(box).tolist())}")
-
-
-# --------------------------------------------------------------------------- results
-@dataclass
-class PatchEmbedding:
-    """Descriptors of one image: ``vectors (P, D)`` float32, ``boxes (P, 4)`` int32, ``levels (P,)``."""
-    index: int
-    name: str
-    width: int
-    height: int
-    vectors: np.ndarray
-    boxes: np.ndarray
-    levels: np.ndarray
-
-
-@dataclass
-class SkippedImage:
-    index: int
-    name: str
-    reason: str
-
-
-@dataclass
-class _Prepared:
-    index: int
-    name: str
-    width: int = 0
-    height: int = 0
-    boxes: Any = None
-    levels: Any = None
-    tensor: Any = None
-    error: str | None = None
-    exc: BaseException | None = None
-
-
-class EmbedResults:
-    """Iterator over ``PatchEmbedding`` of the images that worked, in input order.
-
-    ``skipped`` lists ``SkippedImage(index, name, reason)``; it is complete once iteration ends.
-    """
-
-    def __init__(self, gen_factory) -> None:
-        self.skipped: list[SkippedImage] = []
-        self._it = gen_factory(self.skipped)
-
-    def __iter__(self) -> Iterator[PatchEmbedding]:
-        return self
-
-    def __next__(self) -> PatchEmbedding:
-        return next(self._it)
-
-    def close(self) -> None:
-        self._it.close()
 
 
 # --------------------------------------------------------------------------- the Embedder
@@ -261,15 +61,15 @@ class Embedder:
                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise InvalidArgumentError(f"batch_size must be a positive integer; got {batch_size!r}")
-        self.num_threads = _check_threads(num_threads)
+        self.num_threads = check_threads(num_threads)
         self.batch_size = int(batch_size)
         self.max_pixels = max_pixels
-        self.model_path = _resolve(model)
+        self.model_path = resolve_model_file(model)
         self._session = make_session(self.model_path, self.num_threads)
-        self._card = _read_card(self._session, self.model_path)
+        self._card = read_session_card(self._session, self.model_path)
         card = self._card
         self._size_hw = (int(card["input_size"][1]), int(card["input_size"][2]))
-        self._resample = _RESAMPLE.get(str(card["interpolation"]).lower())
+        self._resample = RESAMPLE.get(str(card["interpolation"]).lower())
         if self._resample is None:
             raise InvalidArgumentError(f"{self.model_path}: unsupported interpolation {card['interpolation']!r}")
         self._mean = np.asarray(card["mean"], dtype=np.float32)
@@ -322,7 +122,7 @@ class Embedder:
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
 
     def _finish(self, vectors: np.ndarray) -> np.ndarray:
-        v = _l2n(vectors)
+        v = l2_normalize(vectors)
         return self.whitening.apply(v) if self.whitening is not None else v
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
@@ -339,7 +139,7 @@ class Embedder:
             check_boxes(boxes, img.width, img.height)
         return preprocess_boxes(img, b, self._size_hw, self._resample, self._mean, self._std)
 
-    def _prepare(self, index: int, image: Any, grid: PatchGrid, mode: str, name: str | None) -> _Prepared:
+    def _prepare(self, index: int, image: Any, grid: PatchGrid, mode: str, name: str | None) -> Prepared:
         label = name if name is not None else describe(image)
         img = load_image(image, name=label, max_pixels=self.max_pixels)
         boxes, levels = grid.boxes(img.width, img.height), grid.levels_of(img.width, img.height)
@@ -348,14 +148,14 @@ class Embedder:
         else:
             whole = np.array([[0, 0, img.width, img.height]], np.int32)
             tensor = preprocess_boxes(img, whole, self.single_pass_size, self._resample, self._mean, self._std)
-        return _Prepared(index, label, img.width, img.height, boxes, levels, tensor)
+        return Prepared(index, label, img.width, img.height, boxes, levels, tensor)
 
-    def _pool_single(self, feats: np.ndarray, p: _Prepared) -> np.ndarray:
+    def _pool_single(self, feats: np.ndarray, p: Prepared) -> np.ndarray:
         pooling = str(self._card.get("pooling", "gem")).lower()
         return roi_pool(feats, p.boxes, p.width, p.height, "gem" if pooling == "gem" else "avg",
                         float(self._card.get("gem_p") or 3.0))
 
-    def _embed_prepared(self, items: list[_Prepared], mode: str) -> list[np.ndarray]:
+    def _embed_prepared(self, items: list[Prepared], mode: str) -> list[np.ndarray]:
         batch = np.concatenate([p.tensor for p in items])
         if mode == "crop":
             vecs = self._finish(self._run(batch, self._emb_out))
@@ -408,7 +208,7 @@ class Embedder:
         """
         img = load_image(image, max_pixels=self.max_pixels)
         b = np.array([[0, 0, img.width, img.height]], np.int32) if box is None else \
-            _query_box(box, img.width, img.height)
+            query_box(box, img.width, img.height)
         x = preprocess_boxes(img, b, self._query_hw(regions, mode, size), self._resample, self._mean, self._std)
         return self._finish(self._run(x, self._emb_out))[0]
 
@@ -431,7 +231,7 @@ class Embedder:
         img = load_image(image, max_pixels=self.max_pixels)
         if box is None:
             return self.embed_patches(img, regions=regions, mode=mode)
-        x0, y0, x1, y1 = _query_box(box, img.width, img.height)[0].tolist()
+        x0, y0, x1, y1 = query_box(box, img.width, img.height)[0].tolist()
         vecs, boxes = self.embed_patches(img.crop((x0, y0, x1, y1)), regions=regions, mode=mode)
         return vecs, (boxes + np.array([x0, y0, x0, y0], dtype=np.int32)).astype(np.int32)
 
@@ -476,7 +276,7 @@ class Embedder:
                         try:
                             item = self._prepare(i, image, grid, mode, name)
                         except PypatchError as exc:
-                            item = _Prepared(i, name or describe(image), error=str(exc), exc=exc)
+                            item = Prepared(i, name or describe(image), error=str(exc), exc=exc)
                         if not put(item):
                             return
                 except BaseException as exc:  # e.g. the images iterable itself failed
@@ -487,7 +287,7 @@ class Embedder:
             worker = threading.Thread(target=producer, name="pypatch-embed-prefetch", daemon=True)
             worker.start()
             bar = tqdm(total=total, disable=not show_progress, unit="img", desc="embedding")
-            pending: list[_Prepared] = []
+            pending: list[Prepared] = []
             n_inputs = 0
             try:
                 while True:
