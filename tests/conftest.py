@@ -43,3 +43,21 @@ def default_model_card(default_model_path) -> dict:
     from pypatch.models import read_model_card
 
     return read_model_card(default_model_path)
+
+
+@pytest.fixture(scope="module")
+def embedder(default_model_path):
+    """The default model's Embedder on 2 threads, one per test module (a module may override)."""
+    from pypatch import Embedder
+
+    return Embedder(default_model_path, num_threads=2)
+
+
+@pytest.fixture(scope="module")
+def flat_index(photo_dir, embedder):
+    """A flat float32 L2 ImageIndex of the requesting module's own ``photo_dir`` fixture
+    (every module that asks for it defines which photos)."""
+    from pypatch import ImageIndex
+
+    return ImageIndex.build(photo_dir, regions="L2", store="flat", embedder=embedder,
+                            progress=False)

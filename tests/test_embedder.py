@@ -14,11 +14,6 @@ from pypatch.whitening import PCAWhitening
 
 
 @pytest.fixture(scope="module")
-def embedder(default_model_path) -> Embedder:
-    return Embedder(default_model_path, num_threads=2)
-
-
-@pytest.fixture(scope="module")
 def coffee() -> np.ndarray:
     return data.coffee()  # 400x600x3
 

@@ -61,19 +61,7 @@ def photo_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def embedder(default_model_path):
-    from pypatch import Embedder
-
-    return Embedder(default_model_path, num_threads=2)
-
-
-@pytest.fixture(scope="module")
-def flat_index(photo_dir, embedder):
-    from pypatch import ImageIndex
-
-    return ImageIndex.build(photo_dir, regions="L2", store="flat", embedder=embedder,
-                            progress=False)
+# `embedder` and `flat_index` (flat L2 index of this module's photo_dir): tests/conftest.py
 
 
 def _reference_ranking(embedder, photo_dir, ids, query_vec, regions):

@@ -75,30 +75,19 @@ def photo_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def embedder(default_model_path):
-    from pypatch import Embedder
-
-    return Embedder(default_model_path, num_threads=2)
+# `embedder` and `flat_index` (flat L2 index of this module's photo_dir): tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def index(photo_dir, embedder):
-    from pypatch import ImageIndex
-
-    return ImageIndex.build(photo_dir, regions="L2", store="flat", embedder=embedder,
-                            progress=False)
-
-
-@pytest.fixture(scope="module")
-def patches(index, embedder, photo_dir):
+def patches(flat_index, embedder, photo_dir):
     """The Embedder's own L2 descriptors of every database image (the reference's input)."""
-    return {i: embedder.embed_patches(str(photo_dir / i), regions="L2")[0] for i in index.ids}
+    return {i: embedder.embed_patches(str(photo_dir / i), regions="L2")[0]
+            for i in flat_index.ids}
 
 
-def test_multipatch_rerank_equals_numpy_maxsim(index, embedder, photo_dir, patches):
+def test_multipatch_rerank_equals_numpy_maxsim(flat_index, embedder, photo_dir, patches):
     query, box = str(photo_dir / "astronaut.png"), [100, 0, 300, 200]
-    hits = index.search(query, box=box, k=5, rerank="multipatch")
+    hits = flat_index.search(query, box=box, k=5, rerank="multipatch")
     qp, _ = embedder.embed_query_patches(query, box=box, regions="L1")
     assert qp.shape == (5, 1280)
     ref = sorted(((-float((qp @ p.T).max(axis=1).mean()), i) for i, p in patches.items()))
@@ -106,23 +95,23 @@ def test_multipatch_rerank_equals_numpy_maxsim(index, embedder, photo_dir, patch
     np.testing.assert_allclose([h.score for h in hits], [-s for s, _ in ref], atol=1e-5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     # the winning cell is the first stage's, unchanged
-    first = {h.image: h for h in index.search(query, box=box, k=5)}
+    first = {h.image: h for h in flat_index.search(query, box=box, k=5)}
     assert all(h.cell == h.box == first[h.image].cell and h.patch == first[h.image].patch
                for h in hits)
 
 
-def test_multipatch_keeps_the_pasted_object_first(index, photo_dir):
+def test_multipatch_keeps_the_pasted_object_first(flat_index, photo_dir):
     cat = str(photo_dir / "cat.png")
     Image.fromarray(skimage_data.chelsea()).save(cat)
-    hits = index.search(cat, k=5, rerank="multipatch", rerank_k=3)
+    hits = flat_index.search(cat, k=5, rerank="multipatch", rerank_k=3)
     assert hits[0].image == "scene.png"
     assert len(hits) == 5  # beyond rerank_k the first-stage order follows, scored below
     assert all(a.score >= b.score for a, b in zip(hits, hits[1:]))
 
 
-def test_qe_equals_a_new_search_with_the_expanded_query(index, embedder, photo_dir, patches):
+def test_qe_equals_a_new_search_with_the_expanded_query(flat_index, embedder, photo_dir, patches):
     query = str(photo_dir / "rocket.png")
-    first = index.search(query, k=5)
+    first = flat_index.search(query, k=5)
     q = embedder.embed_query(query)
     top = first[:2]
     vecs = [patches[h.image][h.patch] for h in top]
@@ -133,7 +122,7 @@ def test_qe_equals_a_new_search_with_the_expanded_query(index, embedder, photo_d
         s = p @ expanded
         ref.append((-float(s.max()), i, int(s.argmax())))
     ref.sort()
-    hits = index.search(query, k=5, rerank="qe", qe_n=2)
+    hits = flat_index.search(query, k=5, rerank="qe", qe_n=2)
     assert [h.image for h in hits] == [i for _, i, _ in ref]
     assert [h.patch for h in hits] == [p for _, _, p in ref]
     np.testing.assert_allclose([h.score for h in hits], [-s for s, _, _ in ref], atol=1e-5)
@@ -154,18 +143,18 @@ def test_pq_first_stage_score_is_the_reconstructed_inner_product(photo_dir, embe
     assert hits[0].image == "ihc.png"
 
 
-def test_bad_rerank_arguments_are_typed_errors(index, photo_dir):
+def test_bad_rerank_arguments_are_typed_errors(flat_index, photo_dir):
     query = str(photo_dir / "rocket.png")
     with pytest.raises(InvalidArgumentError, match="rerank"):
-        index.search(query, rerank="colbert")
+        flat_index.search(query, rerank="colbert")
     with pytest.raises(InvalidArgumentError, match="rerank_k"):
-        index.search(query, rerank="multipatch", rerank_k=0)
+        flat_index.search(query, rerank="multipatch", rerank_k=0)
     with pytest.raises(InvalidArgumentError, match="qe_n"):
-        index.search(query, rerank="qe", qe_n=True)
+        flat_index.search(query, rerank="qe", qe_n=True)
     with pytest.raises(InvalidArgumentError, match="rerankk"):
-        index.search(query, rerankk="qe")
+        flat_index.search(query, rerankk="qe")
     with pytest.raises(InvalidArgumentError, match="k"):
-        index.search(query, rerank="qe", k=0)
+        flat_index.search(query, rerank="qe", k=0)
 
 
 def test_eval_configuration_suffixes():

@@ -119,13 +119,6 @@ def photo_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def embedder(default_model_path):
-    from pypatch import Embedder
-
-    return Embedder(default_model_path, num_threads=2)
-
-
-@pytest.fixture(scope="module")
 def pca_flat(photo_dir, embedder):
     from pypatch import ImageIndex
 
