@@ -17,6 +17,11 @@ void set_default_num_threads(int n);
 /// Resolves a per-call request (<= 0 means the default) and caps it at `max_useful`.
 int resolve_num_threads(int requested, int64_t max_useful);
 
+/// A hint that parallel_for(.., num_threads, ..) follows shortly (after some serial set-up):
+/// parked pool threads wake up now and spin briefly, so their wake-up latency overlaps the
+/// set-up instead of delaying the loop. Optional; never changes results.
+void parallel_prewake(int num_threads);
+
 /// fn(task, worker) for task in [0, n_tasks), worker in [0, threads). `interrupt` (may be empty)
 /// is called on the calling thread between its tasks, at most about every 50 ms; it throws to
 /// abort the loop.
