@@ -93,13 +93,6 @@ def test_refine_argument_checks():
 OBJECTS = [(60, 220, 200, 330), (420, 40, 560, 150)]  # where the cat is pasted in coffee
 
 
-@pytest.fixture(scope="module")
-def embedder(default_model_path):
-    from pypatch import Embedder
-
-    return Embedder(default_model_path, num_threads=2)
-
-
 @pytest.fixture(scope="module", params=OBJECTS, ids=["bottom-left", "top-right"])
 def scene_index(request, tmp_path_factory, embedder):
     from pypatch import ImageIndex
