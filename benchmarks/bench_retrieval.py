@@ -126,9 +126,10 @@ def grid_oracle_locscore(bench, cfg, index) -> float:
 
 
 # ----------------------------------------------------------------------------- the sweep
-def plan(have_crop: bool) -> list:
+def plan(have_crop: bool, rmac_crop: bool = False) -> list:
     """(section, config name) rows. Regions and store sweeps run per-crop when the L3 per-crop
-    embedding exists, single-pass otherwise."""
+    embedding exists, single-pass otherwise; ``rmac_crop`` (``--crop-regions L3 rmac``) adds
+    R-MAC per-crop rows (flat, PQ32, PQ64) next to L3's."""
     sp = "" if have_crop else "-sp"
     rows = [("regions", "global-sp"), ("regions", "patchify-L1-flat-sp"),
             ("regions", "patchify-L2-flat-sp"), ("regions", "patchify-L3-flat-sp"),
@@ -136,6 +137,9 @@ def plan(have_crop: bool) -> list:
     if have_crop:
         rows += [("regions", "global"), ("regions", "patchify-L1-flat"),
                  ("regions", "patchify-L2-flat"), ("regions", "patchify-L3-flat")]
+    if rmac_crop:
+        rows += [("regions", "patchify-rmac-flat"), ("store", "patchify-rmac-pq32"),
+                 ("store", "patchify-rmac-pq64")]
     rows += [("store", f"patchify-L3-flat16{sp}")]
     for m in (8, 16, 32, 64):
         rows += [("store", f"patchify-L3-pq{m}{sp}"), ("store", f"patchify-L3-pq{m}-global{sp}")]
@@ -170,7 +174,7 @@ def run(args) -> int:
         fill_cache(caching, embed_database(bench, regions, mode, cache, caching._e), regions, mode)
     have_crop = "L3" in args.crop_regions
     refiner = SimMapRefiner(caching, cache_size=len(bench.database) + 1)  # shared by all indexes
-    rows = plan(have_crop)
+    rows = plan(have_crop, "rmac" in args.crop_regions)
     if args.only:
         rows = [r for r in rows if any(s in r[1] for s in args.only)]
     indexes: dict = {}
