@@ -53,24 +53,10 @@ void bind_index(py::module_& m) {
         return std::const_pointer_cast<pypatch::ProductQuantizer>(ix.pq());
       })
       .def_property_readonly("image_offsets", [](const PatchIndex& ix) {
-        std::vector<int64_t> off;
-        {
-          py::gil_scoped_release nogil;
-          off = ix.image_offsets();
-        }
-        CArray<int64_t> out(static_cast<py::ssize_t>(off.size()));
-        std::copy(off.begin(), off.end(), out.mutable_data());
-        return out;
+        return vector_without_gil<int64_t>([&] { return ix.image_offsets(); });
       })
       .def_property_readonly("removed", [](const PatchIndex& ix) {
-        std::vector<uint8_t> r;
-        {
-          py::gil_scoped_release nogil;
-          r = ix.removed_mask();
-        }
-        py::array_t<bool> out(static_cast<py::ssize_t>(r.size()));
-        for (size_t i = 0; i < r.size(); ++i) out.mutable_data()[i] = r[i] != 0;
-        return out;
+        return vector_without_gil<bool>([&] { return ix.removed_mask(); });
       })
       .def("codes", [](const PatchIndex& ix) {  // row-major copy of the storage (tests, tools)
         // Sized, then filled under the lock; an index changed in between is sized again.
@@ -135,14 +121,7 @@ void bind_index(py::module_& m) {
       })
       .def("is_removed", &PatchIndex::is_removed, py::call_guard<py::gil_scoped_release>())
       .def("compact", [](PatchIndex& ix) {
-        std::vector<int64_t> mapping;
-        {
-          py::gil_scoped_release nogil;
-          mapping = ix.compact();
-        }
-        CArray<int64_t> out(static_cast<py::ssize_t>(mapping.size()));
-        std::copy(mapping.begin(), mapping.end(), out.mutable_data());
-        return out;
+        return vector_without_gil<int64_t>([&] { return ix.compact(); });
       })
       .def("reconstruct", [](const PatchIndex& ix, int64_t image) {
         for (;;) {  // sized, then filled under the lock; resized if the index changed between

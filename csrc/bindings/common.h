@@ -4,6 +4,7 @@
 #include <pybind11/numpy.h>       // py::array_t
 #include <pybind11/pybind11.h>
 
+#include <algorithm>   // std::copy
 #include <functional>  // std::function
 #include <string>      // messages
 
@@ -29,6 +30,19 @@ const T* checked(const CArray<T>& a, const char* what, int ndim, py::ssize_t d0 
   if (ndim > 1 && d1 >= 0 && a.shape(1) != d1)
     fail("expected " + std::to_string(d1) + " columns, got " + std::to_string(a.shape(1)));
   return a.data();
+}
+
+/// Runs `get` (which takes the index lock) with the GIL released and copies the std::vector it
+/// returns into a new 1-d array of T (element-wise conversion, e.g. uint8 flags to bool).
+template <class T, class Get>
+CArray<T> vector_without_gil(Get get) {
+  auto values = [&] {
+    py::gil_scoped_release nogil;
+    return get();
+  }();
+  CArray<T> out(static_cast<py::ssize_t>(values.size()));
+  std::copy(values.begin(), values.end(), out.mutable_data());
+  return out;
 }
 
 /// Polled by long calls on the calling thread: Ctrl-C (or any pending signal handler error)
