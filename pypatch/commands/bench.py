@@ -7,6 +7,8 @@ checkout; extraction speed is ``python benchmarks/bench_extract.py``.
 """
 from __future__ import annotations
 
+from pypatch.commands._args import require_positive
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -28,13 +30,9 @@ def add_parser(subparsers) -> None:
 def _check(args) -> None:
     from pypatch.errors import InvalidArgumentError
 
-    for name in ("images", "patches", "dim", "m", "queries", "k"):
-        if getattr(args, name) < 1:
-            raise InvalidArgumentError(f"--{name}: expected a positive integer")
+    require_positive(args, "images", "patches", "dim", "m", "queries", "k", "threads")
     if args.dim % args.m:
         raise InvalidArgumentError(f"--m {args.m} must divide --dim {args.dim}")
-    if args.threads is not None and args.threads < 1:
-        raise InvalidArgumentError("--threads: expected a positive integer")
 
 
 def _unit(rng, n, d):

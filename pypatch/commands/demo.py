@@ -9,6 +9,8 @@ HTML report with the winning boxes drawn.
 """
 from __future__ import annotations
 
+from pypatch.commands._args import require_positive
+
 CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
 # evaluated again on the same index with each hit's box refined (same ranking, sharper boxes)
 REFINED = "patchify-L3-pq32"
@@ -40,8 +42,7 @@ def run(args) -> int:
     from pypatch.errors import InvalidArgumentError
     from pypatch.models import resolve_model
 
-    if args.threads is not None and args.threads < 1:
-        raise InvalidArgumentError(f"--threads: expected a positive integer, got {args.threads}")
+    require_positive(args, "threads")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise InvalidArgumentError(f"--out {out} exists and is not a folder")

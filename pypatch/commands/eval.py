@@ -1,6 +1,8 @@
 """``pypatch eval DATASET --out DIR``: evaluate ranking configurations and write a report."""
 from __future__ import annotations
 
+from pypatch.commands._args import require_positive
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -36,8 +38,7 @@ def run(args) -> int:
     if args.list_configs:
         print("\n".join(available_rankers()))
         return 0
-    if args.k < 1:
-        raise InvalidArgumentError(f"--k must be >= 1, got {args.k}")
+    require_positive(args, "k")
     names = args.config or ["hist-global", "hist-grid"]
     for name in names:  # fail before any work on a typo
         if name not in available_rankers():

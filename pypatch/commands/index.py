@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from pypatch.errors import InvalidArgumentError
+from pypatch.commands._args import require_positive
 
 
 def parse_pq(text: str) -> dict:
@@ -86,8 +86,7 @@ def run(args) -> int:
 
     from pypatch.image_index import ImageIndex
 
-    if args.threads is not None and args.threads < 1:
-        raise InvalidArgumentError(f"--threads: expected a positive integer, got {args.threads}")
+    require_positive(args, "threads")
     source = args.source
     if os.path.isfile(source) and source.lower().endswith(".txt"):
         source = read_path_list(source)

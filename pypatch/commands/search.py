@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 
+from pypatch.commands._args import require_positive
 from pypatch.errors import InvalidArgumentError
 
 
@@ -116,8 +117,7 @@ def run(args) -> int:
 
     from pypatch.image_index import ImageIndex
 
-    if args.k < 1:
-        raise InvalidArgumentError(f"--k: expected a positive integer, got {args.k}")
+    require_positive(args, "k", "threads")
     queries = collect_queries(args)
     index = ImageIndex.load(args.index, mmap=True, model=args.model, num_threads=args.threads)
     results = index.search_many(
