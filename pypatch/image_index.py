@@ -70,10 +70,9 @@ class ImageIndex:
         self._ids: list = list(meta["ids"])
         self._paths: list = list(meta["paths"])
         self._sizes: list = [tuple(s) for s in meta["sizes"]]
-        self._row = {image_id: i for i, image_id in enumerate(self._ids)}
-        self._removed: set = set(meta.get("removed", []))
-        for i in self._removed:
-            self._row.pop(self._ids[i], None)
+        # live ids only; the tombstones themselves live in the native index (one source)
+        removed = patch_index.removed
+        self._row = {image_id: i for i, image_id in enumerate(self._ids) if not removed[i]}
         self._grid = grid_from_dict(meta["regions"]["grid"])
         self._transform = transform_from_meta(meta.get("transform"))
         self._grid_cache: dict = {}
@@ -264,13 +263,12 @@ class ImageIndex:
         rows = sorted({self._row[i] for i in ids})
         self._index.remove(np.asarray(rows, dtype=np.int64))
         for r in rows:
-            self._removed.add(r)
             del self._row[self._ids[r]]
         return len(rows)
 
     def compact(self) -> None:
         """Drop tombstoned images from the native store and renumber the rest."""
-        if not self._removed:
+        if not self._index.num_removed:
             return
         mapping = np.asarray(self._index.compact())
         keep = np.flatnonzero(mapping >= 0)
@@ -279,7 +277,6 @@ class ImageIndex:
         self._paths = [self._paths[i] for i in order]
         self._sizes = [self._sizes[i] for i in order]
         self._row = {image_id: i for i, image_id in enumerate(self._ids)}
-        self._removed = set()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
@@ -383,7 +380,7 @@ class ImageIndex:
         hits = []
         for score, row, patch in zip(scores, images, patches):
             row, patch = int(row), int(patch)
-            if row < 0 or row in self._removed:
+            if row < 0:  # padding: fewer live images than k (removed ones never rank)
                 continue
             boxes, levels = self._cells(self._sizes[row])
             cell = tuple(int(v) for v in boxes[patch])
@@ -394,7 +391,7 @@ class ImageIndex:
 
     # ------------------------------------------------------------------ introspection
     def __len__(self) -> int:
-        return len(self._ids) - len(self._removed)
+        return len(self._ids) - self._index.num_removed
 
     def __contains__(self, image_id) -> bool:
         return str(image_id) in self._row
@@ -408,7 +405,7 @@ class ImageIndex:
     @property
     def ids(self) -> list:
         """Ids of the live images, in index order."""
-        return [i for r, i in enumerate(self._ids) if r not in self._removed]
+        return [i for i in self._ids if i in self._row]
 
     @property
     def patch_index(self):
@@ -430,9 +427,8 @@ class ImageIndex:
 
         n_live = len(self)
         num_patches = int(self._index.num_patches)
-        live_patches = num_patches
-        if self._removed:
-            live_patches -= sum(len(self._cells(self._sizes[r])[0]) for r in self._removed)
+        removed = np.flatnonzero(self._index.removed)
+        live_patches = num_patches - sum(len(self._cells(self._sizes[r])[0]) for r in removed)
         store = dict(self._meta["store"])
         per_patch = _bytes_per_patch(store, int(self._index.dim))
         model = self._meta["model"]
@@ -442,7 +438,7 @@ class ImageIndex:
             memory = {}
         return {
             "images": n_live,
-            "removed": len(self._removed),
+            "removed": len(removed),
             "patches": live_patches,
             "patches_per_image": round(live_patches / n_live, 3) if n_live else 0.0,
             "bytes_per_patch": per_patch,

@@ -130,6 +130,11 @@ class PatchIndex:
         self._dump_metadata(value)
         self._metadata = value
 
+    @property
+    def num_removed(self) -> int:
+        """Images removed since the last compact() (still counted by len())."""
+        return int(self._ix.n_removed)
+
     def __len__(self) -> int:
         """Number of images, removed ones included until compact()."""
         return int(self._ix.n_images)
@@ -251,4 +256,4 @@ class PatchIndex:
         store = f"pq(m={self._ix.pq.m}, nbits={self._ix.pq.nbits})" if self._ix.kind == "pq" \
             else f"flat({self._ix.kind})"
         return (f"PatchIndex(dim={self.dim}, {store}, images={len(self)}, "
-                f"patches={self.num_patches}, removed={self._ix.n_removed})")
+                f"patches={self.num_patches}, removed={self.num_removed})")
