@@ -20,6 +20,10 @@ Two extraction modes:
   run single-pass at their own input size.
   A query meant for a single-pass database is embedded at the side of the finest cell (96 for L3 at
   S=384, see ``Embedder.query_size``) so that it is seen at the scale the cells were seen at.
+* ``mode="multi_scale"``: single passes at :data:`MULTI_SCALE_FACTORS` x S (288, 384 and 576 for
+  the default model); each cell's descriptor is the sum of its L2-normalised descriptors over the
+  scales, and a query the sum over its matching sizes. About 3.8x the pixels of one pass (still
+  2.7x fewer than per-crop L3) for most of the quality per-crop has (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -37,12 +41,15 @@ from pypatch.errors import InvalidArgumentError, PypatchError
 from pypatch.grid import PatchGrid, check_boxes, parse_regions
 from pypatch.imageio import DEFAULT_MAX_PIXELS, describe, load_image
 from pypatch.models import CARD_KEY  # noqa: F401
+from pypatch.modes import MODES
 from pypatch.ort_session import (check_threads, make_session, physical_cores,  # noqa: F401
                                  read_session_card, resolve_model_file)
 from pypatch.preprocess import RESAMPLE, l2_normalize, preprocess_boxes, query_box
 from pypatch.roi_pool import roi_pool
 
-MODES = ("crop", "single_pass")
+# multi_scale: passes at these multiples of the single-pass side S, rounded to whole strides.
+# Chosen on the large offline benchmark over pairs/triples of 192-640 px (benchmarks/README.md).
+MULTI_SCALE_FACTORS = (0.75, 1.0, 1.5)
 
 
 # --------------------------------------------------------------------------- the Embedder
@@ -114,6 +121,23 @@ class Embedder:
             raise InvalidArgumentError(f"single_pass_size must be a positive multiple of the stride {stride}; got {side!r}")
         return (int(side), int(side))
 
+    def pass_sizes(self, mode: str = "single_pass") -> list[tuple[int, int]]:
+        """(height, width) of each whole-image backbone pass of ``mode`` (single_pass: one;
+        multi_scale: one per :data:`MULTI_SCALE_FACTORS`)."""
+        mode = _check_mode(mode)
+        if mode == "crop":
+            raise InvalidArgumentError("pass_sizes: mode 'crop' embeds each cell, not whole-image passes")
+        if mode == "single_pass":
+            return [self.single_pass_size]
+        if not self._card.get("dynamic_size", False):
+            raise InvalidArgumentError(
+                f"{self.model_path}: multi_scale needs a model exported with a dynamic input size")
+        stride = int(self._card.get("feature_stride") or 32)
+        side = self.single_pass_size[0]
+        sides = sorted({max(2 * stride, int(round(f * side / stride)) * stride)
+                        for f in MULTI_SCALE_FACTORS})
+        return [(s, s) for s in sides]
+
     # -- low level ---------------------------------------------------------------------------
     def _run(self, batch: np.ndarray, output: str) -> np.ndarray:
         outs = []
@@ -145,9 +169,10 @@ class Embedder:
         boxes, levels = grid.boxes(img.width, img.height), grid.levels_of(img.width, img.height)
         if mode == "crop":
             tensor = preprocess_boxes(img, boxes, self._size_hw, self._resample, self._mean, self._std)
-        else:
+        else:  # one input per whole-image pass
             whole = np.array([[0, 0, img.width, img.height]], np.int32)
-            tensor = preprocess_boxes(img, whole, self.single_pass_size, self._resample, self._mean, self._std)
+            tensor = [preprocess_boxes(img, whole, hw, self._resample, self._mean, self._std)
+                      for hw in self.pass_sizes(mode)]
         return Prepared(index, label, img.width, img.height, boxes, levels, tensor)
 
     def _pool_single(self, feats: np.ndarray, p: Prepared) -> np.ndarray:
@@ -156,15 +181,18 @@ class Embedder:
                         float(self._card.get("gem_p") or 3.0))
 
     def _embed_prepared(self, items: list[Prepared], mode: str) -> list[np.ndarray]:
-        batch = np.concatenate([p.tensor for p in items])
         if mode == "crop":
-            vecs = self._finish(self._run(batch, self._emb_out))
+            vecs = self._finish(self._run(np.concatenate([p.tensor for p in items]), self._emb_out))
             splits = np.cumsum([len(p.boxes) for p in items])[:-1]
             return np.split(vecs, splits)
         if self._feat_out is None:
-            raise InvalidArgumentError(f"{self.model_path}: single_pass needs a 'features' output; re-export the model")
-        feats = self._run(batch, self._feat_out)
-        return [self._finish(self._pool_single(feats[i], p)) for i, p in enumerate(items)]
+            raise InvalidArgumentError(f"{self.model_path}: {mode} needs a 'features' output; re-export the model")
+        sums = [0.0] * len(items)
+        for j in range(len(items[0].tensor)):  # one batch per pass size
+            feats = self._run(np.concatenate([p.tensor[j] for p in items]), self._feat_out)
+            for i, p in enumerate(items):
+                sums[i] = sums[i] + l2_normalize(self._pool_single(feats[i], p))
+        return [self._finish(v) for v in sums]
 
     # -- public API --------------------------------------------------------------------------
     def embed_patches(self, image: Any, regions: Any = "L3", mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:
@@ -179,42 +207,51 @@ class Embedder:
 
     def query_size(self, regions: Any = "L3", mode: str = "crop") -> tuple[int, int]:
         """Input (height, width) at which ``embed_query`` embeds a query meant for a database
-        embedded with ``regions`` and ``mode``.
+        embedded with ``regions`` and ``mode`` (for ``"multi_scale"``: the size matching the
+        pass at S; :meth:`query_sizes` lists one per pass).
 
-        ``"crop"``: the model's input size (every cell was resized to it too). ``"single_pass"``:
-        the side of the finest cell of the grid on the ``S x S`` single-pass input (96 for L3 at
-        S=384, 128 for L2, 192 for L1), rounded to whole feature cells, at least 2 of them and at
-        most the model's input size. A query seen at the scale the cells were seen at matches them
-        far better (benchmarks/README.md, Extraction: L3 mAP 36 -> 48). Explicit boxes and static
-        size models keep the input size.
+        ``"crop"``: the model's input size (every cell was resized to it too). Single-pass modes:
+        the side of the finest cell of the grid on the pass input (96 for L3 at S=384, 128 for
+        L2, 192 for L1), at least 2 feature cells and at most the model's input size. A query
+        seen at the scale the cells were seen at matches them far better (benchmarks/README.md,
+        Extraction: L3 mAP 36 -> 48). Explicit boxes and static size models keep the input size.
         """
+        sizes = self.query_sizes(regions, mode)
+        return sizes[len(sizes) // 2]
+
+    def query_sizes(self, regions: Any = "L3", mode: str = "crop") -> list[tuple[int, int]]:
+        """One query input (height, width) per backbone pass of ``mode`` (see :meth:`query_size`);
+        ``embed_query`` sums the L2-normalised descriptors at these sizes."""
         mode = _check_mode(mode)
         grid = _as_grid(regions)
         if mode == "crop" or not self._card.get("dynamic_size", False) or grid.kind == "custom":
-            return self._size_hw
+            return [self._size_hw]
         stride = int(self._card.get("feature_stride") or 32)
-        sh, sw = self.single_pass_size
-        b = grid.boxes(sw, sh)
-        side = float(np.min(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])))
-        side = max(2 * stride, int(round(side / stride)) * stride)
-        return (min(side, self._size_hw[0]), min(side, self._size_hw[1]))
+        sizes = []
+        for sh, sw in self.pass_sizes(mode):
+            b = grid.boxes(sw, sh)
+            side = max(2 * stride, int(round(float(np.min(np.minimum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]))))))
+            sizes.append((min(side, self._size_hw[0]), min(side, self._size_hw[1])))
+        return sizes
 
     def embed_query(self, image: Any, box: Any = None, *, regions: Any = "L3", mode: str = "crop",
                     size: Any = None) -> np.ndarray:
         """One global (D,) descriptor of the whole image, or of ``box`` [x0, y0, x1, y1] (cropped first).
 
-        ``regions`` / ``mode`` describe the database it will search (see :meth:`query_size`;
+        ``regions`` / ``mode`` describe the database it will search (see :meth:`query_sizes`;
         the default is the model's input size); ``size`` (an int side or (height, width)) overrides.
         """
         img = load_image(image, max_pixels=self.max_pixels)
         b = np.array([[0, 0, img.width, img.height]], np.int32) if box is None else \
             query_box(box, img.width, img.height)
-        x = preprocess_boxes(img, b, self._query_hw(regions, mode, size), self._resample, self._mean, self._std)
-        return self._finish(self._run(x, self._emb_out))[0]
+        sizes = self.query_sizes(regions, mode) if size is None else [self._query_hw(size)]
+        total = 0.0
+        for hw in sizes:
+            x = preprocess_boxes(img, b, hw, self._resample, self._mean, self._std)
+            total = total + l2_normalize(self._run(x, self._emb_out))
+        return self._finish(total)[0]
 
-    def _query_hw(self, regions: Any, mode: str, size: Any) -> tuple[int, int]:
-        if size is None:
-            return self.query_size(regions, mode)
+    def _query_hw(self, size: Any) -> tuple[int, int]:
         hw = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size
         ok = isinstance(hw, (tuple, list)) and len(hw) == 2 and all(
             isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1 for v in hw)

@@ -17,17 +17,19 @@ log = logging.getLogger("pypatch")
 
 
 def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train_size, seed,
-                   auto_dim: int):
+                   auto_dim: int, mode: str = "crop"):
     """The ``meta["transform"]`` that ``build`` records before training (None: no transform).
 
-    ``pca_dim="auto"`` means ``auto_dim`` axes for a PQ store when the model's ``dim`` is larger
-    and ``pq_m`` divides it, else none (flat stores stay exact)."""
+    ``pca_dim="auto"`` means ``auto_dim`` axes when the model's ``dim`` is larger, for a PQ store
+    when ``pq_m`` divides it and for every store of a single-pass ``mode`` (its cells need the
+    centring: +9 to +12 mAP, benchmarks/README.md), else none (per-crop flat stores stay exact)."""
     if not (opq is True or opq is False or opq == "auto"):
         raise InvalidArgumentError(f"opq: expected True, False or 'auto', got {opq!r}")
     auto = isinstance(pca_dim, str) and pca_dim == "auto"
     if auto:
-        use = (store == "pq" and dim > auto_dim and isinstance(pq_m, (int, np.integer))
-               and not isinstance(pq_m, bool) and pq_m > 0 and auto_dim % pq_m == 0)
+        pq_fits = (isinstance(pq_m, (int, np.integer)) and not isinstance(pq_m, bool)
+                   and pq_m > 0 and auto_dim % pq_m == 0)
+        use = dim > auto_dim and (pq_fits if store == "pq" else mode != "crop")
         pca_dim = auto_dim if use else None
     if pca_dim is None:
         return None
