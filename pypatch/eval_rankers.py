@@ -1,7 +1,7 @@
 """Real ImageIndex configurations for ``pypatch eval`` (the harness in :mod:`pypatch.evaluation`).
 
 Importing this module registers, in the evaluation registry, one configuration per name of
-the grammar ``patchify-<regions>-<store>[-global][-sp]`` plus ``global``:
+the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 
 - ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid) or ``rmac`` (overlapping regions);
 - ``store``: ``flat`` (float32), ``flat16``, or ``pq8`` / ``pq16`` / ``pq32`` / ``pq64``
@@ -13,6 +13,7 @@ the grammar ``patchify-<regions>-<store>[-global][-sp]`` plus ``global``:
   PQ stores get whitened PCA-256 + OPQ on large enough databases); ``-nopca``: PQ on the raw
   descriptors (the pre-PCA behaviour); ``-opq`` after an explicit PCA: an OPQ rotation too;
 - ``-sp``: single-pass extraction (cells pooled from one feature map) instead of per-crop;
+  ``-ms``: multi-scale single-pass (cells pooled from three feature maps, summed);
 - ``global`` = ``patchify-L0-flat``: one whole-image descriptor per image (the baseline);
   ``global-sp``, ``global-pq32`` likewise.
 - second stage (search-time, see :func:`split_second_stage`): ``-qe`` / ``-mp`` rerank
@@ -32,8 +33,9 @@ from typing import Optional
 REGIONS = ("L1", "L2", "L3", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
 _NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?"
-                   r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp)?$")
+                   r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
+_MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass
 # -pca<d>: PCA rotation to d dims; -pcah<d>: half whitening (power -0.25); -pcaw<d>: full (-0.5)
 PCA_POWERS = {None: 0.0, "h": -0.25, "w": -0.5}
 
@@ -66,7 +68,7 @@ def parse_config(name: str) -> dict:
         raise InvalidArgumentError(f"not an index configuration name: {name!r}")
     regions = m.group(1) or "L0"
     store = m.group(2) or "flat"
-    kwargs = {"regions": regions, "mode": "single_pass" if m.group(8) else "crop"}
+    kwargs = {"regions": regions, "mode": {"-sp": "single_pass", "-ms": "multi_scale"}.get(m.group(8), "crop")}
     if m.group(5):  # an explicit PCA: OPQ only when named
         kwargs.update(pca_dim=int(m.group(5)), pca_power=PCA_POWERS[m.group(4)],
                       opq=bool(m.group(6)))
@@ -81,24 +83,24 @@ def parse_config(name: str) -> dict:
 
 
 def config_names() -> list:
-    names = ["global", "global-sp", "global-pq32"]
+    names = ["global", "global-sp", "global-ms", "global-pq32"]
     for regions in REGIONS:
         for store in STORES:
-            for sp in ("", "-sp"):
+            for sp in _MODES:
                 names.append(f"patchify-{regions}-{store}{sp}")
                 if store.startswith("pq") and regions == "L3":
                     names.append(f"patchify-{regions}-{store}-global{sp}")
     for store in ("flat", "pq16", "pq32", "pq64"):
         for d in PCA_DIMS:
             for w in ("", "h", "w"):
-                for sp in ("", "-sp"):
+                for sp in _MODES:
                     names.append(f"patchify-L3-{store}-pca{w}{d}{sp}")
             if store != "flat":
-                names += [f"patchify-L3-{store}-pcaw{d}-opq{sp}" for sp in ("", "-sp")]
-            if store != "flat" and d == PCA_DIMS[0]:
-                names += [f"patchify-L3-{store}-nopca", f"patchify-L3-{store}-nopca-sp"]
+                names += [f"patchify-L3-{store}-pcaw{d}-opq{sp}" for sp in _MODES]
+            if d == PCA_DIMS[0]:
+                names += [f"patchify-L3-{store}-nopca{sp}" for sp in _MODES]
     for base in ("patchify-L3-flat", "patchify-L3-pq32", "patchify-L3-flat-sp",
-                 "patchify-L3-pq32-sp"):
+                 "patchify-L3-pq32-sp", "patchify-L3-flat-ms", "patchify-L3-pq32-ms"):
         names += [f"{base}{s}" for s in ("-qe", "-mp", "-refine", "-cells", "-mp-refine")]
     return names
 
@@ -122,12 +124,12 @@ class CachingEmbedder:
     def embed_query(self, image, box=None, **kwargs):
         if not isinstance(image, (str, os.PathLike)):
             return self._e.embed_query(image, box=box, **kwargs)
-        # the query's input size depends on the index's regions and mode (Embedder.query_size)
-        size = self._e.query_size(kwargs.get("regions", "L3"), kwargs.get("mode", "crop")) \
+        # the query's input sizes depend on the index's regions and mode (Embedder.query_sizes)
+        sizes = self._e.query_sizes(kwargs.get("regions", "L3"), kwargs.get("mode", "crop")) \
             if kwargs.get("size") is None else kwargs["size"]
-        key = (str(image), None if box is None else tuple(int(v) for v in box), str(size))
+        key = (str(image), None if box is None else tuple(int(v) for v in box), str(sizes))
         if key not in self._queries:
-            self._queries[key] = self._e.embed_query(image, box=box, size=size)
+            self._queries[key] = self._e.embed_query(image, box=box, **kwargs)
         return self._queries[key]
 
     def embed_many(self, images, regions="L3", mode="crop", **kwargs):

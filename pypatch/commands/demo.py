@@ -10,6 +10,7 @@ HTML report with the winning boxes drawn.
 from __future__ import annotations
 
 from pypatch.commands._args import require_positive
+from pypatch.modes import MODES
 
 CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
 # evaluated again on the same index with each hit's box refined (same ranking, sharper boxes)
@@ -26,7 +27,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--size", choices=("small", "large"), default="small",
                    help="benchmark size (small: 100 images, about a minute; large: 1,000)")
     p.add_argument("--seed", type=int, default=0, help="benchmark seed")
-    p.add_argument("--mode", choices=("crop", "single_pass"), default="crop",
+    p.add_argument("--mode", choices=MODES, default="crop",
                    help="patch extraction (crop: the paper's per-cell crops)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads")
     p.set_defaults(func=run)
@@ -59,7 +60,7 @@ def run(args) -> int:
     _say("benchmark", f"{len(benchmark.queries)} queries, {len(benchmark.database)} "
                       f"database images")
 
-    suffix = "-sp" if args.mode == "single_pass" else ""
+    suffix = {"crop": "", "single_pass": "-sp", "multi_scale": "-ms"}[args.mode]
     rankers = {}
     for config in CONFIGS:
         name = config + suffix if config.startswith("patchify") else config

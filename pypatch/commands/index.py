@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from pypatch.commands._args import require_positive
+from pypatch.modes import MODES
 
 
 def parse_pq(text: str) -> dict:
@@ -47,9 +48,10 @@ def add_parser(subparsers) -> None:
                        help="product-quantised store (the default, m=32, nbits=8)")
     store.add_argument("--flat", action="store_true", help="exact float32 store (no compression)")
     store.add_argument("--flat16", action="store_true", help="exact float16 store")
-    p.add_argument("--mode", choices=("crop", "single_pass"), default="crop",
+    p.add_argument("--mode", choices=MODES, default="crop",
                    help="crop: embed each cell (the paper); single_pass: pool cells from one "
-                        "feature map per image (much faster)")
+                        "feature map per image (8-10x faster, less accurate); multi_scale: from "
+                        "three (about 3x faster, as accurate once PCA'd)")
     p.add_argument("--train-on", choices=("patches", "global"), default="patches",
                    help="PQ codebooks trained on patch descriptors (default) or whole-image ones")
     p.add_argument("--train-size", type=int, default=65536, metavar="N",
