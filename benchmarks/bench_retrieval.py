@@ -14,7 +14,7 @@ recomputed. Single-pass cells depend only on their box too (pooled from one feat
 the same slicing holds.
 
 Each configuration is an ImageIndex built by ``pypatch.eval_rankers`` (grammar
-``patchify-<regions>-<store>[-global][-sp][-qe|-mp][-refine]``) evaluated by
+``patchify-<regions>-<store>[-global][-pca...][-sp|-ms][-qe|-mp][-refine]``) evaluated by
 ``pypatch.evaluation.evaluate``; the table goes to stdout and ``--out`` (markdown + JSON lines),
 and the issue's targets are checked as PASS/FAIL lines.
 """
@@ -143,8 +143,9 @@ def plan(have_crop: bool, rmac_crop: bool = False) -> list:
     rows += [("store", f"patchify-L3-flat16{sp}")]
     for m in (8, 16, 32, 64):
         rows += [("store", f"patchify-L3-pq{m}{sp}"), ("store", f"patchify-L3-pq{m}-global{sp}")]
-    if have_crop:
-        rows += [("mode", "patchify-L3-pq32-sp")]
+    if have_crop:  # per-crop vs single-pass vs multi-scale, each with and without the PCA
+        for store in ("flat-nopca", "flat-pcaw256", "pq32"):
+            rows += [("mode", f"patchify-L3-{store}{m}") for m in ("", "-sp", "-ms")]
     for base in (f"patchify-L3-pq32{sp}", f"patchify-L3-flat{sp}"):
         rows += [("rerank", f"{base}-qe"), ("rerank", f"{base}-mp")]
     rows += [("boxes", f"patchify-L3-pq32{sp}-cells"), ("boxes", f"patchify-L3-pq32{sp}-refine"),
@@ -169,7 +170,7 @@ def run(args) -> int:
     bench = load(bench_dir / "benchmark.json")
     caching = er.shared_embedder(None, args.threads)
     cache = Path(args.cache)
-    for regions, mode in [("L3", "single_pass"), ("rmac", "single_pass")] + \
+    for regions, mode in [("L3", "single_pass"), ("rmac", "single_pass"), ("L3", "multi_scale")] + \
             [(r, "crop") for r in args.crop_regions]:
         fill_cache(caching, embed_database(bench, regions, mode, cache, caching._e), regions, mode)
     have_crop = "L3" in args.crop_regions
@@ -177,6 +178,8 @@ def run(args) -> int:
     rows = plan(have_crop, "rmac" in args.crop_regions)
     if args.only:
         rows = [r for r in rows if any(s in r[1] for s in args.only)]
+    if args.section:
+        rows = [r for r in rows if r[0] in args.section]
     indexes: dict = {}
     out_rows = []
     jsonl = Path(args.out) / f"bench_retrieval-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.jsonl"
@@ -281,11 +284,14 @@ def check_targets(rows: list, have_crop: bool) -> None:
         d = 100 * (f["map"] - q["map"])
         check("PQ m=32 within 1.5 mAP of flat", d <= 1.5,
               f"pq32 {100 * q['map']:.2f} vs flat {100 * f['map']:.2f} ({-d:+.2f})")
-    c, s = by.get("patchify-L3-flat"), by.get("patchify-L3-flat-sp")
-    if c and s:
-        d = 100 * (c["map"] - s["map"])
-        check("single-pass within 2 mAP of per-crop", d <= 2,
-              f"single-pass {100 * s['map']:.2f} vs per-crop {100 * c['map']:.2f} ({-d:+.2f})")
+    for store in ("flat-nopca", "flat-pcaw256", "pq32"):  # like for like: same store and PCA
+        c = by.get(f"patchify-L3-{store}")
+        for mode, label in (("-sp", "single-pass"), ("-ms", "multi-scale single-pass")):
+            s = by.get(f"patchify-L3-{store}{mode}")
+            if c and s:
+                d = 100 * (c["map"] - s["map"])
+                check(f"{label} within 2 mAP of per-crop ({store})", d <= 2,
+                      f"{100 * s['map']:.2f} vs per-crop {100 * c['map']:.2f} ({-d:+.2f})")
     base, ref = by.get(f"patchify-L3-pq32{sp}"), by.get(f"patchify-L3-pq32{sp}-refine")
     if base and ref:
         check("refined boxes raise LocScore over grid boxes", ref["locscore"] > base["locscore"],
@@ -303,6 +309,7 @@ def main(argv=None) -> int:
     ap.add_argument("--crop-regions", nargs="*", default=["L3"],
                     help="regions embedded per-crop (default L3; nothing = single-pass only)")
     ap.add_argument("--only", nargs="*", help="run the configurations containing these strings")
+    ap.add_argument("--section", nargs="*", help="run only these sections (regions, store, mode, ...)")
     ap.add_argument("--pca", nargs="*", type=int, default=[256, 512],
                     help="PCA-whitening dimensions tried before flat/PQ stores (L3 per-crop)")
     ap.add_argument("--threads", type=int, default=2)
