@@ -126,6 +126,9 @@ def grid_oracle_locscore(bench, cfg, index) -> float:
 
 
 # ----------------------------------------------------------------------------- the sweep
+# the mode comparison's stores: raw, the same PCA for every mode (half / full whitening), and the
+# default PQ32 (auto: full whitening per-crop, half for the single-pass modes; then OPQ)
+MODE_STORES = ("flat-nopca", "flat-pcah256", "flat-pcaw256", "pq32")
 def plan(have_crop: bool, rmac_crop: bool = False) -> list:
     """(section, config name) rows. Regions and store sweeps run per-crop when the L3 per-crop
     embedding exists, single-pass otherwise; ``rmac_crop`` (``--crop-regions L3 rmac``) adds
@@ -144,7 +147,7 @@ def plan(have_crop: bool, rmac_crop: bool = False) -> list:
     for m in (8, 16, 32, 64):
         rows += [("store", f"patchify-L3-pq{m}{sp}"), ("store", f"patchify-L3-pq{m}-global{sp}")]
     if have_crop:  # per-crop vs single-pass vs multi-scale, each with and without the PCA
-        for store in ("flat-nopca", "flat-pcaw256", "pq32"):
+        for store in MODE_STORES:
             rows += [("mode", f"patchify-L3-{store}{m}") for m in ("", "-sp", "-ms")]
     for base in (f"patchify-L3-pq32{sp}", f"patchify-L3-flat{sp}"):
         rows += [("rerank", f"{base}-qe"), ("rerank", f"{base}-mp")]
@@ -284,7 +287,7 @@ def check_targets(rows: list, have_crop: bool) -> None:
         d = 100 * (f["map"] - q["map"])
         check("PQ m=32 within 1.5 mAP of flat", d <= 1.5,
               f"pq32 {100 * q['map']:.2f} vs flat {100 * f['map']:.2f} ({-d:+.2f})")
-    for store in ("flat-nopca", "flat-pcaw256", "pq32"):  # like for like: same store and PCA
+    for store in MODE_STORES:  # like for like: the same store and PCA
         c = by.get(f"patchify-L3-{store}")
         for mode, label in (("-sp", "single-pass"), ("-ms", "multi-scale single-pass")):
             s = by.get(f"patchify-L3-{store}{mode}")

@@ -42,13 +42,17 @@ STORES = ("pq", "flat", "flat16")
 TRAIN_ON = ("patches", "global")
 _CHUNK_IMAGES = 64  # images embedded before each add() to the native index
 _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
-# pca_dim="auto" (PQ stores): whitened PCA to AUTO_PCA_DIM dims before PQ. On the offline
-# benchmark (D=1280, L3, 1000 images) PQ m=32 went from 47.2 to 62.7 mAP (flat: 61.3). Used only
-# when the model's dimension is larger, pq_m divides it, and the training sample holds at least
+# pca_dim="auto" (PQ stores, and all stores of the single-pass modes): whitened PCA to
+# AUTO_PCA_DIM dims before storing. On the offline benchmark (D=1280, L3, 1000 images) PQ m=32
+# went from 47.2 to 62.7 mAP (flat: 61.3), multi-scale flat from 52.4 to 63.2. Used only when
+# the model's dimension is larger, pq_m divides it (PQ), and the training sample holds at least
 # AUTO_PCA_MIN_TRAIN vectors (a covariance from fewer is too noisy to whiten by). They are read
 # from this module at call time (pypatch.store_training gets them as arguments).
 AUTO_PCA_DIM = 256
 AUTO_PCA_POWER = -0.5
+# Single-pass modes: half whitening. Full whitening of their (context-correlated) cells lost 5-8
+# mAP on both small offline benchmarks (ms: 53.8 / 58.1 vs 59.3 / 66.1) for +1 on the large one.
+AUTO_PCA_POWER_SINGLE_PASS = -0.25
 AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
 # ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
 # keyword arguments of search() handed to pypatch.rerank.second_stage
@@ -87,7 +91,7 @@ class ImageIndex:
               pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
-              pca_dim="auto", pca_power: float = AUTO_PCA_POWER,
+              pca_dim="auto", pca_power="auto",
               opq="auto") -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
@@ -100,9 +104,9 @@ class ImageIndex:
         store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
             ``"flat16"`` (float16).
         mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
-            every cell from one feature map per image (8-10x faster at L3, less accurate);
+            every cell from one feature map per image (8x faster at L3, 7-11 mAP lower);
             ``"multi_scale"`` pools them from three feature maps (288/384/576 px for the default
-            model; about 3x faster than per-crop and, with a PCA, as accurate).
+            model; 2.2-2.4x faster than per-crop, 0.4-4 mAP lower on the large offline benchmark).
         train_on : PQ codebooks trained on a sample of all patch descriptors (``"patches"``)
             or on whole-image (level-0) descriptors only (``"global"``).
         train_size : at most this many training vectors (sampled with ``seed``).
@@ -112,7 +116,8 @@ class ImageIndex:
             stores use :data:`AUTO_PCA_DIM` whitened axes when the model's dimension is larger,
             ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors; so do
             flat stores of the single-pass modes; per-crop flat stores stay exact.
-        pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening).
+        pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening);
+            ``"auto"``: :data:`AUTO_PCA_POWER` per-crop, :data:`AUTO_PCA_POWER_SINGLE_PASS` else.
         opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
             (:func:`pypatch.transform.fit_opq_rotation`), folded into the stored matrix;
             ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
@@ -126,6 +131,8 @@ class ImageIndex:
             embedder = new_embedder(model, num_threads)
         dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
+        if isinstance(pca_power, str) and pca_power == "auto":
+            pca_power = AUTO_PCA_POWER if mode == "crop" else AUTO_PCA_POWER_SINGLE_PASS
         transform = transform_spec(pca_dim, pca_power, opq, store=store, pq_m=pq_m, dim=dim,
                                    train_size=train_size, seed=seed, auto_dim=AUTO_PCA_DIM,
                                    mode=mode)

@@ -115,3 +115,28 @@ def test_index_round_trip_searches_with_the_multi_scale_query(embedder, tmp_path
         assert hit.image == "p1"
         assert hit.score == pytest.approx(float((vecs @ q).max()), abs=1e-5)
         assert list(hit.cell) == boxes[int((vecs @ q).argmax())].tolist()
+
+
+def test_flat_multi_scale_index_gets_the_half_whitened_pca(embedder):
+    # 70 crops of real photos x 30 cells >= the 2048 vectors an automatic PCA needs
+    photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket(), data.camera()]
+    rng = np.random.default_rng(0)
+    crops = []
+    for i in range(70):
+        p = photos[i % len(photos)]
+        h, w = p.shape[:2]
+        y, x = rng.integers(0, h // 3), rng.integers(0, w // 3)
+        crops.append((f"c{i}", p[y:y + 2 * h // 3, x:x + 2 * w // 3]))
+    index = ImageIndex.build(crops, regions="L3", store="flat", mode="multi_scale",
+                             embedder=embedder, progress=False)
+    info = index.info()["transform"]
+    assert info["dim"] == 256 and info["power"] == -0.25 and info["auto"]
+    assert index.info()["bytes_per_image"] < 30 * 256 * 4 + 64
+    # the stored cells are the transformed multi-scale cells: the search score is their max
+    q = embedder.embed_query(photos[1], regions="L3", mode="multi_scale")
+    stored = index.to_stored(embedder.embed_patches(crops[1][1], regions="L3", mode="multi_scale")[0])
+    hits = {h.image: h.score for h in index.search(photos[1], k=70)}
+    assert hits["c1"] == pytest.approx(float((stored @ index.to_stored(q)).max()), abs=1e-4)
+    explicit = ImageIndex.build(crops, regions="L3", store="flat", mode="multi_scale",
+                                pca_power=-0.5, embedder=embedder, progress=False)
+    assert explicit.info()["transform"]["power"] == -0.5

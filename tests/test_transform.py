@@ -272,7 +272,9 @@ def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, mon
     monkeypatch.setattr(ii, "AUTO_PCA_MIN_TRAIN", 64)
     auto = ImageIndex.build(photo_dir, **common)
     assert auto.transform is not None and auto.transform.dim_out == 16
-    assert auto.transform.power == ii.AUTO_PCA_POWER and auto.info()["stored_dim"] == 16
+    # single-pass cells: half whitening (per-crop: AUTO_PCA_POWER, full)
+    assert auto.transform.power == ii.AUTO_PCA_POWER_SINGLE_PASS and auto.info()["stored_dim"] == 16
+    assert ImageIndex.build(photo_dir, **dict(common, mode="crop")).transform.power == ii.AUTO_PCA_POWER
     # flat stores stay exact under "auto"; pq_m not dividing the PCA dim keeps the raw space
     assert ImageIndex.build(photo_dir, regions="L1", store="flat", embedder=embedder,
                             progress=False).transform is None
@@ -307,8 +309,8 @@ def test_opq_inside_imageindex_rotates_the_fitted_pca(photo_dir, embedder, tmp_p
     from pypatch import ImageIndex
 
     index = ImageIndex.build(photo_dir, regions="L2", store="pq", pq_m=8, pq_nbits=4,
-                             mode="single_pass", pca_dim=32, opq=True, embedder=embedder,
-                             progress=False)
+                             mode="single_pass", pca_dim=32, pca_power=-0.5, opq=True,
+                             embedder=embedder, progress=False)
     assert index.info()["transform"]["opq"] is True
     x = np.concatenate([embedder.embed_patches(str(photo_dir / i), regions="L2",
                                                mode="single_pass")[0] for i in index.ids])

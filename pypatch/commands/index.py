@@ -50,8 +50,8 @@ def add_parser(subparsers) -> None:
     store.add_argument("--flat16", action="store_true", help="exact float16 store")
     p.add_argument("--mode", choices=MODES, default="crop",
                    help="crop: embed each cell (the paper); single_pass: pool cells from one "
-                        "feature map per image (8-10x faster, less accurate); multi_scale: from "
-                        "three (about 3x faster, as accurate once PCA'd)")
+                        "feature map per image (8x faster, less accurate); multi_scale: from "
+                        "three (2.2-2.4x faster, closer to crop)")
     p.add_argument("--train-on", choices=("patches", "global"), default="patches",
                    help="PQ codebooks trained on patch descriptors (default) or whole-image ones")
     p.add_argument("--train-size", type=int, default=65536, metavar="N",
@@ -62,9 +62,9 @@ def add_parser(subparsers) -> None:
                         "256 whitened axes when the model's dimension is larger, m divides 256 "
                         "and the sample holds >= 2048 vectors, flat stores stay exact; none: "
                         "store the model's descriptors")
-    p.add_argument("--pca-power", type=float, default=-0.5, metavar="P",
+    p.add_argument("--pca-power", type=float, default=None, metavar="P",
                    help="eigenvalue power of the PCA, in [-1, 0]: 0 = rotation only, "
-                        "-0.5 = full whitening (default)")
+                        "-0.5 = full whitening (default per-crop; -0.25 for the single-pass modes)")
     p.add_argument("--opq", choices=("auto", "none"), default="auto",
                    help="auto (default): PQ stores with a PCA also learn an OPQ rotation "
                         "(better recall, longer training); none: PCA only")
@@ -100,7 +100,7 @@ def run(args) -> int:
     index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
                              pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
                              train_on=args.train_on, train_size=args.train_size,
-                             pca_dim=args.pca_dim, pca_power=args.pca_power,
+                             pca_dim=args.pca_dim, pca_power="auto" if args.pca_power is None else args.pca_power,
                              opq=False if args.opq == "none" else "auto",
                              num_threads=args.threads, progress=True)
     index.save(args.out)
