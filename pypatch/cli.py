@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # sub-command name -> module under pypatch.commands (ordered as shown in --help)
@@ -53,6 +54,9 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("pypatch: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout closed early (`pypatch info X | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
+        return 141  # 128 + SIGPIPE, as shell tools report it
     except (PypatchError, OSError, ValueError) as exc:
         print(f"pypatch {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,9 @@ The JSON shape of `search --json` is a contract; errors must be one line with ex
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -207,6 +210,18 @@ def test_console_entry_point_prints_no_traceback(tmp_path):
     proc = run_python("-m", "pypatch", "info", str(bogus))
     assert proc.returncode == 2 and proc.stdout == ""
     assert "Traceback" not in proc.stderr and proc.stderr.startswith("pypatch info: error:")
+
+
+def test_closed_stdout_stops_quietly(index_file):
+    # `pypatch info INDEX | head -1` after head has gone: exit 141 (SIGPIPE), no error message
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pypatch", "info", str(index_file)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 141 and proc.stderr == ""
 
 
 def test_bench_command_runs_the_native_core(capsys):
