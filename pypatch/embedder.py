@@ -7,7 +7,7 @@ Preprocessing comes from the model card (see ``pypatch.models``): each box is cr
 RGB image, resized to the card's input size and normalised as timm's eval transform with
 ``crop_pct=1.0`` does (:mod:`pypatch.preprocess`).
 
-Two extraction modes:
+Three extraction modes:
 
 * ``mode="crop"`` (the paper's): every box is a separate backbone input.
 * ``mode="single_pass"``: the backbone runs once per image, resized to ``S x S`` with
@@ -60,7 +60,8 @@ class Embedder:
     (resolved by ``pypatch.models.resolve_model``). ``num_threads``: ORT intra-op threads (None =
     physical cores available). ``batch_size``: backbone inputs per ORT run. ``whitening``: an
     optional ``PCAWhitening`` (or path to its ``.npz``) applied after L2 normalisation.
-    ``single_pass_size``: override the single-pass input side S (a multiple of the feature stride).
+    ``single_pass_size``: override the single-pass input side S (a multiple of the feature stride;
+    ``multi_scale`` runs at :data:`MULTI_SCALE_FACTORS` x S).
     """
 
     def __init__(self, model: Any = None, num_threads: int | None = None, batch_size: int = 32, *,

@@ -129,6 +129,8 @@ class ImageIndex:
         grid, regions_spec = _make_grid(regions)
         if embedder is None:
             embedder = new_embedder(model, num_threads)
+        if mode != "crop" and hasattr(embedder, "pass_sizes"):
+            embedder.pass_sizes(mode)  # e.g. multi_scale on a static-size model: fail up front
         dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
         store_info = {"kind": store}
         if isinstance(pca_power, str) and pca_power == "auto":

@@ -83,6 +83,9 @@ def test_static_size_model_refuses_multi_scale(tmp_path):
     vit = Embedder(path, num_threads=1)
     with pytest.raises(InvalidArgumentError, match="dynamic input size"):
         vit.embed_patches(data.coffee(), regions="L1", mode="multi_scale")
+    with pytest.raises(InvalidArgumentError, match="dynamic input size"):  # before any embedding
+        ImageIndex.build([("c", data.coffee())], regions="L1", store="flat", mode="multi_scale",
+                         embedder=vit, progress=False)
 
 
 def test_auto_pca_covers_flat_stores_of_single_pass_modes_only():

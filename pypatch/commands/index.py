@@ -58,10 +58,11 @@ def add_parser(subparsers) -> None:
                    help="at most N training vectors for the PQ codebooks (and the PCA)")
     p.add_argument("--pca-dim", type=parse_pca_dim, default="auto", metavar="N|auto|none",
                    help="project patches and queries onto N principal axes learned on the "
-                        "training sample before storing them; auto (default): PQ stores get "
-                        "256 whitened axes when the model's dimension is larger, m divides 256 "
-                        "and the sample holds >= 2048 vectors, flat stores stay exact; none: "
-                        "store the model's descriptors")
+                        "training sample before storing them; auto (default): PQ stores, and "
+                        "all stores of the single-pass modes, get 256 whitened axes when the "
+                        "model's dimension is larger, m divides 256 and the sample holds >= 2048 "
+                        "vectors; per-crop flat stores stay exact; none: store the model's "
+                        "descriptors")
     p.add_argument("--pca-power", type=float, default=None, metavar="P",
                    help="eigenvalue power of the PCA, in [-1, 0]: 0 = rotation only, "
                         "-0.5 = full whitening (default per-crop; -0.25 for the single-pass modes)")
@@ -100,7 +101,8 @@ def run(args) -> int:
     index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
                              pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
                              train_on=args.train_on, train_size=args.train_size,
-                             pca_dim=args.pca_dim, pca_power="auto" if args.pca_power is None else args.pca_power,
+                             pca_dim=args.pca_dim,
+                             pca_power="auto" if args.pca_power is None else args.pca_power,
                              opq=False if args.opq == "none" else "auto",
                              num_threads=args.threads, progress=True)
     index.save(args.out)
