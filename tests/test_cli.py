@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -218,7 +219,8 @@ def test_closed_stdout_stops_quietly(index_file):
     os.close(read_end)
     try:
         proc = subprocess.run([sys.executable, "-m", "pypatch", "info", str(index_file)],
-                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120,
+                              cwd=tempfile.gettempdir())  # outside the checkout, like run_python
     finally:
         os.close(write_end)
     assert proc.returncode == 141 and proc.stderr == ""
