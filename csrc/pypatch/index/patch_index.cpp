@@ -283,15 +283,30 @@ void PatchIndex::set_metadata_json(std::string json) {
   metadata_ = std::move(json);
 }
 
+void PatchIndex::set_transform(std::shared_ptr<const LinearTransform> t) {
+  PTCH_CHECK(!t || t->dim_out() == dim_, "transform dim_out (" + std::to_string(t ? t->dim_out() : 0) +
+                                             ") must equal the index dim (" + std::to_string(dim_) + ")");
+  std::unique_lock<std::shared_mutex> lock(mu_);
+  transform_ = std::move(t);
+}
+
+std::shared_ptr<const LinearTransform> PatchIndex::transform() const {
+  std::shared_lock<std::shared_mutex> lock(mu_);
+  return transform_;
+}
+
 std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
   std::shared_lock<std::shared_mutex> lock(mu_);
   const int64_t data_bytes = storage_bytes(patches_());
+  const int64_t transform_bytes =
+      transform_ ? static_cast<int64_t>((transform_->mean().size() + transform_->matrix().size()) * 4) : 0;
   return {
       {kind_ == StoreKind::PQ ? "codes" : "vectors", data_bytes},
       {"image_offsets", static_cast<int64_t>(offsets_.size() * sizeof(int64_t))},
       {"removed", static_cast<int64_t>(removed_.size())},
       {"centroids", pq_ && pq_->is_trained() ? static_cast<int64_t>(pq_->centroids().size() * 8) : 0},
       {"metadata", static_cast<int64_t>(metadata_.size())},
+      {"transform", transform_bytes},
       {"mapped", file_ ? data_bytes : 0},
   };
 }

@@ -17,7 +17,8 @@
 #include <utility>       // pair
 #include <vector>        // owned storage
 
-#include "pypatch/pq/product_quantizer.h"  // ProductQuantizer
+#include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
+#include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
 
 namespace pypatch {
 namespace io { class Container; }
@@ -92,6 +93,14 @@ class PatchIndex {
   std::string metadata_json() const;
   void set_metadata_json(std::string json);
 
+  /// Optional learned pre-transform from model space to the index's space (saved in the XFRM
+  /// section). The index never applies it itself: callers transform their vectors with
+  /// transform()->apply() before add/search. Throws InvalidArgument unless
+  /// t->dim_out() == dim(); nullptr removes it.
+  void set_transform(std::shared_ptr<const LinearTransform> t);
+  /// The transform, or nullptr when none is set.
+  std::shared_ptr<const LinearTransform> transform() const;
+
   /// Writes atomically (tmp file, fsync, rename). Format: patch_index_io.cpp.
   void save(const std::string& path) const;
   std::vector<uint8_t> to_bytes() const;
@@ -106,7 +115,7 @@ class PatchIndex {
   static std::unique_ptr<PatchIndex> from_bytes(const void* data, size_t size);
 
   /// Bytes by part: "codes" (or "vectors"), "image_offsets", "removed", "centroids",
-  /// "metadata", and "mapped" (bytes of storage that are views of a file, not owned).
+  /// "metadata", "transform", and "mapped" (bytes of storage that are views of a file, not owned).
   std::vector<std::pair<std::string, int64_t>> memory_usage() const;
 
  private:
@@ -134,6 +143,7 @@ class PatchIndex {
   std::vector<uint8_t> removed_;
   int64_t n_removed_ = 0;
   std::string metadata_ = "{}";
+  std::shared_ptr<const LinearTransform> transform_;  // nullptr: none
   mutable std::shared_mutex mu_;
 };
 

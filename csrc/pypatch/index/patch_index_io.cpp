@@ -8,15 +8,21 @@
 //   VECS  f32/f16 (n_patches, dim) row-major vectors (flat store)
 //   IOFF  u64 (n_images + 1) CSR image offsets
 //   TOMB  u8 (n_images) removed mask
+//   XFRM  optional LinearTransform: 64-byte header (u32 version = 1, u32 kind = 1 "centre,
+//         project, L2-normalise", u32 dim_in, u32 dim_out = the index dim, zeros), then f32
+//         mean (dim_in) and f32 matrix (dim_out, dim_in) row-major, packed (no padding)
 // PIDX and IOFF are read and written byte by byte in little-endian (io/little_endian.h), so a
 // file means the same on any host. PQCB/CODE/VECS are the host's floats and bytes as-is (they
 // are viewed in place; every supported host is little-endian).
 // Loading validates every count against the section sizes before using them, and the offsets
 // (start 0, non-decreasing, end n_patches) before any search can read through them. The small
-// sections that steer reads (IOFF, TOMB, META, PQCB) are always CRC-checked, whatever their
-// size and the verify flag (~1 ms per 10 MB); only CODE/VECS are left to verify=True on a map.
+// sections that steer reads or queries (IOFF, TOMB, META, PQCB, XFRM) are always CRC-checked,
+// whatever their size and the verify flag (~1 ms per 10 MB); only CODE/VECS are left to
+// verify=True on a map. A file without XFRM loads with no transform (files before XFRM).
 #include <cstring>  // memcpy
 #include <limits>   // numeric_limits
+#include <memory>   // shared_ptr (transform)
+#include <utility>  // move
 
 #include "pypatch/errors.h"              // InvalidArgument
 #include "pypatch/index/code_layout.h"   // blocked64 <-> rows
@@ -30,8 +36,14 @@ namespace {
 
 constexpr uint32_t kKindHeader = io::fourcc("PIDX");
 constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
+constexpr uint32_t kKindTransform = io::fourcc("XFRM");
 constexpr uint32_t kHeaderVersion = 1;
 constexpr size_t kHeaderSize = 64;
+// XFRM header: version, transform kind (1 = LinearTransform), dim_in, dim_out; 64 bytes so
+// the floats that follow start 64-aligned.
+constexpr uint32_t kTransformVersion = 1;
+constexpr uint32_t kTransformLinear = 1;
+constexpr size_t kTransformHeaderSize = 64;
 
 // PIDX layout (byte offsets).
 struct HeaderFields {
@@ -59,6 +71,62 @@ uint64_t get64(const uint8_t* b, size_t off) { return io::le::load64(b + off); }
 
 const char* store_name(StoreKind k) {
   return k == StoreKind::PQ ? "pq" : k == StoreKind::FlatF32 ? "flat_float32" : "flat_float16";
+}
+
+uint64_t transform_section_bytes(uint64_t dim_in, uint64_t dim_out) {
+  return kTransformHeaderSize + 4 * (dim_in + dim_in * dim_out);  // dims <= 2^20: no overflow
+}
+
+// XFRM: header then the host's floats as-is (like PQCB: every supported host is little-endian).
+void add_transform_section(io::ContainerWriter& w, std::shared_ptr<const LinearTransform> t) {
+  const uint64_t bytes = transform_section_bytes(t->dim_in(), t->dim_out());
+  // Streamed at write time from the (immutable, shared) transform: no copy of the matrix.
+  w.add_producer(kKindTransform, bytes, [t](io::SectionSink& out) {
+    std::vector<uint8_t> h(kTransformHeaderSize, 0);
+    put32(h, 0, kTransformVersion);
+    put32(h, 4, kTransformLinear);
+    put32(h, 8, static_cast<uint32_t>(t->dim_in()));
+    put32(h, 12, static_cast<uint32_t>(t->dim_out()));
+    out.write(h.data(), h.size());
+    out.write(t->mean().data(), t->mean().size() * 4);
+    out.write(t->matrix().data(), t->matrix().size() * 4);
+  });
+}
+
+// Reads and checks XFRM (already CRC-checked): every size against the dims before a copy.
+std::shared_ptr<const LinearTransform> read_transform(const io::Container& c, uint32_t index_dim) {
+  const std::string& name = c.name();
+  const io::SectionView& s = c.section(kKindTransform);
+  if (s.size < kTransformHeaderSize)
+    bad(name, "XFRM section holds " + std::to_string(s.size) + " bytes, less than its " +
+                  std::to_string(kTransformHeaderSize) + "-byte header");
+  const uint32_t version = get32(s.data, 0), kind = get32(s.data, 4);
+  const uint32_t dim_in = get32(s.data, 8), dim_out = get32(s.data, 12);
+  if (version > kTransformVersion)
+    throw io::VersionError(name + ": XFRM transform version " + std::to_string(version) +
+                               " is newer than this pypatch reads (" + std::to_string(kTransformVersion) +
+                               "); upgrade pypatch",
+                           c.major(), c.minor());
+  if (version != kTransformVersion) bad(name, "invalid XFRM version " + std::to_string(version));
+  if (kind != kTransformLinear) bad(name, "unknown XFRM transform kind " + std::to_string(kind));
+  if (dim_out != index_dim)
+    bad(name, "XFRM transform maps to " + std::to_string(dim_out) + " dims but the index stores " +
+                  std::to_string(index_dim));
+  if (dim_in < 1 || dim_in > static_cast<uint32_t>(LinearTransform::kMaxDim))
+    bad(name, "implausible XFRM dim_in " + std::to_string(dim_in));
+  const uint64_t want = transform_section_bytes(dim_in, dim_out);
+  if (s.size != want)
+    bad(name, "XFRM section holds " + std::to_string(s.size) + " bytes; a " + std::to_string(dim_in) +
+                  " -> " + std::to_string(dim_out) + " transform needs " + std::to_string(want));
+  std::vector<float> mean(dim_in), matrix(static_cast<size_t>(dim_in) * dim_out);
+  std::memcpy(mean.data(), s.data + kTransformHeaderSize, mean.size() * 4);
+  std::memcpy(matrix.data(), s.data + kTransformHeaderSize + mean.size() * 4, matrix.size() * 4);
+  try {
+    return std::make_shared<const LinearTransform>(static_cast<int>(dim_in), static_cast<int>(dim_out),
+                                                   std::move(mean), std::move(matrix));
+  } catch (const InvalidArgument& e) {
+    bad(name, std::string("invalid XFRM transform: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -96,6 +164,7 @@ class PatchIndex::Writer {
     w.add_string(io::kind::kMeta, std::move(meta));
     if (trained)
       w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
+    if (ix.transform_) add_transform_section(w, ix.transform_);
     w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
                static_cast<size_t>(ix.storage_bytes(ix.patches_())));
     w.add_view(io::kind::kImageOffsets, offsets_le.data(), offsets_le.size());
@@ -152,6 +221,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   // Missing required ones raise "required section ... is missing" here.
   for (uint32_t k : {io::kind::kImageOffsets, kKindRemoved, io::kind::kMeta}) c->verify_crc(k);
   if (c->has(io::kind::kPqCentroids)) c->verify_crc(io::kind::kPqCentroids);
+  if (c->has(kKindTransform)) c->verify_crc(kKindTransform);  // steers every query
   const uint32_t version = get32(h, 0), kind = get32(h, 4);
   const uint32_t dim = get32(h, 8), m = get32(h, 12), nbits = get32(h, 16);
   const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
@@ -187,6 +257,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   }
   if (static_cast<uint32_t>(ix->code_size_) != code_size) bad(name, "code size does not match the settings");
   if (!trained && n_patches > 0 && sk == StoreKind::PQ) bad(name, "codes without centroids");
+  if (c->has(kKindTransform)) ix->transform_ = read_transform(*c, dim);
 
   // array<uint64_t> checks the size; the values are read as little-endian bytes.
   const uint8_t* off_le = reinterpret_cast<const uint8_t*>(
