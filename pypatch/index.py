@@ -206,6 +206,37 @@ class PatchIndex:
         """(patches of the image, dim) float32 stored vectors (decoded for PQ)."""
         return self._ix.reconstruct(as_int(image, "image"))
 
+    # ------------------------------------------------------------------ pre-transform
+    @property
+    def transform(self):
+        """``(mean (dim_in,), matrix (dim, dim_in))`` float32 copies of the stored pre-transform
+        (saved in the file's XFRM section), or None. The index never applies it itself: vectors
+        passed to add/search must already be in its space (see :meth:`apply_transform`)."""
+        return self._ix.transform
+
+    def set_transform(self, mean: np.ndarray, matrix: np.ndarray) -> None:
+        """Store the linear pre-transform ``l2_normalize((x - mean) @ matrix.T)`` with the index.
+        mean: (dim_in,) float32; matrix: (dim, dim_in) float32, C-contiguous and finite."""
+        mean = as_array(mean, "mean", np.float32, 1, finite=True)
+        matrix = as_array(matrix, "matrix", np.float32, 2, mean.shape[0], finite=True)
+        if matrix.shape[0] != self.dim:
+            raise InvalidArgumentError(f"matrix must have {self.dim} rows (the index dim); "
+                                       f"got shape {matrix.shape}")
+        self._ix.set_transform(mean, matrix)
+
+    def clear_transform(self) -> None:
+        """Remove the stored pre-transform (the next save writes none)."""
+        self._ix.clear_transform()
+
+    def apply_transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The stored pre-transform applied by the core (as a C++ program would): (n, dim_in)
+        or (dim_in,) float32 -> (n, dim) or (dim,) float32 rows of unit L2 norm."""
+        one = isinstance(vectors, np.ndarray) and vectors.ndim == 1
+        # the core checks the columns against dim_in (and that a transform is set)
+        x = as_array(vectors, "vectors", np.float32, 2, finite=True, allow_1d=True)
+        out = self._ix.apply_transform(x)
+        return out[0] if one else out
+
     # ------------------------------------------------------------------ files
     @staticmethod
     def _dump_metadata(meta: dict) -> str:
@@ -246,8 +277,9 @@ class PatchIndex:
         self._ix, self._metadata = other._ix, other._metadata
 
     def memory_usage(self) -> dict:
-        """Bytes by part (codes or vectors, image_offsets, removed, centroids, metadata) plus
-        "mapped": bytes of storage viewed from the file rather than owned, and "total"."""
+        """Bytes by part (codes or vectors, image_offsets, removed, centroids, metadata,
+        transform) plus "mapped": bytes of storage viewed from the file rather than owned,
+        and "total"."""
         usage = dict(self._ix.memory_usage())
         usage["total"] = sum(v for key, v in usage.items() if key != "mapped")
         return usage

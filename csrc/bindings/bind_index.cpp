@@ -4,10 +4,12 @@
 #include <new>  // std::bad_alloc
 
 #include "common.h"
+#include "pypatch/index/linear_transform.h"
 #include "pypatch/index/patch_index.h"
 
 namespace pypatch_bind {
 
+using pypatch::LinearTransform;
 using pypatch::PatchIndex;
 using pypatch::StoreKind;
 
@@ -21,6 +23,18 @@ StoreKind parse_flat(const std::string& dtype) {
 
 const char* kind_name(StoreKind k) {
   return k == StoreKind::PQ ? "pq" : k == StoreKind::FlatF32 ? "float32" : "float16";
+}
+
+// The index's transform (taken without the GIL: the getter locks the index); InvalidArgument
+// when none is set.
+std::shared_ptr<const LinearTransform> required_transform(const PatchIndex& ix) {
+  std::shared_ptr<const LinearTransform> t;
+  {
+    py::gil_scoped_release nogil;
+    t = ix.transform();
+  }
+  if (!t) throw pypatch::InvalidArgument("the index has no transform (set_transform first)");
+  return t;
 }
 
 int64_t n_vectors(const CArray<int64_t>& counts) {
@@ -139,6 +153,47 @@ void bind_index(py::module_& m) {
           }
           if (done) return out;
         }
+      })
+      .def("set_transform", [](PatchIndex& ix, const CArray<float>& mean, const CArray<float>& matrix) {
+        const float* mu = checked(mean, "transform mean", 1);
+        const float* w = checked(matrix, "transform matrix", 2, -1, mean.shape(0));
+        const py::ssize_t din = mean.shape(0), dout = matrix.shape(0);
+        if (din < 1 || din > LinearTransform::kMaxDim || dout < 1 || dout > LinearTransform::kMaxDim)
+          throw pypatch::InvalidArgument("transform dims must be in 1.." + std::to_string(LinearTransform::kMaxDim) +
+                                         "; got " + std::to_string(dout) + " x " + std::to_string(din));
+        // Copied: the transform is immutable and outlives the arrays.
+        auto t = std::make_shared<const LinearTransform>(
+            static_cast<int>(din), static_cast<int>(dout), std::vector<float>(mu, mu + din),
+            std::vector<float>(w, w + dout * din));
+        py::gil_scoped_release nogil;
+        ix.set_transform(std::move(t));
+      }, py::arg("mean"), py::arg("matrix"))
+      .def("clear_transform", [](PatchIndex& ix) { ix.set_transform(nullptr); },
+           py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("transform", [](const PatchIndex& ix) -> py::object {
+        std::shared_ptr<const LinearTransform> t;
+        {
+          py::gil_scoped_release nogil;
+          t = ix.transform();
+        }
+        if (!t) return py::none();
+        CArray<float> mean(static_cast<py::ssize_t>(t->dim_in()));
+        CArray<float> matrix({static_cast<py::ssize_t>(t->dim_out()), static_cast<py::ssize_t>(t->dim_in())});
+        std::copy(t->mean().begin(), t->mean().end(), mean.mutable_data());
+        std::copy(t->matrix().begin(), t->matrix().end(), matrix.mutable_data());
+        return py::make_tuple(mean, matrix);
+      })
+      .def("apply_transform", [](const PatchIndex& ix, const CArray<float>& x) {
+        auto t = required_transform(ix);  // kept alive by this shared_ptr during apply
+        const float* p = checked(x, "vectors", 2, -1, t->dim_in());
+        const py::ssize_t n = x.shape(0);
+        CArray<float> out({n, static_cast<py::ssize_t>(t->dim_out())});
+        float* dst = out.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          t->apply(n, p, dst);
+        }
+        return out;
       })
       .def_property("metadata_json",
                     py::cpp_function(&PatchIndex::metadata_json, py::call_guard<py::gil_scoped_release>()),
