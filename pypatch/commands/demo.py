@@ -100,14 +100,15 @@ def _pct(value) -> str:
 
 def _table(results) -> str:
     small = "3-10%"
-    lines = [f"{'configuration':<24} {'mAP':>6} {'LocScore':>8} {'mAP obj ' + small:>14} "
+    w = max([24] + [len(name) for name in results.configs])  # e.g. patchify-L3-pq32-ms-refine
+    lines = [f"{'configuration':<{w}} {'mAP':>6} {'LocScore':>8} {'mAP obj ' + small:>14} "
              f"{'recall@1':>8} {'bytes/img':>10}",
-             "-" * 76]
+             "-" * (w + 52)]
     for name, c in results.configs.items():
         s = c.summary
         obj = c.size_breakdown.get(small, {}).get("map")
         bpi = "" if c.bytes_per_image is None else f"{c.bytes_per_image:10.0f}"
-        lines.append(f"{name:<24} {_pct(s.get('map'))} {_pct(s.get('locscore')):>8} "
+        lines.append(f"{name:<{w}} {_pct(s.get('map'))} {_pct(s.get('locscore')):>8} "
                      f"{_pct(obj):>14} {_pct(s.get('recall@1')):>8} {bpi}")
     lines.append("(mAP, LocScore and recall in %; 'obj 3-10%': queries whose objects cover "
                  "3-10 % of the image)")
