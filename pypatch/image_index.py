@@ -8,7 +8,8 @@ back to the user's world: ids, paths, image sizes, the grid, the model identity.
 
 Everything is saved as ONE file: the native index file, with this class's state in its JSON
 ``metadata`` (see :data:`META_FORMAT`), including the learned pre-transform (whitened PCA, and
-OPQ for PQ stores: :mod:`pypatch.transform`) that database patches and queries go through.
+OPQ for PQ stores: :mod:`pypatch.transform`) that database patches and queries go through; its
+mean and matrix go in the native file's XFRM section, where C++ programs can apply them too.
 Boxes are not stored: the grid is a pure function of (image size, grid settings, patch
 ordinal), so boxes are recomputed for the returned hits only.
 
@@ -27,8 +28,8 @@ import numpy as np
 
 from pypatch.errors import IndexFormatError, InvalidArgumentError, NotTrainedError
 from pypatch.index_meta import META_FORMAT  # noqa: F401  (callers import it from here)
-from pypatch.index_meta import (META_KEY, grid_from_dict, new_meta, read_meta, saved_meta,
-                                transform_from_meta, transform_summary)
+from pypatch.index_meta import (META_KEY, grid_from_dict, native_transform, new_meta, read_meta,
+                                saved_meta, transform_from_meta, transform_summary)
 from pypatch.index_model import check_model, model_info, new_embedder, recorded_model_location
 from pypatch.modes import MODES
 from pypatch.results import SearchHit
@@ -78,7 +79,7 @@ class ImageIndex:
         removed = patch_index.removed
         self._row = {image_id: i for i, image_id in enumerate(self._ids) if not removed[i]}
         self._grid = grid_from_dict(meta["regions"]["grid"])
-        self._transform = transform_from_meta(meta.get("transform"))
+        self._transform = transform_from_meta(meta.get("transform"), native_transform(patch_index))
         self._grid_cache: dict = {}
         self._model_override = model
         self._embedder = embedder
@@ -296,7 +297,10 @@ class ImageIndex:
         self.compact()
         from pypatch import __version__
 
-        meta = saved_meta(self._meta, self._ids, self._paths, self._sizes, __version__)
+        meta = saved_meta(self._meta, self._ids, self._paths, self._sizes, __version__,
+                          self._transform)
+        if self._transform is not None:  # binary XFRM section: C++ programs can apply it too
+            self._index.set_transform(self._transform.mean, self._transform.matrix)
         self._index.metadata = {META_KEY: meta}
         self._index.save(os.fspath(path))
 

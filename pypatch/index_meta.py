@@ -10,7 +10,10 @@ from __future__ import annotations
 from pypatch.errors import IndexFormatError
 
 META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
-META_FORMAT = 2  # 2: may hold a learned pre-transform (files without one are still written as 1)
+# 3: a learned pre-transform whose mean and matrix live in the native XFRM section (META keeps
+#    dims, power, eigenvalues); 2: the whole transform as base64 in META (still read);
+# 1: no transform (files without one are still written as 1, readable by any pypatch).
+META_FORMAT = 3
 _REQUIRED = ("format", "ids", "paths", "sizes", "regions", "mode", "store", "model", "dim")
 
 
@@ -25,14 +28,18 @@ def new_meta(*, grid, regions_spec: str, mode: str, store: dict, model: dict, di
     }
 
 
-def saved_meta(meta: dict, ids: list, paths: list, sizes: list, version: str) -> dict:
-    """The metadata written by ``save`` (after compaction: nothing removed)."""
+def saved_meta(meta: dict, ids: list, paths: list, sizes: list, version: str,
+               transform=None) -> dict:
+    """The metadata written by ``save`` (after compaction: nothing removed). ``transform``: the
+    fitted PCATransform, whose mean and matrix the caller puts in the native index (XFRM)."""
     out = dict(meta)
+    if out.get("transform") and transform is not None:
+        out["transform"] = dict(out["transform"], fitted=transform.to_dict(native=True))
     out.update(ids=ids, paths=paths, sizes=[list(s) for s in sizes], removed=[],
                pypatch_version=version,
-               # a pypatch that cannot apply the transform must refuse the file, not search
+               # a pypatch that cannot read the transform must refuse the file, not search
                # with untransformed queries: it rejects formats above its own
-               format=2 if out.get("transform") else 1)
+               format=3 if out.get("transform") else 1)
     return out
 
 
@@ -45,8 +52,13 @@ def read_meta(patch_index, path) -> dict:
             f"{path!r} is a vector-level PatchIndex without image metadata; open it with "
             f"pypatch.PatchIndex.load")
     check_meta(meta, len(patch_index), path)
-    check_transform_meta(meta, int(patch_index.dim), path)
+    check_transform_meta(meta, int(patch_index.dim), path, native_transform(patch_index))
     return meta
+
+
+def native_transform(patch_index):
+    """``(mean, matrix)`` stored in the native index (XFRM), or None."""
+    return getattr(patch_index, "transform", None)
 
 
 def grid_to_dict(grid) -> dict:
@@ -59,13 +71,14 @@ def grid_from_dict(d: dict):
     return PatchGrid.from_dict(d)
 
 
-def transform_from_meta(spec):
-    """The fitted transform recorded in ``meta["transform"]`` (None before fitting / unused)."""
+def transform_from_meta(spec, native=None):
+    """The fitted transform recorded in ``meta["transform"]`` (None before fitting / unused);
+    ``native``: the native index's ``(mean, matrix)`` for records that keep them there."""
     if not spec or "fitted" not in spec:
         return None
     from pypatch.transform import PCATransform
 
-    return PCATransform.from_dict(spec["fitted"], where="image metadata transform")
+    return PCATransform.from_dict(spec["fitted"], where="image metadata transform", native=native)
 
 
 def transform_summary(spec):
@@ -75,7 +88,7 @@ def transform_summary(spec):
     return {k: v for k, v in spec.items() if k != "fitted"}
 
 
-def check_transform_meta(meta: dict, native_dim: int, path) -> None:
+def check_transform_meta(meta: dict, native_dim: int, path, native=None) -> None:
     """The stored transform must exist when declared and map the model's D to the native dim."""
     spec = meta.get("transform")
     if not spec:
@@ -86,7 +99,7 @@ def check_transform_meta(meta: dict, native_dim: int, path) -> None:
     if not isinstance(spec, dict) or "fitted" not in spec:
         raise IndexFormatError(f"{path!r}: image metadata declares a transform but holds no "
                                f"fitted matrix")
-    t = transform_from_meta(spec)
+    t = transform_from_meta(spec, native)
     if t.dim_in != meta["dim"] or t.dim_out != native_dim or spec.get("dim") != native_dim:
         raise IndexFormatError(
             f"{path!r}: stored transform maps {t.dim_in} -> {t.dim_out} dims but the model "

@@ -171,7 +171,7 @@ def test_save_load_round_trip_keeps_the_transform(pca_flat, photo_dir, tmp_path)
     path = tmp_path / "pca.ptch"
     pca_flat.save(path)
     back = ImageIndex.load(path)
-    assert back._meta["format"] == 2  # older readers (format 1) refuse it with IndexVersionError
+    assert back._meta["format"] == 3  # older readers (format <= 2) refuse it with IndexVersionError
     np.testing.assert_array_equal(back.transform.matrix, pca_flat.transform.matrix)
     np.testing.assert_array_equal(back.transform.mean, pca_flat.transform.mean)
     back.set_embedder(pca_flat._get_embedder())
@@ -209,8 +209,8 @@ def test_corrupted_or_mismatched_stored_matrix_raises(pca_flat, tmp_path):
     good = tmp_path / "good.ptch"
     pca_flat.save(good)
 
-    def flip_data(m):
-        rec = m["transform"]["fitted"]["matrix"]
+    def flip_data(m):  # the matrix itself lives in XFRM (tests/test_transform_section.py)
+        rec = m["transform"]["fitted"]["eigenvalues"]
         rec["data"] = ("B" if rec["data"][0] != "B" else "C") + rec["data"][1:]
 
     def other_shape(m):
