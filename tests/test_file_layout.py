@@ -1,6 +1,6 @@
 """An independent reader of the .ptch format: parses saved index files with only ``struct`` and
-``zlib.crc32``, following csrc/pypatch/io/README.md (container) and the PIDX/META/IOFF/TOMB/
-CODE/VECS/PQCB description at the top of csrc/pypatch/index/patch_index_io.cpp, and checks every
+``zlib.crc32``, following csrc/pypatch/io/README.md (container, XFRM) and the PIDX/META/IOFF/
+TOMB/CODE/VECS/PQCB description at the top of csrc/pypatch/index/patch_index_io.cpp, checks every
 rule and every value against what the index holds. A format change that the C++ reader and
 writer agree on but the documentation does not describe fails here."""
 from __future__ import annotations
@@ -20,6 +20,7 @@ MAGIC = b"\x89PTCH\r\n\x1a"
 HEADER = struct.Struct("<8sHHIIIII QQ II 72s")  # README "Header": 128 bytes
 ENTRY = struct.Struct("<4sIQQII")                # README "Section table": 32 bytes
 PIDX = struct.Struct("<8I3Q8x")                  # patch_index_io.cpp "PIDX layout": 64 bytes
+XFRM = struct.Struct("<4I48x")                   # README "XFRM": 64-byte header, then floats
 STORE = {0: "pq", 1: "flat_float32", 2: "flat_float16"}
 
 
@@ -87,13 +88,22 @@ def check_index_file(data: bytes, ix: pypatch.PatchIndex, vectors: np.ndarray) -
         cb = np.frombuffer(s["PQCB"], "<f4").reshape(h["m"], ksub, ix.dim // h["m"])
         np.testing.assert_array_equal(cb, ix.pq.centroids)
         assert s["CODE"] == blocked64(ix.pq.encode(vectors))
-        assert set(s) == {"PIDX", "META", "PQCB", "CODE", "IOFF", "TOMB"}
+        assert set(s) - {"XFRM"} == {"PIDX", "META", "PQCB", "CODE", "IOFF", "TOMB"}
     else:
         width = 4 if ix.flat_dtype == "float32" else 2
         assert (h["m"], h["nbits"], h["code_size"], h["code_layout"]) == (0, 0, ix.dim * width, 0)
         stored = np.frombuffer(s["VECS"], "<f4" if width == 4 else "<f2").reshape(-1, ix.dim)
         np.testing.assert_array_equal(stored, vectors.astype(stored.dtype))
-        assert set(s) == {"PIDX", "META", "VECS", "IOFF", "TOMB"}
+        assert set(s) - {"XFRM"} == {"PIDX", "META", "VECS", "IOFF", "TOMB"}
+    assert ("XFRM" in s) == (ix.transform is not None)
+    if ix.transform is not None:
+        version, kind, dim_in, dim_out = XFRM.unpack_from(s["XFRM"])
+        assert (version, kind, dim_out) == (1, 1, ix.dim) and s["XFRM"][16:64] == bytes(48)
+        assert len(s["XFRM"]) == 64 + 4 * (dim_in + dim_out * dim_in)
+        mean = np.frombuffer(s["XFRM"], "<f4", dim_in, 64)
+        matrix = np.frombuffer(s["XFRM"], "<f4", dim_out * dim_in, 64 + 4 * dim_in)
+        np.testing.assert_array_equal(mean, ix.transform[0])
+        np.testing.assert_array_equal(matrix.reshape(dim_out, dim_in), ix.transform[1])
 
     meta = json.loads(s["META"].decode("utf-8"))
     assert list(meta)[-1] == "user" and meta["user"] == ix.metadata
@@ -126,6 +136,22 @@ def test_flat_file_matches_the_documented_layout(tmp_path, dtype):
     ix.add(x, image_offsets=[0, 5, 5, 11])
     ix.save(tmp_path / "f.ptch")
     data = (tmp_path / "f.ptch").read_bytes()
+    check_index_file(data, ix, x)
+    assert ix.to_bytes() == data
+
+
+@pytest.mark.parametrize("store", ["pq", "flat"])
+def test_file_with_a_transform_matches_the_documented_layout(tmp_path, store):
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 4)).astype(np.float32)
+    pq = None if store == "flat" else pypatch.ProductQuantizer.from_centroids(
+        rng.standard_normal((2, 16, 2)).astype(np.float32))
+    ix = pypatch.PatchIndex(4, pq)
+    ix.add(x, patches_per_image=3)
+    ix.set_transform(rng.standard_normal(7).astype(np.float32),  # 7 floats: matrix not aligned
+                     rng.standard_normal((4, 7)).astype(np.float32))
+    ix.save(tmp_path / "t.ptch")
+    data = (tmp_path / "t.ptch").read_bytes()
     check_index_file(data, ix, x)
     assert ix.to_bytes() == data
 

@@ -221,7 +221,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   // Missing required ones raise "required section ... is missing" here.
   for (uint32_t k : {io::kind::kImageOffsets, kKindRemoved, io::kind::kMeta}) c->verify_crc(k);
   if (c->has(io::kind::kPqCentroids)) c->verify_crc(io::kind::kPqCentroids);
-  if (c->has(kKindTransform)) c->verify_crc(kKindTransform);  // steers every query
+  if (c->has(kKindTransform)) c->verify_crc(kKindTransform);  // callers map queries with it
   const uint32_t version = get32(h, 0), kind = get32(h, 4);
   const uint32_t dim = get32(h, 8), m = get32(h, 12), nbits = get32(h, 16);
   const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
