@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import pickle
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pytest
 import pypatch
 from pypatch.errors import IndexFormatError, IndexVersionError
 
+from _ptch_bytes import replace_section, section_table
 from _subprocess import run_python
 
 GOLDEN = Path(__file__).resolve().parent / "data" / "format_v1"
@@ -38,39 +37,12 @@ def built():
     return ix, rng.standard_normal((5, 24)).astype(np.float32)
 
 
-def _table(data) -> dict:
-    """{kind: (table entry offset, section offset, size)} of a .ptch file (io/README.md)."""
-    count = struct.unpack_from("<I", data, 24)[0]
-    out = {}
-    for i in range(count):
-        e = 128 + 32 * i
-        kind, _, off, size = struct.unpack_from("<4sIQQ", data, e)
-        out[kind.decode()] = (e, off, size)
-    return out
-
-
 def _rewrite(data: bytes, kind: str, body: bytes) -> bytes:
-    """Replace a section's bytes (same size) with all CRCs made valid again, so that only the
-    index loader's own checks can reject the result."""
-    d = bytearray(data)
-    e, off, size = _table(data)[kind]
-    assert len(body) == size
-    d[off:off + size] = body
-    struct.pack_into("<I", d, e + 24, zlib.crc32(body))
-    count = struct.unpack_from("<I", d, 24)[0]
-    struct.pack_into("<I", d, 48, zlib.crc32(bytes(d[128:128 + 32 * count])))
-    struct.pack_into("<I", d, 52, 0)
-    struct.pack_into("<I", d, 52, zlib.crc32(bytes(d[:128])))
-    return bytes(d)
+    return replace_section(data, kind, body, fix_crc=True)
 
 
 def _corrupt(data: bytes, kind: str, body: bytes) -> bytes:
-    """Replace a section's bytes (same size) leaving its stored CRC stale."""
-    d = bytearray(data)
-    _, off, size = _table(data)[kind]
-    assert len(body) == size
-    d[off:off + size] = body
-    return bytes(d)
+    return replace_section(data, kind, body, fix_crc=False)
 
 
 def assert_same_index(a, b, q):
@@ -180,7 +152,7 @@ def test_newer_index_header_version_raises_version_error(tmp_path, built):
     path = tmp_path / "a.ptch"
     ix.save(path)
     data = path.read_bytes()
-    _, off, _ = _table(data)["PIDX"]
+    _, off, _ = section_table(data)["PIDX"]
     pidx = bytearray(data[off:off + 64])
     pidx[0:4] = (2).to_bytes(4, "little")
     path.write_bytes(_rewrite(data, "PIDX", bytes(pidx)))
@@ -201,7 +173,7 @@ def test_big_offsets_and_removed_mask_are_crc_checked_on_a_plain_mapped_load(tmp
     path = tmp_path / "big.ptch"
     ix.save(path)
     data = path.read_bytes()
-    assert _table(data)["IOFF"][2] > 1 << 20 and _table(data)["TOMB"][2] > 1 << 20
+    assert section_table(data)["IOFF"][2] > 1 << 20 and section_table(data)["TOMB"][2] > 1 << 20
     off = np.arange(n + 1, dtype="<u8")
     off[500_000] = off[499_999]  # still a valid CSR (image 499999 empty, 500000 has 2)
     tomb = np.zeros(n, np.uint8)
@@ -222,7 +194,7 @@ def test_4bit_code_beyond_nbits_raises_format_error(tmp_path):
     path = tmp_path / "a.ptch"
     ix.save(path)
     data = path.read_bytes()
-    _, off, size = _table(data)["CODE"]
+    _, off, size = section_table(data)["CODE"]
     codes = bytearray(data[off:off + size])
     codes[64 + 5] = 16  # sub-quantizer 1 of patch 5 (blocked64 layout)
     path.write_bytes(_rewrite(data, "CODE", bytes(codes)))
@@ -238,7 +210,7 @@ def test_to_bytes_equals_the_saved_file_and_from_bytes_reads_it(tmp_path, built)
     assert type(blob) is bytes and blob == (tmp_path / "a.ptch").read_bytes()
     assert_same_index(ix, pypatch.PatchIndex.from_bytes(blob), q)
     with pytest.raises(IndexFormatError, match="checksum mismatch"):
-        pypatch.PatchIndex.from_bytes(_corrupt(blob, "CODE", bytes(_table(blob)["CODE"][2])))
+        pypatch.PatchIndex.from_bytes(_corrupt(blob, "CODE", bytes(section_table(blob)["CODE"][2])))
 
 
 _READ_WHILE_ADDING = """

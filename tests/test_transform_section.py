@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,8 @@ from pypatch import ImageIndex, PatchIndex
 from pypatch.errors import IndexFormatError, IndexVersionError, InvalidArgumentError, InvalidTypeError
 from pypatch.image_index import META_KEY
 from pypatch.transform import PCATransform
+
+from _ptch_bytes import replace_section, section_table
 
 GOLDEN_V2 = Path(__file__).resolve().parent / "data" / "format_v2"
 SIZES = [(64, 48), (80, 80), (50, 70), (33, 90), (120, 40), (70, 70)]
@@ -74,33 +75,6 @@ def _hits(index, q):
     return [[(h.image, h.patch, h.score, h.box) for h in row] for row in index.search_vectors(q, k=4)]
 
 
-def _table(data) -> dict:
-    """{kind: (table entry offset, section offset, size)} of a .ptch file (io/README.md)."""
-    count = struct.unpack_from("<I", data, 24)[0]
-    out = {}
-    for i in range(count):
-        e = 128 + 32 * i
-        kind, _, off, size = struct.unpack_from("<4sIQQ", data, e)
-        out[kind.decode()] = (e, off, size)
-    return out
-
-
-def _with_section(data: bytes, kind: str, body: bytes, fix_crc: bool) -> bytes:
-    """Replace a section's bytes (same size); fix_crc: make every CRC valid again, so only the
-    index loader's own checks can reject the result."""
-    d = bytearray(data)
-    e, off, size = _table(data)[kind]
-    assert len(body) == size
-    d[off:off + size] = body
-    if fix_crc:
-        struct.pack_into("<I", d, e + 24, zlib.crc32(body))
-        count = struct.unpack_from("<I", d, 24)[0]
-        struct.pack_into("<I", d, 48, zlib.crc32(bytes(d[128:128 + 32 * count])))
-        struct.pack_into("<I", d, 52, 0)
-        struct.pack_into("<I", d, 52, zlib.crc32(bytes(d[:128])))
-    return bytes(d)
-
-
 # ---------------------------------------------------------------------- round trips
 @pytest.mark.parametrize("store", ["flat", "pq"])
 @pytest.mark.parametrize("mmap", [True, False])
@@ -134,7 +108,7 @@ def test_meta_no_longer_holds_the_matrix(tmp_path):
     path = tmp_path / "big.ptch"
     index.save(path)
     data = path.read_bytes()
-    sections = _table(data)
+    sections = section_table(data)
     assert sections["META"][2] < 20_000  # was ~1.75 MB of base64 in format 2
     assert sections["XFRM"][2] == 64 + 4 * (1280 + 256 * 1280)
     meta = json.loads(data[sections["META"][1]:sections["META"][1] + sections["META"][2]])
@@ -150,7 +124,7 @@ def test_an_index_without_transform_is_still_format_1(tmp_path):
     index._transform, index._meta["transform"], index._meta["dim"] = None, None, 8  # no PCA
     native = np.random.default_rng(0).standard_normal((1, 8)).astype(np.float32)
     index.save(tmp_path / "raw.ptch")
-    assert "XFRM" not in _table((tmp_path / "raw.ptch").read_bytes())
+    assert "XFRM" not in section_table((tmp_path / "raw.ptch").read_bytes())
     back = ImageIndex.load(tmp_path / "raw.ptch")
     assert back._meta["format"] == 1 and back.transform is None
     np.testing.assert_array_equal(back.to_stored(native), native)
@@ -161,7 +135,7 @@ def test_an_index_without_transform_is_still_format_1(tmp_path):
 def test_golden_format_2_file_loads_and_searches_as_recorded(tmp_path, mmap):
     golden = _golden_module()
     expected = json.loads(golden.EXPECTED_FILE.read_text())
-    assert "XFRM" not in _table(golden.INDEX_FILE.read_bytes())
+    assert "XFRM" not in section_table(golden.INDEX_FILE.read_bytes())
     index = ImageIndex.load(golden.INDEX_FILE, mmap=mmap)
     assert index._meta["format"] == 2 and isinstance(index.transform, PCATransform)
 
@@ -193,7 +167,7 @@ def test_damaged_xfrm_section_raises_typed_errors(tmp_path):
     good = tmp_path / "good.ptch"
     _index("flat").save(good)
     data = good.read_bytes()
-    _, off, size = _table(data)["XFRM"]
+    _, off, size = section_table(data)["XFRM"]
     body = bytearray(data[off:off + size])
     flipped = bytearray(body)
     flipped[64 + 4 * 24 + 9] ^= 0x10                   # a matrix byte
@@ -214,7 +188,7 @@ def test_damaged_xfrm_section_raises_typed_errors(tmp_path):
              (newer, True, IndexVersionError, "upgrade pypatch")]
     bad = tmp_path / "bad.ptch"
     for new_body, fix_crc, error, match in cases:
-        bad.write_bytes(_with_section(data, "XFRM", bytes(new_body), fix_crc))
+        bad.write_bytes(replace_section(data, "XFRM", bytes(new_body), fix_crc))
         for mmap in (True, False):
             with pytest.raises(error, match=match):
                 ImageIndex.load(bad, mmap=mmap)
