@@ -117,6 +117,47 @@ TEST(quantised_scan_matches_scalar) {
   CHECK(ref[0] > 0);
 }
 
+#ifdef PYPATCH_HAVE_AVX2
+// The AVX2 kernel (16 sub-tables of 16 bytes + blend tree) against the scalar one: odd m, m = 1,
+// the m = 257 limit with a saturated table (sums reach 65535 exactly), random and clustered
+// codes (a few distinct values, every nibble boundary), a range not starting at block 0.
+TEST(avx2_quantised_scan_matches_scalar) {
+  if (detected_simd_level() < SimdLevel::AVX2) return;
+  std::mt19937 g(21);
+  for (int m : {1, 2, 3, 7, 16, 31, 32, 33, 100, 255, 256, 257}) {
+    for (int kind = 0; kind < 4; ++kind) {
+      const int64_t nb = 3 + m % 4;
+      std::vector<uint8_t> codes(nb * 64 * m), qlut(m * 256);
+      for (auto& c : qlut) c = kind == 3 ? 255 : static_cast<uint8_t>(g());
+      for (size_t i = 0; i < codes.size(); ++i) {
+        if (kind == 0 || kind == 3) codes[i] = static_cast<uint8_t>(g());       // uniform
+        else if (kind == 1) codes[i] = static_cast<uint8_t>(g() % 4 * 85);     // clustered
+        else codes[i] = static_cast<uint8_t>((i * 17 + i / 64) & 255);         // every value
+      }
+      for (int64_t b0 : {int64_t{0}, int64_t{1}}) {
+        std::vector<uint16_t> ref((nb - b0) * 64), got((nb - b0) * 64, 1);
+        qscan_blocks_scalar(codes.data(), m, qlut.data(), b0, nb, ref.data());
+        qscan_blocks_avx2(codes.data(), m, qlut.data(), b0, nb, got.data());
+        CHECK(got == ref);
+        if (kind == 3 && m == 257) CHECK(ref[0] == 65535);
+      }
+    }
+  }
+  // Every (code, row) pair, one at a time: lane l of row j reads entry (l + 64 * r + j) & 255.
+  const int m = 4;
+  std::vector<uint8_t> qlut(m * 256);
+  for (int i = 0; i < m * 256; ++i) qlut[i] = static_cast<uint8_t>(i * 7 + i / 256);
+  std::vector<uint8_t> codes(4 * 64 * m);
+  for (int r = 0; r < 4; ++r)
+    for (int j = 0; j < m; ++j)
+      for (int l = 0; l < 64; ++l) codes[blocked_pos(r * 64 + l, j, m)] = static_cast<uint8_t>(l + 64 * r + j);
+  std::vector<uint16_t> ref(4 * 64), got(4 * 64);
+  qscan_blocks_scalar(codes.data(), m, qlut.data(), 0, 4, ref.data());
+  qscan_blocks_avx2(codes.data(), m, qlut.data(), 0, 4, got.data());
+  CHECK(got == ref);
+}
+#endif
+
 TEST(quantised_segmented_max_matches_scalar) {
   const std::vector<int64_t> off = {0, 0, 1, 40, 40, 72, 105, 200};
   std::mt19937 g(9);
@@ -130,6 +171,26 @@ TEST(quantised_segmented_max_matches_scalar) {
   if (cpu_has_avx512vbmi()) {
     qsegmax_u16_avx512vbmi(7, off.data(), sc.data(), got.data());
     CHECK(got == ref);
+  }
+#endif
+#ifdef PYPATCH_HAVE_AVX2
+  if (detected_simd_level() >= SimdLevel::AVX2) {
+    qsegmax_u16_avx2(7, off.data(), sc.data(), got.data());
+    CHECK(got == ref);
+    // Every image length 0..70 (scalar, 8-wide, 16-wide and overlapping tails), the max at
+    // each position in turn; the scores end exactly at the last image.
+    for (int len = 0; len <= 70; ++len) {
+      for (int at = 0; at < (len ? len : 1); ++at) {
+        std::vector<int64_t> o = {0, 3, 3 + len};
+        std::vector<uint16_t> s(3 + len);
+        for (auto& v : s) v = static_cast<uint16_t>(g() % 1000);
+        if (len) s[3 + at] = static_cast<uint16_t>(40000 + at);
+        std::vector<int32_t> r(2), q(2);
+        qsegmax_u16_scalar(2, o.data(), s.data(), r.data());
+        qsegmax_u16_avx2(2, o.data(), s.data(), q.data());
+        CHECK(q == r);
+      }
+    }
   }
 #endif
 }

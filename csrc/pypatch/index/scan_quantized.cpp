@@ -1,4 +1,5 @@
-// Two-stage exact PQ search with quantised tables (AVX-512 VBMI kernel, kernels_avx512vbmi.cpp).
+// Two-stage exact PQ search with quantised tables (AVX-512 VBMI or AVX2 kernel:
+// kernels_avx512vbmi.cpp, kernels_qscan_avx2.cpp).
 //
 // Stage 1: each query's float table lut[j][c] is quantised to u8, qlut = round((lut - min_j) /
 // scale) with one scale for all j, and every image gets Q_i = max over its patches of the u16

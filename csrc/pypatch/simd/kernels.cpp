@@ -25,16 +25,38 @@ const KernelTable& kernels_for(SimdLevel level) {
 const KernelTable& kernels() { return kernels_for(selected_simd_level()); }
 
 QuantScanFn quant_scan_kernel() {
+  const SimdLevel level = selected_simd_level();
 #ifdef PYPATCH_HAVE_AVX512VBMI
-  if (selected_simd_level() == SimdLevel::AVX512 && cpu_has_avx512vbmi()) return qscan_blocks_avx512vbmi;
+  if (level == SimdLevel::AVX512 && cpu_has_avx512vbmi()) return qscan_blocks_avx512vbmi;
 #endif
+#ifdef PYPATCH_HAVE_AVX2
+  if (level >= SimdLevel::AVX2) return qscan_blocks_avx2;
+#endif
+  (void)level;
   return nullptr;
 }
 
-QuantSegmaxFn quant_segmax_kernel() {
+const char* quant_scan_kernel_name() {
+  const QuantScanFn f = quant_scan_kernel();
 #ifdef PYPATCH_HAVE_AVX512VBMI
-  if (quant_scan_kernel()) return qsegmax_u16_avx512vbmi;
+  if (f == qscan_blocks_avx512vbmi) return "avx512vbmi";
 #endif
+#ifdef PYPATCH_HAVE_AVX2
+  if (f == qscan_blocks_avx2) return "avx2";
+#endif
+  (void)f;
+  return "";
+}
+
+QuantSegmaxFn quant_segmax_kernel() {
+  const QuantScanFn f = quant_scan_kernel();
+#ifdef PYPATCH_HAVE_AVX512VBMI
+  if (f == qscan_blocks_avx512vbmi) return qsegmax_u16_avx512vbmi;
+#endif
+#ifdef PYPATCH_HAVE_AVX2
+  if (f == qscan_blocks_avx2) return qsegmax_u16_avx2;
+#endif
+  (void)f;
   return qsegmax_u16_scalar;
 }
 
