@@ -13,7 +13,12 @@ __all__ = ["simd_info", "set_simd_level", "set_num_threads", "get_num_threads"]
 
 
 def simd_info() -> dict:
-    """Return ``{"compiled": [levels...], "detected": level, "selected": level}``."""
+    """Return ``{"compiled": [levels...], "detected": level, "selected": level, "quant_scan": name}``.
+
+    ``quant_scan`` names the kernel of the quantised 8-bit PQ scan at the selected level
+    ("avx512vbmi", "avx2", or "" at scalar, where the exact float scan runs alone); every
+    level returns bit-identical search results.
+    """
     return dict(_core.simd_info())
 
 

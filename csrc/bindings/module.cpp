@@ -67,6 +67,8 @@ PYBIND11_MODULE(_core, m) {
     d["compiled"] = level_names(pypatch::compiled_simd_levels());
     d["detected"] = pypatch::simd_level_name(pypatch::detected_simd_level());
     d["selected"] = pypatch::simd_level_name(pypatch::selected_simd_level());
+    // Kernel of the quantised 8-bit PQ scan at the selected level ("" = exact float scan only).
+    d["quant_scan"] = pypatch::quant_scan_kernel_name();
     return d;
   });
   m.def("set_simd_level", [](const std::string& level) {
