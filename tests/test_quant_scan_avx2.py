@@ -32,12 +32,19 @@ def _codes(rng, kind: str, n: int, m: int) -> np.ndarray:
     return codes
 
 
-def _all_levels(ix, q, k):
-    out = {}
+def _same_at_all_levels(ix, q, k):
+    """Search at every usable level with 1 and 2 threads; all equal the scalar run, bit for bit.
+    Returns the scalar result."""
+    runs = {}
     for level in usable_levels():
         with simd_level(level):
-            out[level] = [ix.search(q, k=k, num_threads=t) for t in (1, 2)]
-    return out
+            runs[level] = [ix.search(q, k=k, num_threads=t) for t in (1, 2)]
+    ref = runs["scalar"][0]
+    for level_runs in runs.values():
+        for run in level_runs:
+            for a, b in zip(run, ref):
+                np.testing.assert_array_equal(a, b)
+    return ref
 
 
 @pytest.mark.parametrize("kind", ["random", "clustered"])
@@ -55,12 +62,7 @@ def test_avx2_quantised_scan_is_bit_identical_to_scalar(m, kind):
     ix.remove(removed.tolist())
     q = rng.standard_normal((3, 3 * m)).astype(np.float32)
     for k in (1, 10):
-        results = _all_levels(ix, q, k)
-        ref = results["scalar"][0]
-        for runs in results.values():
-            for run in runs:
-                for a, b in zip(run, ref):
-                    np.testing.assert_array_equal(a, b)
+        ref = _same_at_all_levels(ix, q, k)
         mask = np.zeros(len(offsets) - 1, bool)
         mask[removed] = True
         m_luts = np.einsum("qjd,jkd->qjk", q.reshape(3, m, 3), c)
@@ -81,9 +83,4 @@ def test_avx2_quantised_scan_with_exact_ties_and_a_constant_table():
         ix.add_codes(codes, patches_per_image=P)
         q = rng.standard_normal((2, 2 * m)).astype(np.float32)
         for k in (1, 16, 40):
-            results = _all_levels(ix, q, k)
-            ref = results["scalar"][0]
-            for runs in results.values():
-                for run in runs:
-                    for a, b in zip(run, ref):
-                        np.testing.assert_array_equal(a, b)
+            _same_at_all_levels(ix, q, k)

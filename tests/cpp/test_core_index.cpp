@@ -12,18 +12,13 @@
 #include "pypatch/errors.h"
 #include "pypatch/index/patch_index.h"
 #include "pypatch/index/scan.h"
+#include "test_data.h"
 #include "test_main.h"
 
 using namespace pypatch;
 
 namespace {
-std::vector<float> randn(size_t n, unsigned seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test_data::randn;
 std::string tmp_path(const char* name) { return std::string("/tmp/pypatch_cpp_test_") + name; }
 }  // namespace
 

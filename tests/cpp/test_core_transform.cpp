@@ -8,7 +8,6 @@
 #include <iterator>
 #include <limits>
 #include <memory>
-#include <random>
 #include <string>
 #include <vector>
 
@@ -17,18 +16,13 @@
 #include "pypatch/index/patch_index.h"
 #include "pypatch/io/container.h"
 #include "pypatch/io/little_endian.h"
+#include "test_data.h"
 #include "test_main.h"
 
 using namespace pypatch;
 
 namespace {
-std::vector<float> randn(size_t n, unsigned seed) {
-  std::mt19937 g(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(g);
-  return v;
-}
+using test_data::randn;
 std::string tmp_path(const char* name) { return std::string("/tmp/pypatch_cpp_xfrm_") + name; }
 const uint32_t kXfrm = io::fourcc("XFRM");
 
