@@ -6,14 +6,14 @@
 
 Embedding is the expensive part (L3 per-crop = 30 backbone inputs per image on 2 shared cores),
 so every (regions, mode) is embedded ONCE into an ``.npz`` cache (``--cache``) and reused for every
-store configuration: the cached vectors are put into ``eval_rankers``' per-process embedding cache,
+store configuration: the cached vectors are put into ``pypatch.evaluation.rankers``' per-process embedding cache,
 which ``ImageIndex.build`` then reads. The pyramid is nested (L3's first 1/5/14 cells ARE the
 L0/L1/L2 grids, same boxes, and a per-crop cell does not depend on the other cells), so L0..L2
 per-crop are sliced out of the L3 per-crop embedding (by ``CachingEmbedder``) instead of being
 recomputed. Single-pass cells depend only on their box too (pooled from one feature map), so
 the same slicing holds.
 
-Each configuration is an ImageIndex built by ``pypatch.eval_rankers`` (grammar
+Each configuration is an ImageIndex built by ``pypatch.evaluation.rankers`` (grammar
 ``patchify-<regions>-<store>[-global][-pca...][-sp|-ms][-qe|-mp][-refine]``) evaluated by
 ``pypatch.evaluation.evaluate``; the table goes to stdout and ``--out`` (markdown + JSON lines),
 and the issue's targets are checked as PASS/FAIL lines.
@@ -70,10 +70,10 @@ def embed_database(bench, regions: str, mode: str, cache: Path, embedder) -> dic
 
 
 def fill_cache(caching, table: dict, regions: str, mode: str) -> None:
-    """Put a cached embedding into eval_rankers' CachingEmbedder (which serves the coarser
+    """Put a cached embedding into pypatch.evaluation.rankers' CachingEmbedder (which serves the coarser
     pyramid levels from the first cells of L3 by itself)."""
-    from pypatch.embedder import PatchEmbedding
-    from pypatch.grid import parse_regions
+    from pypatch.extract.embeddings import PatchEmbedding
+    from pypatch.extract.grid import parse_regions
 
     grid = parse_regions(regions)
     for i, (p, (w, h, v)) in enumerate(table.items()):
@@ -89,7 +89,7 @@ SMALL = 0.10  # the issue's "objects under 10 % of the image"
 
 def small_object_map(bench, cfg) -> float:
     """mAP over positives smaller than SMALL (others treated as junk), ILIAS per-scale style."""
-    from pypatch.evaluation import _query_metrics
+    from pypatch.evaluation.harness import _query_metrics
 
     aps = []
     for row in cfg.per_query:
@@ -106,7 +106,7 @@ def small_object_map(bench, cfg) -> float:
 def grid_oracle_locscore(bench, cfg, index) -> float:
     """LocScore of the same ranking with every positive's box replaced by the grid cell (of
     the index's grid, all levels) that best overlaps its true boxes: the best a grid can do."""
-    from pypatch.metrics import iou, locscore
+    from pypatch.evaluation.metrics import iou, locscore
 
     vals = []
     for row in cfg.per_query:
@@ -160,12 +160,12 @@ def plan(have_crop: bool, rmac_crop: bool = False) -> list:
 def run(args) -> int:
     from common import machine_info
 
-    from pypatch import eval_rankers as er
-    from pypatch.benchgen import make_benchmark
-    from pypatch.datasets import load
+    from pypatch.evaluation import rankers as er
+    from pypatch.evaluation.benchgen import make_benchmark
+    from pypatch.evaluation.datasets import load
     from pypatch.errors import InvalidArgumentError
-    from pypatch.evaluation import evaluate
-    from pypatch.refine import SimMapRefiner
+    from pypatch.evaluation.harness import evaluate
+    from pypatch.index.refine import SimMapRefiner
 
     bench_dir = Path(args.benchmark or f"/tmp/pypatch-bench-{args.size}")
     if not (bench_dir / "benchmark.json").exists():
@@ -226,11 +226,11 @@ def run(args) -> int:
 def pca_rows(bench, table: dict, dims, threads: int, k: int) -> list:
     """PCA-whitening to ``dim`` (fitted on 20k database patches of the L3 per-crop cache, as PQ
     codebooks are) before a flat / PQ32 / PQ64 store: fewer dimensions per PQ byte."""
-    from pypatch.embedder import Embedder
-    from pypatch.eval_rankers import CachingEmbedder, IndexRanker
-    from pypatch.evaluation import evaluate
-    from pypatch.image_index import ImageIndex
-    from pypatch.whitening import PCAWhitening
+    from pypatch.extract.embedder import Embedder
+    from pypatch.evaluation.rankers import CachingEmbedder, IndexRanker
+    from pypatch.evaluation.harness import evaluate
+    from pypatch.index.image_index import ImageIndex
+    from pypatch.extract.whitening import PCAWhitening
 
     sample = np.concatenate([v for _, _, v in table.values()])
     sample = sample[np.random.default_rng(0).choice(len(sample), min(20000, len(sample)),

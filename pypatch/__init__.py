@@ -1,5 +1,9 @@
 """pypatch: patch-wise instance-level image retrieval (Patchify) with a SIMD C++ core.
 
+The package follows the data: ``extract`` (image -> boxes -> descriptors), ``index``
+(descriptors -> codes -> file -> ranked, boxed hits), ``evaluation`` (metrics, datasets,
+benchmark generator, harness, report); ``commands`` holds the CLI's sub-commands.
+
 Public names are resolved lazily so that ``import pypatch`` is cheap and never pulls in
 heavy optional packages (torch is never imported by the search path).
 """
@@ -9,23 +13,23 @@ import importlib
 
 __version__ = "0.1.0"
 
-# public name -> submodule that defines it
+# public name -> module that defines it
 _LAZY = {
-    # native core (issue 2)
-    "ProductQuantizer": "pypatch.pq",
-    "PatchIndex": "pypatch.index",
+    # native core
+    "ProductQuantizer": "pypatch.index.pq",
+    "PatchIndex": "pypatch.index.patch_index",
     "simd_info": "pypatch._simd",
     "set_simd_level": "pypatch._simd",
     "set_num_threads": "pypatch._simd",
     "get_num_threads": "pypatch._simd",
-    # backbones and regions (issue 3)
-    "Embedder": "pypatch.embedder",
-    "PatchGrid": "pypatch.grid",
-    "PCAWhitening": "pypatch.whitening",
-    "PCATransform": "pypatch.transform",  # the one PCA (PCAWhitening and ImageIndex(pca_dim=))
-    # image-level index (issue 5)
-    "ImageIndex": "pypatch.image_index",
-    "SearchHit": "pypatch.results",
+    # extraction: backbones and regions
+    "Embedder": "pypatch.extract.embedder",
+    "PatchGrid": "pypatch.extract.grid",
+    "PCAWhitening": "pypatch.extract.whitening",
+    "PCATransform": "pypatch.index.transform",  # the one PCA (PCAWhitening and ImageIndex(pca_dim=))
+    # image-level index
+    "ImageIndex": "pypatch.index.image_index",
+    "SearchHit": "pypatch.index.results",
     # errors
     "PypatchError": "pypatch.errors",
     "IndexFormatError": "pypatch.errors",
@@ -38,10 +42,8 @@ _LAZY = {
     "NotTrainedError": "pypatch.errors",
     "DatasetFormatError": "pypatch.errors",
 }
-_SUBMODULES = {
-    "metrics", "datasets", "grid", "embedder", "index", "pq", "errors", "cli", "evaluation",
-    "benchgen", "models", "rerank", "refine", "whitening", "transform", "image_index", "report",
-}
+# the rooms (extract, index, evaluation) and the public modules reached as pypatch.<name>
+_SUBMODULES = {"extract", "index", "evaluation", "metrics", "models", "errors", "cli"}
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
 

@@ -1,5 +1,6 @@
-"""Argument checks shared by pq.py and index.py: typed errors naming the argument, never a
-silent cast or copy (a float64 or strided array is refused with the fix in the message)."""
+"""The one home of argument checks (policy in :mod:`pypatch.errors`): a wrong type raises
+InvalidTypeError, a wrong value InvalidArgumentError, each naming the argument; arrays are never
+silently cast or copied (a float64 or strided array is refused with the fix in the message)."""
 from __future__ import annotations
 
 import numbers
@@ -33,13 +34,32 @@ def as_array(x, name: str, dtype, ndim: int, cols: int | None = None, *, finite:
     return x
 
 
-def as_int(v, name: str, minimum: int | None = None) -> int:
+def as_int(v, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """v as a Python int (numpy integers accepted, bools refused) within [minimum, maximum]."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise InvalidTypeError(f"{name} must be an int; got {type(v).__name__}")
     v = int(v)
     if minimum is not None and v < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}; got {v}")
+    if maximum is not None and v > maximum:
+        raise InvalidArgumentError(f"{name} must be <= {maximum}; got {v}")
     return v
+
+
+def as_number(v, name: str, minimum: float, maximum: float) -> float:
+    """v (an int or float, bools refused) as a float within [minimum, maximum]."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise InvalidTypeError(f"{name} must be a number; got {type(v).__name__}")
+    if not minimum <= v <= maximum:  # also refuses NaN
+        raise InvalidArgumentError(f"{name} must be in [{minimum}, {maximum}]; got {v!r}")
+    return float(v)
+
+
+def choice(v, name: str, choices) -> None:
+    """v must be one of ``choices`` (a wrong type is just another wrong value here)."""
+    if v not in choices:
+        raise InvalidArgumentError(f"{name} must be one of {', '.join(map(str, choices))}; "
+                                   f"got {v!r}")
 
 
 def threads(num_threads) -> int:

@@ -7,7 +7,8 @@ the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512`` (read once, at firs
 from __future__ import annotations
 
 from pypatch import _core
-from pypatch.errors import InvalidArgumentError, InvalidTypeError
+from pypatch._checks import as_int
+from pypatch.errors import InvalidTypeError
 
 __all__ = ["simd_info", "set_simd_level", "set_num_threads", "get_num_threads"]
 
@@ -37,11 +38,7 @@ def set_num_threads(n: int | None) -> None:
     """Set the default number of threads of native calls (``None`` or 0: all available CPUs)."""
     if n is None:
         n = 0
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise InvalidTypeError(f"num_threads must be an int or None; got {type(n).__name__}")
-    if n < 0:
-        raise InvalidArgumentError(f"num_threads must be >= 0 (0 = all CPUs); got {n}")
-    _core.set_num_threads(n)
+    _core.set_num_threads(as_int(n, "num_threads", 0))  # 0 = all CPUs
 
 
 def get_num_threads() -> int:

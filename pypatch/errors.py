@@ -3,6 +3,11 @@
 Every error a user can cause is a subclass of both ``PypatchError`` and the builtin that
 best describes it, so ``except ValueError`` keeps working. The native module ``_core``
 translates its C++ exceptions into these classes (see csrc/bindings).
+
+Argument policy (one home: :mod:`pypatch._checks`): an argument of the wrong type raises
+``InvalidTypeError`` (a ``TypeError``), one of the right type but a wrong value, shape or range
+raises ``InvalidArgumentError`` (a ``ValueError``); both name the argument. A name outside a
+fixed set of choices (``store="flta"``) is a wrong value.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ HTML report with the winning boxes drawn.
 from __future__ import annotations
 
 from pypatch.commands._args import require_positive
-from pypatch.modes import MODES
+from pypatch.extract.modes import MODES
 
 CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
 # evaluated again on the same index with each hit's box refined (same ranking, sharper boxes)
@@ -37,9 +37,9 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
-    from pypatch import eval_rankers, evaluation
-    from pypatch.benchgen import make_benchmark
-    from pypatch.datasets.benchmark import load_generic
+    from pypatch.evaluation import harness, rankers as configs, report
+    from pypatch.evaluation.benchgen import make_benchmark
+    from pypatch.evaluation.datasets.benchmark import load_generic
     from pypatch.errors import InvalidArgumentError
     from pypatch.models import resolve_model
 
@@ -65,20 +65,20 @@ def run(args) -> int:
     for config in CONFIGS:
         name = config + suffix if config.startswith("patchify") else config
         start = time.perf_counter()
-        index = eval_rankers.build_for_benchmark(benchmark, name, model=str(model),
+        index = configs.build_for_benchmark(benchmark, name, model=str(model),
                                                  num_threads=args.threads, progress=True)
-        rankers[name] = eval_rankers.IndexRanker(index, description=name)
+        rankers[name] = configs.IndexRanker(index, description=name)
         if config == REFINED:
-            refined = eval_rankers.split_second_stage(name + "-refine")[1]
-            rankers[name + "-refine"] = eval_rankers.IndexRanker(
+            refined = configs.split_second_stage(name + "-refine")[1]
+            rankers[name + "-refine"] = configs.IndexRanker(
                 index, description=f"{name}, boxes refined", search_kwargs=refined)
         _say("index", f"{name}: {len(index)} images, {index.info()['bytes_per_image']:.0f} "
                       f"bytes/image, {time.perf_counter() - start:.1f} s")
         if config == REFINED:
             index.save(out / "patchify.ptch")
 
-    results = evaluation.evaluate(benchmark, rankers, k=100)
-    paths = evaluation.write_report(results, out / "report")
+    results = harness.evaluate(benchmark, rankers, k=100)
+    paths = report.write_report(results, out / "report")
     print()
     print(_table(results))
     print()

@@ -27,11 +27,12 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pypatch.datasets import load
+    from pypatch.evaluation.datasets import load
     from pypatch.errors import InvalidArgumentError
-    from pypatch.evaluation import available_rankers, evaluate, load_plugins, make_ranker, write_report
+    from pypatch.evaluation.harness import available_rankers, evaluate, load_plugins, make_ranker
+    from pypatch.evaluation.report import write_report
 
-    # imports pypatch.eval_rankers (the ImageIndex configurations "global", "patchify-L3-pq32",
+    # imports pypatch.evaluation.rankers (the ImageIndex configurations "global", "patchify-L3-pq32",
     # ...; skipped if the native core is not built) and any --plugin modules
     load_plugins(args.plugin)
 

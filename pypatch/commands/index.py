@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from pypatch.commands._args import require_positive
-from pypatch.modes import MODES
+from pypatch.extract.modes import MODES
 
 
 def parse_pq(text: str) -> dict:
@@ -87,7 +87,7 @@ def run(args) -> int:
     import sys
     import time
 
-    from pypatch.image_index import ImageIndex
+    from pypatch.index.image_index import ImageIndex
 
     require_positive(args, "threads")
     source = args.source

@@ -12,7 +12,7 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import json
 
-    from pypatch.image_index import ImageIndex
+    from pypatch.index.image_index import ImageIndex
 
     index = ImageIndex.load(args.index, mmap=True)
     info = index.info()

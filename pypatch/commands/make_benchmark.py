@@ -15,8 +15,8 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    from pypatch.benchgen import make_benchmark
-    from pypatch.datasets import load_generic
+    from pypatch.evaluation.benchgen import make_benchmark
+    from pypatch.evaluation.datasets import load_generic
 
     path = make_benchmark(args.out, size=args.size, seed=args.seed)
     b = load_generic(path)

@@ -115,7 +115,7 @@ def hit_json(hit) -> dict:
 def run(args) -> int:
     import json
 
-    from pypatch.image_index import ImageIndex
+    from pypatch.index.image_index import ImageIndex
 
     require_positive(args, "k", "threads")
     queries = collect_queries(args)

@@ -3,7 +3,7 @@
     python tests/data/format_v1/make_golden.py
 
 The indexes are built from seeded integer-valued data and fixed centroids (no training), so
-tests/test_index_file.py can rebuild them and compare with what the checked-in files load as.
+tests/index/test_index_file.py can rebuild them and compare with what the checked-in files load as.
 Never regenerate these files for a format change: they stand for files already in users' hands.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ Generated once with pypatch 0.1.0 before the transform moved to the native XFRM 
 embeddings, a whitened PCA-8 is fitted on them and the transformed patches go into a flat
 float32 store, exactly as ImageIndex.build records them. expected.json keeps what that
 pypatch returned (to_stored of fixed queries, search_vectors hits), so
-tests/test_transform_section.py can check a newer pypatch reads the file identically.
+tests/index/test_transform_section.py can check a newer pypatch reads the file identically.
 Never regenerate these files for a format change: they stand for files already in users' hands.
 """
 from __future__ import annotations
@@ -29,10 +29,10 @@ def queries() -> np.ndarray:
 
 
 def build():
-    from pypatch.image_index import ImageIndex, _make_grid
-    from pypatch.index_meta import new_meta
-    from pypatch.store_training import new_patch_index, transform_spec
-    from pypatch.transform import PCATransform
+    from pypatch.index.image_index import ImageIndex, _make_grid
+    from pypatch.index.meta import new_meta
+    from pypatch.index.training import new_patch_index, transform_spec
+    from pypatch.index.transform import PCATransform
 
     grid, spec = _make_grid("L1")
     counts = [len(grid.boxes(w, h)) for w, h in SIZES]
@@ -63,7 +63,7 @@ def expected(index) -> dict:
 
 
 if __name__ == "__main__":
-    from pypatch.image_index import ImageIndex
+    from pypatch.index.image_index import ImageIndex
 
     build().save(INDEX_FILE)
     loaded = ImageIndex.load(INDEX_FILE)  # record what the saved file gives back

@@ -1,0 +1,529 @@
+"""The image-level index: photos in, ranked images with the winning patch's box out.
+
+``ImageIndex`` puts the pieces together: an :class:`~pypatch.Embedder` turns every database
+image into one descriptor per grid cell (the Patchify pyramid by default), the native
+:class:`~pypatch.PatchIndex` stores them (PQ codes or flat float32/float16) and scores each
+image by the MAX over its patches, and this class keeps what maps the core's image numbers
+back to the user's world: ids, paths, image sizes, the grid, the model identity.
+
+Everything is saved as ONE file: the native index file, with this class's state in its JSON
+``metadata`` (see :data:`META_FORMAT`), including the learned pre-transform (whitened PCA, and
+OPQ for PQ stores: :mod:`pypatch.index.transform`) that database patches and queries go through; its
+mean and matrix go in the native file's XFRM section, where C++ programs can apply them too.
+Boxes are not stored: the grid is a pure function of (image size, grid settings, patch
+ordinal), so boxes are recomputed for the returned hits only.
+
+This module is the facade; the parts live in :mod:`pypatch.index.meta` (the saved metadata,
+written and checked), :mod:`pypatch.index.model_record` (the model the index was built with) and
+:mod:`pypatch.index.training` (PQ codebooks and pre-transform training).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from pypatch._checks import as_int, choice
+from pypatch.errors import IndexFormatError, InvalidArgumentError, NotTrainedError
+from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_meta, read_meta,
+                                saved_meta, transform_from_meta, transform_summary)
+from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
+from pypatch.extract.modes import MODES
+from pypatch.index.results import SearchHit
+from pypatch.index.sources import SourceItem, iter_source
+from pypatch.index.training import (check_pq, new_patch_index, train_settings, train_store,
+                                    training_rows, transform_spec)
+
+log = logging.getLogger("pypatch")
+
+STORES = ("pq", "flat", "flat16")
+TRAIN_ON = ("patches", "global")
+_CHUNK_IMAGES = 64  # images embedded before each add() to the native index
+_TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
+# pca_dim="auto" (PQ stores, and all stores of the single-pass modes): whitened PCA to
+# AUTO_PCA_DIM dims before storing. On the offline benchmark (D=1280, L3, 1000 images) PQ m=32
+# went from 47.2 to 62.7 mAP (flat: 61.3), multi-scale flat from 52.4 to 63.2. Used only when
+# the model's dimension is larger, pq_m divides it (PQ), and the training sample holds at least
+# AUTO_PCA_MIN_TRAIN vectors (a covariance from fewer is too noisy to whiten by). They are read
+# from this module at call time (pypatch.index.training gets them as arguments).
+AUTO_PCA_DIM = 256
+AUTO_PCA_POWER = -0.5
+# Single-pass modes: half whitening. Full whitening of their (context-correlated) cells lost 5-8
+# mAP on both small offline benchmarks (ms: 53.8 / 58.1 vs 59.3 / 66.1) for +1 on the large one.
+AUTO_PCA_POWER_SINGLE_PASS = -0.25
+AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
+# ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
+# keyword arguments of search() handed to pypatch.index.rerank.second_stage
+_SECOND_STAGE_ARGS = {"rerank", "refine", "rerank_k", "refine_k", "qe_n", "query_regions"}
+
+
+class ImageIndex:
+    """Patch-wise image index (Patchify): build, add, remove, save/load, search.
+
+    Create one with :meth:`build` or :meth:`load`. ``len(index)`` is the number of live
+    (not removed) images. ``index.skipped`` lists the ``(source, reason)`` pairs of images
+    the last :meth:`build` / :meth:`add` could not use.
+    """
+
+    def __init__(self, patch_index, meta: dict, *, model=None, embedder=None,
+                 num_threads: Optional[int] = None):
+        self._index = patch_index
+        self._meta = meta
+        self._ids: list = list(meta["ids"])
+        self._paths: list = list(meta["paths"])
+        self._sizes: list = [tuple(s) for s in meta["sizes"]]
+        # live ids only; the tombstones themselves live in the native index (one source)
+        removed = patch_index.removed
+        self._row = {image_id: i for i, image_id in enumerate(self._ids) if not removed[i]}
+        self._grid = grid_from_dict(meta["regions"]["grid"])
+        self._transform = transform_from_meta(meta.get("transform"), native_transform(patch_index))
+        self._grid_cache: dict = {}
+        self._model_override = model
+        self._embedder = embedder
+        self._num_threads = num_threads
+        self.skipped: list = []
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def build(cls, source, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
+              pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
+              train_size: int = 65536, num_threads: Optional[int] = None,
+              progress: bool = True, embedder=None, seed: int = 0,
+              pca_dim="auto", pca_power="auto",
+              opq="auto") -> "ImageIndex":
+        """Embed every image of ``source`` and index its patches.
+
+        Parameters
+        ----------
+        source : folder, image file, list of paths, or iterable of ``(id, image)``
+            (see :mod:`pypatch.index.sources`).
+        model : ``.onnx`` path or registered model name (None = the offline default).
+        regions : region strategy (``"L0"``..``"L3"``, ``"rmac"``, ...) or a ``PatchGrid``.
+        store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
+            ``"flat16"`` (float16).
+        mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
+            every cell from one feature map per image (8x faster at L3, 7-11 mAP lower);
+            ``"multi_scale"`` pools them from three feature maps (288/384/576 px for the default
+            model; 2.2-2.4x faster than per-crop, 0.4-4 mAP lower on the large offline benchmark).
+        train_on : PQ codebooks trained on a sample of all patch descriptors (``"patches"``)
+            or on whole-image (level-0) descriptors only (``"global"``).
+        train_size : at most this many training vectors (sampled with ``seed``).
+        pca_dim : project patch descriptors (and queries) onto this many principal axes,
+            learned on the same training sample, before storing them (see
+            :mod:`pypatch.index.transform`); None keeps the model's dimension; ``"auto"``: PQ
+            stores use :data:`AUTO_PCA_DIM` whitened axes when the model's dimension is larger,
+            ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors; so do
+            flat stores of the single-pass modes; per-crop flat stores stay exact.
+        pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening);
+            ``"auto"``: :data:`AUTO_PCA_POWER` per-crop, :data:`AUTO_PCA_POWER_SINGLE_PASS` else.
+        opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
+            (:func:`pypatch.index.transform.fit_opq_rotation`), folded into the stored matrix;
+            ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
+            large offline benchmark, +3.7 on the small one, for a longer training.
+        """
+        choice(store, "store", STORES)
+        choice(mode, "mode", MODES)
+        choice(train_on, "train_on", TRAIN_ON)
+        grid, regions_spec = _make_grid(regions)
+        if embedder is None:
+            embedder = new_embedder(model, num_threads)
+        if mode != "crop" and hasattr(embedder, "pass_sizes"):
+            embedder.pass_sizes(mode)  # e.g. multi_scale on a static-size model: fail up front
+        dim = int(getattr(embedder, "dim", embedder.model_card["dim"]))
+        store_info = {"kind": store}
+        if isinstance(pca_power, str) and pca_power == "auto":
+            pca_power = AUTO_PCA_POWER if mode == "crop" else AUTO_PCA_POWER_SINGLE_PASS
+        transform = transform_spec(pca_dim, pca_power, opq, store=store, pq_m=pq_m, dim=dim,
+                                   train_size=train_size, seed=seed, auto_dim=AUTO_PCA_DIM,
+                                   mode=mode)
+        stored_dim = dim if transform is None else transform["dim"]
+        if store == "pq":
+            check_pq(stored_dim, pq_m, pq_nbits, train_size)
+            store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
+                              train_size=int(train_size), seed=int(seed))
+        meta = new_meta(grid=grid, regions_spec=regions_spec, mode=mode, store=store_info,
+                        model=model_info(embedder, model), dim=dim, transform=transform)
+        self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
+                   embedder=embedder, num_threads=num_threads)
+        self._grid = grid
+        self._ingest(source, progress=progress, training=(store == "pq" or transform is not None))
+        if len(self._ids) == 0:
+            detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+            raise InvalidArgumentError(
+                f"source: no usable image; {len(self.skipped)} skipped{detail}")
+        return self
+
+    def add(self, source, progress: bool = True) -> list:
+        """Embed and append the images of ``source`` (after build/training); returns their ids.
+
+        Ids already in the index are skipped (reported in ``index.skipped``)."""
+        self._ensure_trained()
+        before = len(self._ids)
+        self._ingest(source, progress=progress, training=False)
+        return [i for i in self._ids[before:]]
+
+    def _ingest(self, source, *, progress: bool, training: bool) -> None:
+        """Embed ``source`` chunk by chunk into the native index.
+
+        Decoding overlaps inference (``Embedder.embed_many``). With ``training`` the first
+        images are buffered until enough training vectors exist (or the buffer cap / end of
+        source), the PQ codebooks are trained on a seeded sample of them, then all streams."""
+        self.skipped = []
+        embedder = self._get_embedder()
+        fed: dict = {}  # position in the embedder's input -> SourceItem (filled by its thread)
+        seen_ids: set = set()
+
+        def images():
+            for item in iter_source(source):
+                if item.id in self._row or item.id in seen_ids:
+                    self.skipped.append((_describe(item), f"duplicate image id {item.id!r}"))
+                    continue
+                seen_ids.add(item.id)
+                fed[len(seen_ids) - 1] = item
+                yield item.image
+
+        results = embedder.embed_many(
+            images(), regions=self._grid, mode=self._meta["mode"], on_error="skip",
+            show_progress=bool(progress) and sys.stderr.isatty())
+        pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
+        pending_bytes = 0
+        train_count = 0
+        try:
+            for emb in results:
+                item = fed.pop(emb.index)
+                size = (int(emb.width), int(emb.height))
+                if not np.array_equal(emb.boxes, self._cells(size)[0]):
+                    # Boxes are recomputed from the grid at search time: they must agree.
+                    raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
+                vectors = np.ascontiguousarray(emb.vectors, dtype=np.float32)
+                pending.append((item, vectors, size))
+                pending_bytes += vectors.nbytes
+                if training:
+                    train_count += self._train_vectors_count(vectors, size)
+                    if (train_count >= train_settings(self._meta)[1]
+                            or pending_bytes >= _TRAIN_BUFFER_BYTES):
+                        self._train(pending)
+                        training = False
+                if not training and len(pending) >= _CHUNK_IMAGES:
+                    self._append(pending)
+                    pending, pending_bytes = [], 0
+            if training and pending:
+                self._train(pending)
+            if pending:
+                self._append(pending)
+        finally:
+            results.close()
+        for skip in results.skipped:
+            item = fed.pop(skip.index, None)
+            where = _describe(item) if item is not None else skip.name
+            reason = skip.reason
+            if reason.startswith(f"{skip.name}: "):  # ImageError messages start with the name
+                reason = reason[len(skip.name) + 2:]
+            self.skipped.append((where, reason))
+        if self.skipped:
+            log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
+                        *self.skipped[0])
+
+    def _train_vectors_count(self, vectors, size) -> int:
+        return len(training_rows(self._meta, vectors, self._cells(size)[1]))
+
+    def _train(self, pending: list) -> None:
+        """Fit the pre-transform (if any), then the PQ codebooks (if any), on one sample."""
+        parts = [training_rows(self._meta, v, self._cells(size)[1]) for _, v, size in pending]
+        self._index, transform = train_store(self._meta, self._index, parts,
+                                             min_auto_train=AUTO_PCA_MIN_TRAIN,
+                                             num_threads=self._num_threads)
+        if transform is not None:
+            self._transform = transform
+
+    def to_stored(self, vectors) -> np.ndarray:
+        """Model descriptors (n, D) or (D,) -> the vectors this index stores and searches
+        (the fitted pre-transform applied; unchanged without one)."""
+        v = np.asarray(vectors, dtype=np.float32)
+        return v if self._transform is None else self._transform.apply(v)
+
+    @property
+    def transform(self):
+        """The fitted :class:`~pypatch.index.transform.PCATransform` (None when not used)."""
+        return self._transform
+
+    def _append(self, pending: list) -> None:
+        counts = [len(v) for _, v, _ in pending]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        vectors = np.ascontiguousarray(self.to_stored(np.concatenate([v for _, v, _ in pending])))
+        self._index.add(vectors, image_offsets=offsets)
+        for item, _, size in pending:
+            self._row[item.id] = len(self._ids)
+            self._ids.append(item.id)
+            self._paths.append(item.path)
+            self._sizes.append(size)
+
+    # ------------------------------------------------------------------ removal
+    def remove(self, ids) -> int:
+        """Tombstone images by id (excluded from search at once; space is reclaimed by
+        :meth:`compact` or :meth:`save`). Returns how many were removed."""
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        ids = [str(i) for i in ids]
+        unknown = [i for i in ids if i not in self._row]
+        if unknown:
+            raise InvalidArgumentError(
+                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        rows = sorted({self._row[i] for i in ids})
+        self._index.remove(np.asarray(rows, dtype=np.int64))
+        for r in rows:
+            del self._row[self._ids[r]]
+        return len(rows)
+
+    def compact(self) -> None:
+        """Drop tombstoned images from the native store and renumber the rest."""
+        if not self._index.num_removed:
+            return
+        mapping = np.asarray(self._index.compact())
+        keep = np.flatnonzero(mapping >= 0)
+        order = keep[np.argsort(mapping[keep], kind="stable")]
+        self._ids = [self._ids[i] for i in order]
+        self._paths = [self._paths[i] for i in order]
+        self._sizes = [self._sizes[i] for i in order]
+        self._row = {image_id: i for i, image_id in enumerate(self._ids)}
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the index as one file (atomic). Tombstoned images are compacted away."""
+        self.compact()
+        from pypatch import __version__
+
+        meta = saved_meta(self._meta, self._ids, self._paths, self._sizes, __version__,
+                          self._transform)
+        if self._transform is not None:  # binary XFRM section: C++ programs can apply it too
+            self._index.set_transform(self._transform.mean, self._transform.matrix)
+        self._index.metadata = {META_KEY: meta}
+        self._index.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path, mmap: bool = True, model=None,
+             num_threads: Optional[int] = None) -> "ImageIndex":
+        """Open an index written by :meth:`save`.
+
+        ``model`` overrides where the model is found (a path or name); by default the
+        recorded model is used. The model is only loaded on the first image query."""
+        from pypatch.index.patch_index import PatchIndex
+
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"index file not found: {path!r}")
+        if os.path.isdir(path):
+            raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
+        patch_index = PatchIndex.load(path, mmap=mmap)
+        meta = read_meta(patch_index, path)
+        return cls(patch_index, meta, model=model, num_threads=num_threads)
+
+    # ------------------------------------------------------------------ search
+    def search(self, query, box=None, k: int = 10,
+               num_threads: Optional[int] = None, **second_stage) -> list:
+        """Rank database images for one query (path, PIL image or array).
+
+        The query is one global descriptor of the image, or of ``box`` = ``[x0, y0, x1, y1]``
+        when given. Returns up to ``k`` :class:`SearchHit` s, best first.
+
+        Optional second stage (see :mod:`pypatch.index.rerank`, :mod:`pypatch.index.refine`):
+        ``rerank=None|"qe"|"multipatch"`` (``rerank_k=100``, ``qe_n=5``,
+        ``query_regions="L1"``) and ``refine=False|True|"simmap"|"cells"`` (``refine_k=10``:
+        the top hits get ``box`` refined, ``cell`` stays the grid cell)."""
+        return self.search_many([query], None if box is None else [box], k=k,
+                                num_threads=num_threads, **second_stage)[0]
+
+    def search_many(self, queries: Sequence, boxes: Optional[Sequence] = None, k: int = 10,
+                    num_threads: Optional[int] = None, **second_stage) -> list:
+        """Batch form of :meth:`search`: one list of hits per query."""
+        queries = list(queries)
+        if boxes is None:
+            boxes = [None] * len(queries)
+        boxes = list(boxes)
+        if len(boxes) != len(queries):
+            raise InvalidArgumentError(
+                f"boxes: expected one box (or None) per query ({len(queries)}), got {len(boxes)}")
+        embedder = self._get_embedder()
+        if not queries:
+            return []
+        unknown = set(second_stage) - _SECOND_STAGE_ARGS
+        if unknown:
+            raise InvalidArgumentError(f"search: unexpected keyword argument(s) "
+                                       f"{', '.join(sorted(unknown))}")
+        # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
+        q = np.stack([embedder.embed_query(img, box=b, regions=self._grid, mode=self._meta["mode"])
+                      for img, b in zip(queries, boxes)])
+        if any(v not in (None, False) for v in (second_stage.get("rerank"),
+                                                 second_stage.get("refine"))):
+            from pypatch.index.rerank import second_stage as run_second_stage
+
+            as_int(k, "k", 1)
+            return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
+                                    **second_stage)
+        return self.search_vectors(q, k=k, num_threads=num_threads)
+
+    def search_vectors(self, descriptors, k: int = 10,
+                       num_threads: Optional[int] = None, stored: bool = False) -> list:
+        """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
+        (L2-normalised, from the index's model). Returns one list of hits per query.
+
+        ``stored=True``: the descriptors are already in the stored space (:meth:`to_stored`,
+        e.g. built from reconstructed patches), so the pre-transform is not applied again."""
+        as_int(k, "k", 1)
+        q = np.asarray(descriptors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        want = int(self._index.dim) if stored else self._meta["dim"]
+        if q.ndim != 2 or q.shape[1] != want:
+            raise InvalidArgumentError(
+                f"descriptors: expected shape (nq, {want}), got {q.shape}")
+        if not stored:
+            q = self.to_stored(q)
+        n_live = len(self)
+        if n_live == 0:
+            return [[] for _ in range(len(q))]
+        kk = min(k, n_live)
+        threads = num_threads if num_threads is not None else self._num_threads
+        scores, images, patches = self._index.search(
+            np.ascontiguousarray(q), k=kk, num_threads=threads)
+        return [self._hits(s, im, p) for s, im, p in zip(scores, images, patches)]
+
+    def _hits(self, scores, images, patches) -> list:
+        hits = []
+        for score, row, patch in zip(scores, images, patches):
+            row, patch = int(row), int(patch)
+            if row < 0:  # padding: fewer live images than k (removed ones never rank)
+                continue
+            boxes, levels = self._cells(self._sizes[row])
+            cell = tuple(int(v) for v in boxes[patch])
+            hits.append(SearchHit(rank=len(hits) + 1, image=self._ids[row],
+                                  path=self._paths[row], score=float(score), box=cell,
+                                  cell=cell, level=int(levels[patch]), patch=patch))
+        return hits
+
+    # ------------------------------------------------------------------ introspection
+    def __len__(self) -> int:
+        return len(self._ids) - self._index.num_removed
+
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._row
+
+    def __repr__(self) -> str:
+        store = self._meta["store"]
+        kind = f"pq{store['m']}x{store['nbits']}" if store["kind"] == "pq" else store["kind"]
+        return (f"ImageIndex(images={len(self)}, regions={self._meta['regions']['spec']!r}, "
+                f"store={kind!r}, model={self._meta['model'].get('name')!r})")
+
+    @property
+    def ids(self) -> list:
+        """Ids of the live images, in index order."""
+        return [i for i in self._ids if i in self._row]
+
+    @property
+    def patch_index(self):
+        """The underlying native :class:`~pypatch.PatchIndex` (advanced use)."""
+        return self._index
+
+    def image_info(self, image_id) -> dict:
+        """Path, size and cells of one indexed image."""
+        row = self._row.get(str(image_id))
+        if row is None:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the index")
+        boxes, levels = self._cells(self._sizes[row])
+        return {"id": self._ids[row], "path": self._paths[row], "size": list(self._sizes[row]),
+                "cells": boxes.tolist(), "levels": levels.tolist()}
+
+    def info(self) -> dict:
+        """Counts, bytes per image, model, regions and store settings."""
+        from pypatch import __version__
+
+        n_live = len(self)
+        num_patches = int(self._index.num_patches)
+        removed = np.flatnonzero(self._index.removed)
+        live_patches = num_patches - sum(len(self._cells(self._sizes[r])[0]) for r in removed)
+        store = dict(self._meta["store"])
+        per_patch = _bytes_per_patch(store, int(self._index.dim))
+        model = self._meta["model"]
+        try:
+            memory = {k: int(v) for k, v in dict(self._index.memory_usage()).items()}
+        except Exception:  # memory_usage is informative only
+            memory = {}
+        return {
+            "images": n_live,
+            "removed": len(removed),
+            "patches": live_patches,
+            "patches_per_image": round(live_patches / n_live, 3) if n_live else 0.0,
+            "bytes_per_patch": per_patch,
+            # codes plus the 8-byte CSR offset of each image
+            "bytes_per_image": round(live_patches * per_patch / n_live + 8, 1) if n_live else 0.0,
+            "dim": self._meta["dim"],
+            "stored_dim": int(self._index.dim),
+            "transform": transform_summary(self._meta.get("transform")),
+            "regions": self._meta["regions"]["spec"],
+            "mode": self._meta["mode"],
+            "store": store,
+            "model": {"name": model.get("name"), "path": model.get("path"),
+                      "sha256": model.get("sha256")},
+            "memory_bytes": memory,
+            "pypatch_version": self._meta.get("pypatch_version", __version__),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    def _cells(self, size):
+        """(boxes (P, 4) int32, levels (P,) uint8) of an image of ``size`` = (w, h)."""
+        cached = self._grid_cache.get(size)
+        if cached is None:
+            w, h = size
+            cached = (np.asarray(self._grid.boxes(w, h), dtype=np.int32),
+                      np.asarray(self._grid.levels_of(w, h)))
+            if len(self._grid_cache) > 4096:
+                self._grid_cache.clear()
+            self._grid_cache[size] = cached
+        return cached
+
+    def _ensure_trained(self) -> None:
+        needs_training = self._meta["store"]["kind"] == "pq" or self._meta.get("transform")
+        if needs_training and len(self._ids) == 0:
+            raise NotTrainedError("the index has no trained codebooks yet: use ImageIndex.build")
+
+    def _get_embedder(self):
+        if self._embedder is None:
+            spec = self._model_override
+            if spec is None:
+                spec = recorded_model_location(self._meta["model"])
+            embedder = new_embedder(spec, self._num_threads)
+            check_model(self._meta["model"], embedder)
+            self._embedder = embedder
+        return self._embedder
+
+    def set_embedder(self, embedder) -> None:
+        """Use an already constructed :class:`~pypatch.Embedder` (checked against the index)."""
+        check_model(self._meta["model"], embedder)
+        self._embedder = embedder
+
+
+# ---------------------------------------------------------------------- module helpers
+def _make_grid(regions):
+    """(PatchGrid, spec string) from a regions argument ("L3", "rmac", ... or a PatchGrid)."""
+    from pypatch.extract.grid import parse_regions
+
+    grid = parse_regions(regions)
+    if grid.kind == "custom":
+        # Boxes are recomputed from (image size, grid) at search time; fixed pixel boxes
+        # cannot follow images of different sizes.
+        raise InvalidArgumentError("regions: custom boxes are not supported by ImageIndex")
+    return grid, regions if isinstance(regions, str) else repr(grid)
+
+
+def _bytes_per_patch(store: dict, dim: int) -> float:
+    if store["kind"] == "pq":
+        return store["m"] * store["nbits"] / 8
+    return dim * (2 if store["kind"] == "flat16" else 4)
+
+
+def _describe(item: SourceItem) -> str:
+    return item.path if item.path is not None else item.id

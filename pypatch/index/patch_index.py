@@ -1,0 +1,291 @@
+"""PatchIndex: patch vectors grouped by image, searched by the per-image MAX over patches.
+
+Each image owns a run of patch vectors (CSR ``image_offsets``: image ``i`` owns patches
+``offsets[i]:offsets[i+1]``). ``search`` scores every patch against each query (PQ asymmetric
+distance, or the exact inner product for the flat store), keeps per image the best score and
+the ordinal of the winning patch, and returns the top-k images ordered by score, ties broken by
+the lower image index. Storage: ``pq=None`` is the exact flat store (``flat_dtype`` float32 or
+float16); a ``ProductQuantizer`` stores ``m`` bytes per patch.
+
+Thread safety: ``search`` may run from many Python threads at once (the GIL is released);
+``add``/``train``/``remove``/``compact`` take an exclusive lock inside the core.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from pypatch import _core
+from pypatch._checks import as_array, as_int, threads
+from pypatch.errors import IndexFormatError, InvalidArgumentError, InvalidTypeError
+from pypatch.index.pq import ProductQuantizer
+
+__all__ = ["PatchIndex"]
+
+
+def _counts(n_vectors: int, patches_per_image, image_offsets) -> np.ndarray:
+    """Per-image patch counts from exactly one of the two spellings."""
+    if (patches_per_image is None) == (image_offsets is None):
+        raise InvalidArgumentError("pass exactly one of patches_per_image=P or image_offsets=offsets")
+    if patches_per_image is not None:
+        if isinstance(patches_per_image, np.ndarray) or isinstance(patches_per_image, (list, tuple)):
+            counts = np.asarray(patches_per_image)
+            if counts.ndim != 1 or (counts.size and counts.dtype.kind not in "iu"):
+                raise InvalidTypeError("patches_per_image must be an int or a 1-d sequence of ints")
+            counts = counts.astype(np.int64)
+            if (counts < 0).any():
+                raise InvalidArgumentError("patches_per_image: counts must be >= 0")
+        else:
+            p = as_int(patches_per_image, "patches_per_image", 1)
+            if n_vectors % p:
+                raise InvalidArgumentError(f"patches_per_image={p} does not divide the number of "
+                                           f"vectors ({n_vectors})")
+            counts = np.full(n_vectors // p, p, dtype=np.int64)
+    else:
+        off = np.asarray(image_offsets)
+        if off.ndim != 1 or off.size < 1 or off.dtype.kind not in "iu":
+            raise InvalidTypeError("image_offsets must be a 1-d integer array of n_images + 1 offsets")
+        off = off.astype(np.int64)
+        if off[0] != 0 or off[-1] != n_vectors or (np.diff(off) < 0).any():
+            raise InvalidArgumentError(f"image_offsets must start at 0, never decrease and end at the "
+                                       f"number of vectors ({n_vectors}); got {off[0]}..{off[-1]}")
+        counts = np.diff(off)
+    if int(counts.sum()) != n_vectors:
+        raise InvalidArgumentError(f"the patch counts add up to {int(counts.sum())} but "
+                                   f"{n_vectors} vectors were given")
+    return np.ascontiguousarray(counts, dtype=np.int64)
+
+
+class PatchIndex:
+    """``PatchIndex(dim, pq=None, *, flat_dtype="float32")``."""
+
+    def __init__(self, dim: int, pq: ProductQuantizer | None = None, *,
+                 flat_dtype: str = "float32") -> None:
+        dim = as_int(dim, "dim", 1)
+        if pq is None:
+            if flat_dtype not in ("float32", "float16"):
+                raise InvalidArgumentError(f"flat_dtype must be 'float32' or 'float16'; got {flat_dtype!r}")
+            self._ix = _core.PatchIndex(dim, flat_dtype)
+        elif isinstance(pq, ProductQuantizer):
+            if pq.dim != dim:
+                raise InvalidArgumentError(f"pq.dim ({pq.dim}) must equal dim ({dim})")
+            self._ix = _core.PatchIndex(dim, pq._pq)
+        else:
+            raise InvalidTypeError(f"pq must be a ProductQuantizer or None; got {type(pq).__name__}")
+        self._metadata: dict = {}
+
+    @classmethod
+    def _from_core(cls, core_ix) -> "PatchIndex":
+        obj = cls.__new__(cls)
+        obj._ix = core_ix
+        try:
+            meta = json.loads(core_ix.metadata_json)
+        except ValueError as e:
+            raise IndexFormatError(f"index metadata is not valid JSON: {e}") from None
+        if not isinstance(meta, dict):
+            raise IndexFormatError("index metadata must be a JSON object")
+        obj._metadata = meta
+        return obj
+
+    # ------------------------------------------------------------------ properties
+    dim = property(lambda self: self._ix.dim, doc="Vector dimension.")
+    num_patches = property(lambda self: self._ix.n_patches, doc="Stored patch vectors.")
+    is_trained = property(lambda self: self._ix.is_trained, doc="False for an untrained PQ index.")
+
+    @property
+    def pq(self) -> ProductQuantizer | None:
+        """The quantizer (shared, not copied), or None for a flat store."""
+        core_pq = self._ix.pq
+        return None if core_pq is None else ProductQuantizer._from_core(core_pq)
+
+    @property
+    def flat_dtype(self) -> str | None:
+        """"float32" or "float16" for a flat store, None for PQ."""
+        kind = self._ix.kind
+        return None if kind == "pq" else kind
+
+    @property
+    def image_offsets(self) -> np.ndarray:
+        """(n_images + 1,) int64 CSR offsets: image i owns patches offsets[i]:offsets[i+1]."""
+        return self._ix.image_offsets
+
+    patch_offsets = image_offsets
+
+    @property
+    def removed(self) -> np.ndarray:
+        """(n_images,) bool mask of images removed since the last compact()."""
+        return self._ix.removed
+
+    @property
+    def metadata(self) -> dict:
+        """JSON-serialisable dict saved and loaded with the index (edit it in place)."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value: dict) -> None:
+        if not isinstance(value, dict):
+            raise InvalidTypeError(f"metadata must be a dict; got {type(value).__name__}")
+        self._dump_metadata(value)
+        self._metadata = value
+
+    @property
+    def num_removed(self) -> int:
+        """Images removed since the last compact() (still counted by len())."""
+        return int(self._ix.n_removed)
+
+    def __len__(self) -> int:
+        """Number of images, removed ones included until compact()."""
+        return int(self._ix.n_images)
+
+    # ------------------------------------------------------------------ building
+    def train(self, x: np.ndarray, *, iters: int = 25, seed: int = 0,
+              num_threads: int | None = None) -> "PatchIndex":
+        """PQ only: train the codebooks on x (n, dim) float32 unless already trained."""
+        if self._ix.kind == "pq" and not self._ix.is_trained:
+            x = as_array(x, "x", np.float32, 2, self.dim, finite=True)
+            ksub = self._ix.pq.ksub
+            if x.shape[0] < ksub:
+                raise InvalidArgumentError(f"x: training needs at least 2**nbits={ksub} vectors; "
+                                           f"got {x.shape[0]}")
+            self._ix.train(x, as_int(iters, "iters", 0), as_int(seed, "seed", 0), threads(num_threads))
+        return self
+
+    def add(self, vectors: np.ndarray, *, patches_per_image=None, image_offsets=None,
+            num_threads: int | None = None) -> np.ndarray:
+        """Append images. vectors: (n_patches, dim) float32, grouped by image, with either a
+        constant ``patches_per_image`` (int, or a sequence of per-image counts) or CSR
+        ``image_offsets`` (n_new + 1,). Returns the new images' indices, int64."""
+        vectors = as_array(vectors, "vectors", np.float32, 2, self.dim, finite=True)
+        if self._ix.kind == "float16" and vectors.size and np.abs(vectors).max() > 65504.0:
+            raise InvalidArgumentError("vectors: values beyond +-65504 do not fit the float16 store; "
+                                       "normalise them or use flat_dtype='float32'")
+        counts = _counts(vectors.shape[0], patches_per_image, image_offsets)
+        first = self._ix.add(vectors, counts, threads(num_threads))
+        return np.arange(first, first + counts.size, dtype=np.int64)
+
+    def add_codes(self, codes: np.ndarray, *, patches_per_image=None, image_offsets=None) -> np.ndarray:
+        """PQ only: append codes (n_patches, m) uint8 encoded elsewhere with the same quantizer."""
+        if self._ix.kind != "pq":
+            raise InvalidArgumentError("add_codes needs a PQ index; this one is a flat store")
+        codes = as_array(codes, "codes", np.uint8, 2, self._ix.code_size)
+        counts = _counts(codes.shape[0], patches_per_image, image_offsets)
+        first = self._ix.add_codes(codes, counts)
+        return np.arange(first, first + counts.size, dtype=np.int64)
+
+    # ------------------------------------------------------------------ search
+    def search(self, queries: np.ndarray, k: int = 10, num_threads: int | None = None):
+        """Top-k images per query by their best patch.
+
+        queries: (nq, dim) float32, or one (dim,) vector (treated as nq = 1).
+        Returns ``(scores (nq, k) float32, images (nq, k) int64, patches (nq, k) int64)``;
+        ``patches`` is the winning patch's ordinal inside its image. Rows are padded with
+        -inf / -1 / -1 when fewer than k (non-removed, non-empty) images exist.
+        """
+        q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
+        k = as_int(k, "k", 1)
+        return self._ix.search(q, k, threads(num_threads))
+
+    # ------------------------------------------------------------------ edits
+    def remove(self, images) -> None:
+        """Tombstone images (excluded from search; len() unchanged until compact())."""
+        ids = np.atleast_1d(np.asarray(images))
+        if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+            raise InvalidTypeError("images must be an int or a 1-d sequence of ints")
+        self._ix.remove(np.ascontiguousarray(ids, dtype=np.int64))
+
+    def is_removed(self, image: int) -> bool:
+        return bool(self._ix.is_removed(as_int(image, "image")))
+
+    def compact(self) -> np.ndarray:
+        """Drop removed images; returns old -> new image index (int64, -1 for removed)."""
+        return self._ix.compact()
+
+    def reconstruct(self, image: int) -> np.ndarray:
+        """(patches of the image, dim) float32 stored vectors (decoded for PQ)."""
+        return self._ix.reconstruct(as_int(image, "image"))
+
+    # ------------------------------------------------------------------ pre-transform
+    @property
+    def transform(self):
+        """``(mean (dim_in,), matrix (dim, dim_in))`` float32 copies of the stored pre-transform
+        (saved in the file's XFRM section), or None. The index never applies it itself: vectors
+        passed to add/search must already be in its space (see :meth:`apply_transform`)."""
+        return self._ix.transform
+
+    def set_transform(self, mean: np.ndarray, matrix: np.ndarray) -> None:
+        """Store the linear pre-transform ``l2_normalize((x - mean) @ matrix.T)`` with the index.
+        mean: (dim_in,) float32; matrix: (dim, dim_in) float32, C-contiguous and finite."""
+        mean = as_array(mean, "mean", np.float32, 1, finite=True)
+        matrix = as_array(matrix, "matrix", np.float32, 2, mean.shape[0], finite=True)
+        if matrix.shape[0] != self.dim:
+            raise InvalidArgumentError(f"matrix must have {self.dim} rows (the index dim); "
+                                       f"got shape {matrix.shape}")
+        self._ix.set_transform(mean, matrix)
+
+    def clear_transform(self) -> None:
+        """Remove the stored pre-transform (the next save writes none)."""
+        self._ix.clear_transform()
+
+    def apply_transform(self, vectors: np.ndarray) -> np.ndarray:
+        """The stored pre-transform applied by the core (as a C++ program would): (n, dim_in)
+        or (dim_in,) float32 -> (n, dim) or (dim,) float32 rows of unit L2 norm."""
+        one = isinstance(vectors, np.ndarray) and vectors.ndim == 1
+        # the core checks the columns against dim_in (and that a transform is set)
+        x = as_array(vectors, "vectors", np.float32, 2, finite=True, allow_1d=True)
+        out = self._ix.apply_transform(x)
+        return out[0] if one else out
+
+    # ------------------------------------------------------------------ files
+    @staticmethod
+    def _dump_metadata(meta: dict) -> str:
+        try:
+            return json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(f"metadata must be JSON-serialisable: {e}") from None
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write one versioned file atomically (temporary file, fsync, rename)."""
+        self._ix.metadata_json = self._dump_metadata(self._metadata)
+        self._ix.save(os.fspath(path))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = False) -> "PatchIndex":
+        """Open a saved index. mmap=True maps the file read-only (codes are not copied; big
+        sections are CRC-checked only with verify=True); mmap=False reads and checks it all."""
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"index file not found: {path}")
+        return cls._from_core(_core.PatchIndex.load(path, bool(mmap), bool(verify)))
+
+    def to_bytes(self) -> bytes:
+        self._ix.metadata_json = self._dump_metadata(self._metadata)
+        return self._ix.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "PatchIndex":
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidTypeError(f"data must be bytes; got {type(data).__name__}")
+        return cls._from_core(_core.PatchIndex.from_bytes(bytes(data)))
+
+    def __getstate__(self):
+        return {"bytes": self.to_bytes()}
+
+    def __setstate__(self, state):
+        other = PatchIndex.from_bytes(state["bytes"])
+        self._ix, self._metadata = other._ix, other._metadata
+
+    def memory_usage(self) -> dict:
+        """Bytes by part (codes or vectors, image_offsets, removed, centroids, metadata,
+        transform) plus "mapped": bytes of storage viewed from the file rather than owned,
+        and "total"."""
+        usage = dict(self._ix.memory_usage())
+        usage["total"] = sum(v for key, v in usage.items() if key != "mapped")
+        return usage
+
+    def __repr__(self) -> str:
+        store = f"pq(m={self._ix.pq.m}, nbits={self._ix.pq.nbits})" if self._ix.kind == "pq" \
+            else f"flat({self._ix.kind})"
+        return (f"PatchIndex(dim={self.dim}, {store}, images={len(self)}, "
+                f"patches={self.num_patches}, removed={self.num_removed})")

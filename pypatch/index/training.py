@@ -1,0 +1,138 @@
+"""Training the store behind an :class:`~pypatch.ImageIndex`: PQ codebooks and pre-transform.
+
+``build`` decides here whether a learned pre-transform (whitened PCA, plus an OPQ rotation for
+PQ stores: :mod:`pypatch.index.transform`) is used, and checks the store settings. Once enough
+descriptors are buffered, :func:`train_store` draws one seeded sample of them (all patches, or
+whole-image cells only) and fits the transform, then the PQ codebooks, on it.
+"""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from pypatch._checks import as_int, choice
+from pypatch.errors import InvalidArgumentError
+
+log = logging.getLogger("pypatch")
+
+
+def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train_size, seed,
+                   auto_dim: int, mode: str = "crop"):
+    """The ``meta["transform"]`` that ``build`` records before training (None: no transform).
+
+    ``pca_dim="auto"`` means ``auto_dim`` axes when the model's ``dim`` is larger, for a PQ store
+    when ``pq_m`` divides it and for every store of a single-pass ``mode`` (its cells need the
+    centring: +9 to +12 mAP, benchmarks/README.md), else none (per-crop flat stores stay exact)."""
+    if not (opq is True or opq is False or opq == "auto"):
+        raise InvalidArgumentError(f"opq: expected True, False or 'auto', got {opq!r}")
+    auto = isinstance(pca_dim, str) and pca_dim == "auto"
+    if auto:
+        pq_fits = (isinstance(pq_m, (int, np.integer)) and not isinstance(pq_m, bool)
+                   and pq_m > 0 and auto_dim % pq_m == 0)
+        use = dim > auto_dim and (pq_fits if store == "pq" else mode != "crop")
+        pca_dim = auto_dim if use else None
+    if pca_dim is None:
+        return None
+    from pypatch.index.transform import KIND, check_dim, check_power
+
+    check_dim(pca_dim, dim)
+    check_power(pca_power)
+    check_train_size(train_size, 2)
+    return {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
+            "train_size": int(train_size), "seed": int(seed), "auto": auto,
+            "opq": opq is not False and store == "pq"}
+
+
+def check_pq(dim, m, nbits, train_size) -> None:
+    if dim % as_int(m, "pq_m", 1):
+        raise InvalidArgumentError(
+            f"pq_m must divide the stored dimension {dim} (the model's, or pca_dim); got {m!r}")
+    choice(nbits, "pq_nbits", (4, 8))
+    check_train_size(train_size, 1 << nbits)
+
+
+def check_train_size(train_size, minimum: int) -> None:
+    as_int(train_size, "train_size", minimum)
+
+
+def new_patch_index(dim: int, store: dict):
+    """An empty native index for the store settings ``meta["store"]``."""
+    from pypatch.index.patch_index import PatchIndex
+
+    if store["kind"] == "pq":
+        from pypatch.index.pq import ProductQuantizer
+
+        return PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]))
+    dtype = "float16" if store["kind"] == "flat16" else "float32"
+    return PatchIndex(dim, pq=None, flat_dtype=dtype)
+
+
+def train_settings(meta: dict) -> tuple:
+    """(train_on, train_size, seed) of the PQ codebooks, else of the transform alone."""
+    store = meta["store"]
+    if store["kind"] == "pq":
+        return store["train_on"], store["train_size"], store["seed"]
+    spec = meta["transform"]
+    return "patches", spec["train_size"], spec["seed"]
+
+
+def training_rows(meta: dict, vectors: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The descriptors of one image that training may sample: all, or level 0 (``"global"``)."""
+    if train_settings(meta)[0] == "global":
+        return vectors[levels == 0]
+    return vectors
+
+
+def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
+                num_threads=None):
+    """Fit the pre-transform (if any), then the PQ codebooks (if any), on one sample of ``parts``
+    (the :func:`training_rows` of the buffered images). Records what was fitted in ``meta``.
+
+    An ``"auto"`` transform whose sample is under ``min_auto_train`` vectors (too few to whiten
+    by) is dropped and PQ runs on the model's descriptors in a new native index (nothing has
+    been added yet). Returns ``(patch_index, transform)``: the index to add to, the fitted
+    :class:`~pypatch.index.transform.PCATransform` or None."""
+    store = meta["store"]
+    train_on, train_size, seed = train_settings(meta)
+    x = np.concatenate(parts) if parts else np.zeros((0, meta["dim"]), np.float32)
+    need = (1 << store["nbits"]) if store["kind"] == "pq" else 2
+    if len(x) < need:
+        what = (f"PQ with nbits={store['nbits']}" if store["kind"] == "pq"
+                else "the PCA transform")
+        raise InvalidArgumentError(
+            f"{what} needs at least {need} training vectors "
+            f"(train_on={train_on!r}); the source gave {len(x)}: add images, "
+            f"use more regions, or store='flat' without pca_dim")
+    if len(x) > train_size:
+        rng = np.random.default_rng(seed)
+        x = x[np.sort(rng.choice(len(x), train_size, replace=False))]
+    spec = meta.get("transform")
+    transform = None
+    if spec is not None and spec.get("auto") and len(x) < min_auto_train:
+        log.info("pca_dim='auto': %d training vectors < %d, no PCA", len(x), min_auto_train)
+        meta["transform"] = spec = None
+        patch_index = new_patch_index(meta["dim"], store)
+    if spec is not None:
+        transform = _fit_transform(x, spec, store, seed, num_threads)
+        spec["fitted"] = transform.to_dict()
+        spec["trained_on_vectors"] = int(len(x))
+        x = transform.apply(x)
+    if store["kind"] == "pq":
+        patch_index.train(np.ascontiguousarray(x), seed=seed, num_threads=num_threads)
+        store["trained_on_vectors"] = int(len(x))
+    return patch_index, transform
+
+
+def _fit_transform(x, spec: dict, store: dict, seed, num_threads):
+    """Whitened PCA of the sample, rotated by OPQ for PQ stores when the spec asks for it."""
+    from pypatch.index.transform import PCATransform
+
+    transform = PCATransform.fit(x, spec["dim"], spec["power"])
+    if spec.get("opq") and store["kind"] == "pq":
+        from pypatch.index.transform import fit_opq_rotation
+
+        rotation = fit_opq_rotation(transform.apply(x), store["m"], nbits=store["nbits"],
+                                    seed=seed, num_threads=num_threads)
+        transform = transform.rotated(rotation)
+    return transform
