@@ -324,7 +324,10 @@ def _transform(c: _Check, meta: dict, dim: int, native, path) -> None:
     c.integer(fitted, "dim_in", "transform.fitted.dim_in", 1, _MAX_DIM)
     c.integer(fitted, "dim_out", "transform.fitted.dim_out", 1, _MAX_DIM)
     c.number(fitted, "power", "transform.fitted.power", -1.0, 0.0)
-    t = transform_from_meta(spec, native_xfrm)
+    try:
+        t = transform_from_meta(spec, native_xfrm)
+    except IndexFormatError as exc:  # PCATransform.from_dict does not know the file
+        raise IndexFormatError(f"{path!r}: {exc}") from None
     if t.dim_in != dim or t.dim_out != native_dim:
         raise IndexFormatError(
             f"{path!r}: stored transform maps {t.dim_in} -> {t.dim_out} dims but the model "
