@@ -502,51 +502,75 @@ class Worker:
 
 def run(seed: int = 0, iterations: int = 1000, *, start: int = 0, jobs: int = 1,
         timeout: float = 20.0, save: str | None = None, progress: bool = False) -> dict:
-    """Fuzz ``iterations`` cases of ``seed``; returns {"cases", "loads", "outcomes" (counts by
-    kind), "failures" (list of dicts: case, seed_file, mutation, mmap, verify, error)}."""
+    """Fuzz ``iterations`` cases of ``seed`` on ``jobs`` workers (one thread each feeds its
+    worker cases ``start + j, start + j + jobs, ...``); returns {"cases", "loads", "outcomes"
+    (counts by kind), "reasons" (refusal messages, numbers blanked, with counts), "failures"
+    (list of dicts: seed, case, seed_file, mutation, mmap, verify, error)}."""
+    import threading
+
     tmp = Path(tempfile.mkdtemp(prefix="pypatch-fuzz-"))
     workers = [Worker(tmp, i) for i in range(max(1, jobs))]
     stats = {"seed": seed, "cases": 0, "loads": 0, "outcomes": {}, "reasons": {},
              "failures": []}
+    lock = threading.Lock()
     t0 = time.monotonic()
+
+    def record(c: dict, mmap: bool, res: dict) -> None:
+        stats["loads"] += 1
+        if res["ok"]:
+            for part in res["outcome"].split(" | "):
+                key = part.split(":")[0]
+                stats["outcomes"][key] = stats["outcomes"].get(key, 0) + 1
+                if "refused" in key:  # which check refused it (file name and numbers out)
+                    why = re.sub(r"'?/\S*\.ptch'?:? ?", "", part.split(": ", 2)[-1])
+                    why = re.sub(r"\d+", "#", why)[:70]
+                    stats["reasons"][why] = stats["reasons"].get(why, 0) + 1
+            return
+        stats["failures"].append({"seed": seed, "case": c["case"], "seed_file": c["seed_file"],
+                                  "mutation": c["mutation"], "mmap": mmap,
+                                  "verify": c["verify"], "error": res["error"]})
+        if save:
+            Path(save).mkdir(parents=True, exist_ok=True)
+            (Path(save) / f"seed{seed}-case{c['case']}.ptch").write_bytes(c["data"])
+        if progress:
+            print(f"FAIL seed {seed} case {c['case']} ({c['seed_file']}: {c['mutation']}, "
+                  f"mmap={mmap}): {res['error'].strip().splitlines()[-1]}", flush=True)
+
+    def feed(w: Worker, seeds: list, errors: list) -> None:
+        try:
+            path = tmp / f"case{w.n}.ptch"
+            for case in range(start + w.n, start + iterations, len(workers)):
+                with lock:
+                    c = make_case(seed, case, seeds)
+                path.write_bytes(c["data"])
+                for mmap in (False, True):
+                    res = w.ask({"path": str(path), "image": c["image"], "mmap": mmap,
+                                 "verify": c["verify"]}, timeout)
+                    with lock:
+                        record(c, mmap, res)
+                with lock:
+                    stats["cases"] += 1
+                    if progress and stats["cases"] % 1000 == 0:
+                        print(f"{stats['cases']} cases, {len(stats['failures'])} failures, "
+                              f"{time.monotonic() - t0:.0f} s", flush=True)
+        except BaseException as exc:  # a bug of the fuzzer itself: re-raised by run()
+            errors.append(exc)
+
     try:
         seeds = make_seeds(tmp)
-        for case in range(start, start + iterations):
-            c = make_case(seed, case, seeds)
-            w = workers[case % len(workers)]
-            path = tmp / f"case{w.n}.ptch"
-            path.write_bytes(c["data"])
-            for mmap in (False, True):
-                res = w.ask({"path": str(path), "image": c["image"], "mmap": mmap,
-                             "verify": c["verify"]}, timeout)
-                stats["loads"] += 1
-                if res["ok"]:
-                    for part in res["outcome"].split(" | "):
-                        key = part.split(":")[0]
-                        stats["outcomes"][key] = stats["outcomes"].get(key, 0) + 1
-                        if "refused" in key:  # which check refused it (file name and numbers out)
-                            why = re.sub(r"'?/\S*\.ptch'?:? ?", "", part.split(": ", 2)[-1])
-                            why = re.sub(r"\d+", "#", why)[:70]
-                            stats["reasons"][why] = stats["reasons"].get(why, 0) + 1
-                    continue
-                fail = {"seed": seed, "case": case, "seed_file": c["seed_file"],
-                        "mutation": c["mutation"], "mmap": mmap, "verify": c["verify"],
-                        "error": res["error"]}
-                stats["failures"].append(fail)
-                if save:
-                    Path(save).mkdir(parents=True, exist_ok=True)
-                    (Path(save) / f"seed{seed}-case{case}.ptch").write_bytes(c["data"])
-                if progress:
-                    print(f"FAIL seed {seed} case {case} ({c['seed_file']}: {c['mutation']}, "
-                          f"mmap={mmap}): {res['error'].strip().splitlines()[-1]}", flush=True)
-            stats["cases"] += 1
-            if progress and stats["cases"] % 1000 == 0:
-                print(f"{stats['cases']} cases, {len(stats['failures'])} failures, "
-                      f"{time.monotonic() - t0:.0f} s", flush=True)
+        errors: list = []
+        threads = [threading.Thread(target=feed, args=(w, seeds, errors)) for w in workers]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
     finally:
         for w in workers:
             w.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+    stats["failures"].sort(key=lambda f: (f["case"], f["mmap"]))
     stats["seconds"] = round(time.monotonic() - t0, 1)
     return stats
 
