@@ -109,6 +109,34 @@ def _sliding(width: int, height: int, window: float, stride: float) -> tuple[np.
     return np.asarray(boxes, dtype=np.int32), np.asarray(lv, dtype=np.uint8)
 
 
+def _rmac_counts(width: np.ndarray, height: np.ndarray, levels: int, overlap: float) -> np.ndarray:
+    """len(_rmac(w, h)) for arrays of sizes: the same float64 operations, in the same order."""
+    w = np.minimum(width, height)
+    steps = np.arange(2, 8, dtype=np.float64)
+    b = (np.maximum(width, height) - w)[:, None] / (steps - 1)
+    ww = (w * w)[:, None]
+    idx = np.argmin(np.abs(((ww - w[:, None] * b) / ww) - overlap), axis=1)
+    wd = np.where(height < width, idx + 1, 0)
+    hd = np.where(height > width, idx + 1, 0)
+    n = np.ones(len(w), dtype=np.int64)
+    for level in range(1, levels + 1):
+        wl = np.floor(2 * w / (level + 1))
+        n += np.where(wl == 0, 0, (level + wd) * (level + hd))
+    return n
+
+
+def _sliding_counts(width: np.ndarray, height: np.ndarray, window: float, stride: float) -> np.ndarray:
+    """len(_sliding(w, h)) for arrays of sizes (np.rint rounds half to even, like round())."""
+    win = np.maximum(1, np.rint(window * np.minimum(width, height)).astype(np.int64))
+    step = np.maximum(1, np.rint(stride * win).astype(np.int64))
+
+    def starts(length):
+        span = length - win
+        return span // step + 1 + (span % step != 0)
+
+    return 1 + starts(width) * starts(height)
+
+
 def check_boxes(boxes: Any, width: int, height: int, what: str = "boxes") -> np.ndarray:
     """Validate pixel boxes (K, 4) against an image size; returns them as int32.
 
@@ -226,6 +254,32 @@ class PatchGrid:
     def count(self, width: int, height: int) -> int:
         """Number of patches for an image of this size."""
         return int(self.boxes(width, height).shape[0])
+
+    def counts(self, sizes: Any) -> np.ndarray:
+        """(n,) int64 patch counts of n images, ``sizes`` (n, 2) integer ``(width, height)``:
+        ``count`` vectorised (ImageIndex.load checks every image; ~1.5 ms per 10k R-MAC sizes).
+
+        Raises InvalidArgumentError like ``boxes`` would, naming the first offending row."""
+        s = np.asarray(sizes)
+        if s.ndim != 2 or s.shape[1] != 2 or (s.size and s.dtype.kind not in "iu"):
+            raise InvalidArgumentError(f"sizes must be an (n, 2) integer array; got shape {s.shape}, "
+                                       f"dtype {s.dtype}")
+        s = s.astype(np.int64)
+        w, h = s[:, 0], s[:, 1]
+        bad = (w <= 0) | (h <= 0)
+        if self.kind == "pyramid":
+            bad |= (w < self.levels + 1) | (h < self.levels + 1)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            self.count(int(w[i]), int(h[i]))  # raises the error boxes() gives for this size
+            raise InvalidArgumentError(f"image size {int(w[i])}x{int(h[i])} is not usable")
+        if self.kind == "pyramid":
+            return np.full(len(s), self.num_patches, dtype=np.int64)
+        if self.kind == "custom":
+            return np.asarray([self.count(int(a), int(b)) for a, b in s], dtype=np.int64)
+        if self.kind == "sliding":
+            return _sliding_counts(w, h, self.window, self.stride)
+        return _rmac_counts(w, h, self.levels, self.overlap)
 
     def __len__(self) -> int:
         n = self.num_patches

@@ -306,11 +306,16 @@ class ImageIndex:
 
     @classmethod
     def load(cls, path, mmap: bool = True, model=None,
-             num_threads: Optional[int] = None) -> "ImageIndex":
+             num_threads: Optional[int] = None, *, verify: bool = False) -> "ImageIndex":
         """Open an index written by :meth:`save`.
 
         ``model`` overrides where the model is found (a path or name); by default the
-        recorded model is used. The model is only loaded on the first image query."""
+        recorded model is used. The model is only loaded on the first image query.
+        ``mmap`` and ``verify`` as in :meth:`PatchIndex.load`: a mapped file's big sections
+        (codes, vectors) are CRC-checked only with ``verify=True``; an eager load checks all.
+        The image metadata is always checked against the native index (types, one entry per
+        image, each image's patch count against the grid): a bad file raises
+        :class:`~pypatch.errors.IndexFormatError`."""
         from pypatch.index.patch_index import PatchIndex
 
         path = os.fspath(path)
@@ -318,7 +323,7 @@ class ImageIndex:
             raise FileNotFoundError(f"index file not found: {path!r}")
         if os.path.isdir(path):
             raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
-        patch_index = PatchIndex.load(path, mmap=mmap)
+        patch_index = PatchIndex.load(path, mmap=mmap, verify=verify)
         meta = read_meta(patch_index, path)
         return cls(patch_index, meta, model=model, num_threads=num_threads)
 

@@ -84,6 +84,8 @@ class PatchIndex:
             meta = json.loads(core_ix.metadata_json)
         except ValueError as e:
             raise IndexFormatError(f"index metadata is not valid JSON: {e}") from None
+        except RecursionError:  # e.g. thousands of nested brackets in a damaged file
+            raise IndexFormatError("index metadata is not valid JSON: nested too deeply") from None
         if not isinstance(meta, dict):
             raise IndexFormatError("index metadata must be a JSON object")
         obj._metadata = meta
