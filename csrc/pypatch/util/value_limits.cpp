@@ -1,6 +1,6 @@
 #include "pypatch/util/value_limits.h"
 
-#include <cmath>    // fabs
+#include <cstring>  // memcpy
 #include <sstream>  // message
 #include <string>   // message
 
@@ -8,17 +8,36 @@
 
 namespace pypatch {
 
-// Branch-free OR over blocks (vectorises at baseline: memory speed), then the exact position
-// only in the rare failing block.
+namespace {
+// The test on the bit patterns, so that it vectorises with plain SSE2 (a float compare with
+// fabs did not: 0.8 GB/s against memory speed): a = |x| as bits; NaN and inf have larger
+// patterns than any finite float, so a > bits(1e15) is the whole rule. L - a is negative
+// (sign bit set) exactly when a > L, and cannot overflow as both are in [0, 2^31).
+inline int32_t abs_bits(const float* x, int64_t i) {
+  uint32_t b;
+  std::memcpy(&b, x + i, 4);
+  return static_cast<int32_t>(b & 0x7fffffffu);
+}
+inline int32_t limit_bits() {
+  uint32_t b;
+  std::memcpy(&b, &kMaxAbsValue, 4);
+  return static_cast<int32_t>(b);
+}
+// Half: exponent bits all set (inf or NaN) <=> (h & 0x7c00) + 0x0400 has bit 15 set.
+inline uint32_t half_bad(uint16_t h) { return ((h & 0x7c00u) + 0x0400u) & 0x8000u; }
+}  // namespace
+
+// A branch-free OR over blocks, then the exact position only in the rare failing block.
 int64_t first_out_of_range(const float* x, int64_t n) {
   constexpr int64_t kBlock = 4096;
+  const int32_t lim = limit_bits();
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t e = n - b < kBlock ? n : b + kBlock;
-    bool bad = false;
-    for (int64_t i = b; i < e; ++i) bad |= !(std::fabs(x[i]) <= kMaxAbsValue);
-    if (bad)
+    uint32_t acc = 0;
+    for (int64_t i = b; i < e; ++i) acc |= static_cast<uint32_t>(lim - abs_bits(x, i));
+    if (acc >> 31)
       for (int64_t i = b; i < e; ++i)
-        if (!(std::fabs(x[i]) <= kMaxAbsValue)) return i;
+        if (abs_bits(x, i) > lim) return i;
   }
   return n;
 }
@@ -27,11 +46,11 @@ int64_t first_nonfinite_half(const uint16_t* x, int64_t n) {
   constexpr int64_t kBlock = 8192;
   for (int64_t b = 0; b < n; b += kBlock) {
     const int64_t e = n - b < kBlock ? n : b + kBlock;
-    bool bad = false;
-    for (int64_t i = b; i < e; ++i) bad |= (x[i] & 0x7c00u) == 0x7c00u;
-    if (bad)
+    uint32_t acc = 0;
+    for (int64_t i = b; i < e; ++i) acc |= half_bad(x[i]);
+    if (acc)
       for (int64_t i = b; i < e; ++i)
-        if ((x[i] & 0x7c00u) == 0x7c00u) return i;
+        if (half_bad(x[i])) return i;
   }
   return n;
 }
