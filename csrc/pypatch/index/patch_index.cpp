@@ -13,6 +13,7 @@
 #include "pypatch/io/container.h"       // io::Container (kept alive for views)
 #include "pypatch/simd/kernels.h"       // float_to_half, half_to_float
 #include "pypatch/util/parallel_for.h"  // threads
+#include "pypatch/util/value_limits.h"  // |x| <= 1e15
 
 namespace pypatch {
 
@@ -150,6 +151,7 @@ int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, in
   std::unique_lock<std::shared_mutex> lock(mu_);
   if (!is_trained()) throw NotTrained("add: the PQ index is not trained; call train() first");
   const int64_t total = append_counts(n_new, counts);
+  check_value_range(x, total * dim_, dim_, "add: vectors");  // before any change
   std::vector<uint8_t> enc(static_cast<size_t>(total) * code_size_);
   if (kind_ == StoreKind::PQ) {
     pq_->encode(total, x, enc.data(), num_threads, interrupt);
@@ -158,6 +160,8 @@ int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, in
   } else {
     uint16_t* h = reinterpret_cast<uint16_t*>(enc.data());
     for (int64_t i = 0; i < total * dim_; ++i) h[i] = float_to_half(x[i]);
+    PTCH_CHECK(first_nonfinite_half(h, total * dim_) == total * dim_,
+               "add: vectors beyond +-65504 do not fit the float16 store");
   }
   append_rows(enc.data(), total);
   const int64_t first = images_();
@@ -186,6 +190,7 @@ void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, floa
   std::shared_lock<std::shared_mutex> lock(mu_);
   PTCH_CHECK(k >= 1, "k must be >= 1; got " + std::to_string(k));
   if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
+  check_value_range(q, nq * dim_, dim_, "search: queries");
   ScanSetup setup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
                   removed_.empty() ? nullptr : removed_.data(), n_removed_};
   std::vector<TopK> result = scan_topk(setup, nq, q, k, num_threads, interrupt);

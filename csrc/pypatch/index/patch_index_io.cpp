@@ -30,6 +30,7 @@
 #include "pypatch/io/container.h"        // ContainerWriter, Container
 #include "pypatch/io/io_errors.h"        // io::FormatError, io::VersionError
 #include "pypatch/io/little_endian.h"    // le::load32/store64: host-independent PIDX, IOFF
+#include "pypatch/util/value_limits.h"    // |x| <= 1e15 for centroids and vectors
 
 namespace pypatch {
 namespace {
@@ -245,9 +246,13 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
     if (sk == StoreKind::PQ) {
       auto pq = std::make_shared<ProductQuantizer>(static_cast<int>(dim), static_cast<int>(m),
                                                    static_cast<int>(nbits));
-      if (trained)
-        pq->set_centroids(c->array<float>(io::kind::kPqCentroids,
-                                          static_cast<uint64_t>(m) * pq->ksub() * pq->dsub()));
+      if (trained) {
+        const uint64_t n = static_cast<uint64_t>(m) * pq->ksub() * pq->dsub();
+        const float* cents = c->array<float>(io::kind::kPqCentroids, n);
+        if (first_out_of_range(cents, static_cast<int64_t>(n)) != static_cast<int64_t>(n))
+          bad(name, "PQCB holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
+        pq->set_centroids(cents);
+      }
       ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq)));
     } else {
       ix.reset(new PatchIndex(static_cast<int>(dim), sk, nullptr));
@@ -283,6 +288,16 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
       data_kind, blocked ? static_cast<uint64_t>(blocked_bytes(static_cast<int64_t>(n_patches), m))
                          : n_patches * code_size);
   const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
+  // Flat vectors obey the add() rule (util/value_limits.h) whenever the payload is read anyway
+  // for its CRC (eager and bytes loads, verify=True, sections <= 1 MiB): a plain map stays
+  // O(1) in the payload, and its scan is robust to any bytes (NaN never ranks; io/README.md).
+  if (sk != StoreKind::PQ && c->section(data_kind).crc_verified) {
+    const int64_t n = static_cast<int64_t>(n_patches) * dim;
+    const bool ok = sk == StoreKind::FlatF32
+                        ? first_out_of_range(reinterpret_cast<const float*>(data), n) == n
+                        : first_nonfinite_half(reinterpret_cast<const uint16_t*>(data), n) == n;
+    if (!ok) bad(name, "VECS holds a NaN, infinite or too large vector value (|x| must be <= 1e15)");
+  }
   if (sk == StoreKind::PQ && nbits < 8) {
     // The scan indexes lut[j * 2^nbits + code] unmasked, so a code >= 2^nbits would read the
     // next table or past the last one: check them all (O(codes), unlike the rest of a mapped

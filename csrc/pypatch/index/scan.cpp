@@ -49,7 +49,6 @@ std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_ta
 
 std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt) {
-  const KernelTable& kt = kernels();
   const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
   // Wake the pool's helpers now: they come up while this thread builds the tables.
   parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
@@ -63,6 +62,14 @@ std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int 
   }
   if (s.kind == StoreKind::PQ && ksub == 256 && s.pq->m() <= 256 && quant_scan_kernel())
     return scan_topk_quantized(s, nq, luts.data(), k, num_threads, interrupt);
+  return scan_topk_exact(s, nq, q, luts.data(), k, num_threads, interrupt);
+}
+
+std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q, const float* luts,
+                                  int k, int num_threads, const std::function<void()>& interrupt) {
+  const KernelTable& kt = kernels();
+  const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
+  const int ksub = s.kind == StoreKind::PQ ? s.pq->ksub() : 0;
   const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
   const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
   const int nt = resolve_num_threads(num_threads, n_tasks);
@@ -81,7 +88,7 @@ std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int 
       switch (s.kind) {
         case StoreKind::PQ:
           kt.adc_segmax(n, off, s.data, s.pq->m(), ksub,
-                        luts.data() + qi * static_cast<int64_t>(s.pq->m()) * ksub, b, a);
+                        luts + qi * static_cast<int64_t>(s.pq->m()) * ksub, b, a);
           break;
         case StoreKind::FlatF32:
           kt.flat_segmax_f32(n, off, reinterpret_cast<const float*>(s.data), s.dim, q + qi * s.dim, b, a);

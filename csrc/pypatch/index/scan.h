@@ -27,12 +27,19 @@ struct ScanSetup {
 };
 
 /// Top-k per query (nq TopK objects). q: (nq, dim) f32.
-/// PQ with 8-bit codes takes the quantised path (scan_quantized.cpp) when the AVX-512 VBMI
-/// kernel is selected; it returns exactly the same results as the float kernels.
+/// PQ with 8-bit codes takes the quantised path (scan_quantized.cpp) when a quantised kernel
+/// (AVX2 or AVX-512 VBMI) is selected; it returns exactly the same results as the float kernels.
 std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt);
 
+/// The float kernels alone (no quantised stage): q (nq, dim) for flat stores, luts
+/// (nq, m, ksub) for PQ (the other may be null). Bit-identical at every SIMD level, any input.
+std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q, const float* luts,
+                                  int k, int num_threads, const std::function<void()>& interrupt);
+
 /// The quantised two-stage PQ search; luts: (nq, m, 256) f32. Exact results (see the .cpp).
+/// A batch with a table it cannot bound (a NaN or infinite entry, sums that could overflow,
+/// a range too small to scale) runs scan_topk_exact instead: same answer at every level.
 std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt);
 

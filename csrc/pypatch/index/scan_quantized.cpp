@@ -18,6 +18,7 @@
 // Each worker keeps its own candidates; its running k-th largest Q never exceeds the global T,
 // so the union over workers holds every global candidate.
 #include <algorithm>  // max, min
+#include <cfloat>     // FLT_MAX, FLT_MIN
 #include <cmath>      // fabs, ceil, ldexp
 #include <functional> // greater
 #include <queue>      // priority_queue
@@ -33,6 +34,7 @@ namespace {
 constexpr int64_t kTaskBlocks = 64;  // 64 blocks of 64 patches per task
 
 struct QuantTable {
+  bool usable = true;      // false: the bounds below cannot be trusted; use the float kernels
   std::vector<uint8_t> q;  // (m, 256)
   int64_t margin = 0;      // candidate window below the k-th best Q, in table units
   double base = 0;         // sum_j min_j
@@ -48,6 +50,7 @@ QuantTable quantize(const float* lut, int m) {
   std::vector<float> lo(m);
   float range = 0;
   double abs_sum = 0;
+  bool finite = true;
   for (int j = 0; j < m; ++j) {
     const float* r = lut + j * 256;
     float mn = r[0], mx = r[0], amax = 0;
@@ -55,12 +58,22 @@ QuantTable quantize(const float* lut, int m) {
       mn = std::min(mn, r[c]);
       mx = std::max(mx, r[c]);
       amax = std::max(amax, std::fabs(r[c]));
+      finite &= std::fabs(r[c]) <= FLT_MAX;  // false for NaN and +-inf
     }
     lo[j] = mn;
     range = std::max(range, mx - mn);
     abs_sum += amax;
   }
+  // Only a table whose every sum is finite can be bounded: with finite entries and
+  // sum_j max|lut_j| < 2^126, every patch score, the range (<= 2 max|entry|) and the error
+  // bound stay finite. A scale that underflows (range < 255 * FLT_MIN) cannot be inverted.
+  // Otherwise (impossible with inputs within util/value_limits.h, but the scan must not
+  // convert inf or NaN to an integer) the caller runs the float kernels.
   const float scale = range > 0 ? range / 255.f : 1.f;
+  if (!finite || !(abs_sum < std::ldexp(1.0, 126)) || !(scale >= FLT_MIN)) {
+    t.usable = false;
+    return t;
+  }
   t.scale = scale;
   // Rounding error of the table, measured per sub-quantizer (about scale/2 each): the bound
   // uses the error actually made, so any rounding rule keeps results exact; this
@@ -147,7 +160,10 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
   const int m = s.pq->m();
   std::vector<QuantTable> tables;
   tables.reserve(nq);
-  for (int64_t qi = 0; qi < nq; ++qi) tables.push_back(quantize(luts + qi * m * 256, m));
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    tables.push_back(quantize(luts + qi * m * 256, m));
+    if (!tables.back().usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
+  }
 
   const std::vector<int64_t> bounds = scan_task_bounds(s, kTaskBlocks * kCodeBlock);
   const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;

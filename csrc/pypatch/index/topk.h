@@ -26,6 +26,7 @@ class TopK {
     return static_cast<int>(heap_.size()) < k_ || score >= heap_.front().score;
   }
   void push(const Hit& h) {
+    if (h.score != h.score) return;  // NaN never ranks (it would break the heap's order)
     if (static_cast<int>(heap_.size()) < k_) {
       heap_.push_back(h);
       std::push_heap(heap_.begin(), heap_.end(), ranks_before);  // front = worst kept

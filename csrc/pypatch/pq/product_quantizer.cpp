@@ -7,6 +7,7 @@
 #include "pypatch/pq/kmeans.h"          // kmeans, SplitMix64
 #include "pypatch/simd/kernels.h"       // lut_ip, assign_l2
 #include "pypatch/util/parallel_for.h"  // encode threads
+#include "pypatch/util/value_limits.h"  // |x| <= 1e15
 
 namespace pypatch {
 
@@ -30,6 +31,7 @@ void ProductQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed
   PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
                              " training vectors; got " + std::to_string(n));
   PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
+  check_value_range(x, n * dim_, dim_, "train: x");
   // Sample the same rows for every sub-space (partial Fisher-Yates with the seed).
   const int64_t cap = max_points_per_centroid > 0 ? max_points_per_centroid * ksub_ : n;
   std::vector<float> sample;
@@ -58,6 +60,8 @@ void ProductQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed
 }
 
 void ProductQuantizer::set_centroids(const float* c) {
+  // Bounded centroids keep every table entry and score finite (util/value_limits.h).
+  check_value_range(c, static_cast<int64_t>(m_) * ksub_ * dsub_, dsub_, "centroids");
   centroids_.assign(c, c + static_cast<size_t>(m_) * ksub_ * dsub_);
   centroids_t_.resize(centroids_.size());
   for (int j = 0; j < m_; ++j)
@@ -71,6 +75,7 @@ void ProductQuantizer::set_centroids(const float* c) {
 void ProductQuantizer::encode(int64_t n, const float* x, uint8_t* codes, int num_threads,
                               const std::function<void()>& interrupt) const {
   require_trained("encode");
+  check_value_range(x, n * dim_, dim_, "encode: x");
   constexpr int64_t kChunk = 256;
   const KernelTable& kt = kernels();
   const int64_t tasks = (n + kChunk - 1) / kChunk;
@@ -99,6 +104,7 @@ void ProductQuantizer::decode(int64_t n, const uint8_t* codes, float* x) const {
 
 void ProductQuantizer::compute_lut(const float* q, float* lut) const {
   require_trained("compute_lut");
+  check_value_range(q, dim_, 0, "compute_lut: q");
   kernels().lut_ip(q, centroids_t_.data(), m_, ksub_, dsub_, lut);
 }
 

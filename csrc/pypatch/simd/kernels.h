@@ -4,12 +4,12 @@
 // Shapes are documented per kernel; every array is C-contiguous. Semantics shared by all levels:
 //  * sums over t run in ascending t with separate multiply and add in lut_ip and assign_l2 (the
 //    library is built with -ffp-contract=off), so lut_ip, assign_l2 and adc_segmax are
-//    bit-exact across levels for any input; the flat dot kernels reassociate, so they are
-//    bit-exact across levels whenever every partial sum is exactly representable (e.g. small
-//    integer-valued inputs).
+//    bit-exact across levels for any input; the flat dot kernels share one order too (32
+//    lanes, multiply then add, the same tail lanes and fold: kernels_scalar.cpp dot_lanes32),
+//    so they are bit-exact across levels for any input as well.
 //  * segmax: image i owns patches [offsets[i], offsets[i+1]); best[i] is the max score of its
 //    patches and arg[i] the lowest patch ordinal (0-based within the image) reaching it;
-//    an empty image gets best = -inf, arg = -1.
+//    NaN scores never win; an empty or all-NaN image gets best = -inf, arg = -1.
 #pragma once
 #include <cstdint>  // fixed-width ints
 

@@ -2,6 +2,7 @@
 #include <immintrin.h>  // AVX2 intrinsics
 
 #include <cmath>  // INFINITY
+#include <cstdint>  // uint16_t
 
 #include "pypatch/simd/kernels.h"
 #include "pypatch/simd/segmax.h"
@@ -77,20 +78,50 @@ void assign_l2_avx2(int64_t n, const float* x, int64_t ldx, int dsub, const floa
   }
 }
 
+// Flat dot products in the order of kernels_scalar.cpp (dot_lanes32): 32 lanes in four
+// registers (lanes 0-7, 8-15, 16-23, 24-31), multiply then add (no FMA: the scalar level has
+// none), the tail in lanes 0..r-1, then the same fold. Tail loads read zeros past dim: a lane
+// sum starts at +0 and is never -0 (x + -0 = +0 from +0), so adding 0 * 0 = +0 leaves it as it is.
+inline __m256i tail_mask8(int n) {  // lanes < n (1 <= n <= 7)
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+inline __m256 load_f32(const float* p, int n) {  // n >= 8: 8 floats; else n, then zeros
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask8(n));
+}
+inline __m256 load_f16(const uint16_t* p, int n) {
+  if (n >= 8) return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  alignas(16) uint16_t b[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < n; ++i) b[i] = p[i];
+  return _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(b)));
+}
+// Lanes l += l + 16, l += l + 8, then hsum8 (l += l + 4, l += l + 2, 0 += 1).
+inline float fold32(__m256 a0, __m256 a1, __m256 a2, __m256 a3) {
+  return hsum8(_mm256_add_ps(_mm256_add_ps(a0, a2), _mm256_add_ps(a1, a3)));
+}
+
+template <class Load>
+inline float dot_lanes32_avx2(const float* q, const Load& ld, int dim) {
+  __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+  int t = 0;
+  for (; t + 32 <= dim; t += 32) {
+    a0 = _mm256_add_ps(a0, _mm256_mul_ps(_mm256_loadu_ps(q + t), ld(t, 8)));
+    a1 = _mm256_add_ps(a1, _mm256_mul_ps(_mm256_loadu_ps(q + t + 8), ld(t + 8, 8)));
+    a2 = _mm256_add_ps(a2, _mm256_mul_ps(_mm256_loadu_ps(q + t + 16), ld(t + 16, 8)));
+    a3 = _mm256_add_ps(a3, _mm256_mul_ps(_mm256_loadu_ps(q + t + 24), ld(t + 24, 8)));
+  }
+  const int r = dim - t;
+  if (r > 0) a0 = _mm256_add_ps(a0, _mm256_mul_ps(load_f32(q + t, r), ld(t, r)));
+  if (r > 8) a1 = _mm256_add_ps(a1, _mm256_mul_ps(load_f32(q + t + 8, r - 8), ld(t + 8, r - 8)));
+  if (r > 16) a2 = _mm256_add_ps(a2, _mm256_mul_ps(load_f32(q + t + 16, r - 16), ld(t + 16, r - 16)));
+  if (r > 24) a3 = _mm256_add_ps(a3, _mm256_mul_ps(load_f32(q + t + 24, r - 24), ld(t + 24, r - 24)));
+  return fold32(a0, a1, a2, a3);
+}
+
 struct DotF32Avx2 {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const float* v = x + p * dim;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
-    int t = 0;
-    for (; t + 16 <= dim; t += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), _mm256_loadu_ps(v + t), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t + 8), _mm256_loadu_ps(v + t + 8), a1);
-    }
-    for (; t + 8 <= dim; t += 8) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), _mm256_loadu_ps(v + t), a0);
-    float s = hsum8(_mm256_add_ps(a0, a1));
-    for (; t < dim; ++t) s += q[t] * v[t];
-    return s;
+    return dot_lanes32_avx2(q, [v](int t, int n) { return load_f32(v + t, n); }, dim);
   }
 };
 
@@ -98,15 +129,7 @@ struct DotF16Avx2 {
   const uint16_t* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const uint16_t* v = x + p * dim;
-    __m256 a0 = _mm256_setzero_ps();
-    int t = 0;
-    for (; t + 8 <= dim; t += 8) {
-      const __m256 xv = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(v + t)));
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + t), xv, a0);
-    }
-    float s = hsum8(a0);
-    for (; t < dim; ++t) s += q[t] * half_to_float(v[t]);
-    return s;
+    return dot_lanes32_avx2(q, [v](int t, int n) { return load_f16(v + t, n); }, dim);
   }
 };
 

@@ -75,21 +75,47 @@ void assign_l2_avx512(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
+// Flat dot products in the order of kernels_scalar.cpp (dot_lanes32): 32 lanes in two
+// registers, multiply then add (no FMA), the tail in lanes 0..r-1 through masked loads (zeros
+// past dim leave a lane unchanged: see kernels_avx2.cpp), then the same fold.
+inline __mmask16 tail_mask16(int n) {  // lanes < min(n, 16)
+  return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1);
+}
+inline __m512 load_f32(const float* p, int n) { return _mm512_maskz_loadu_ps(tail_mask16(n), p); }
+inline __m512 load_f16(const uint16_t* p, int n) {
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(tail_mask16(n), p));
+}
+// l += l + 16, l += l + 8, l += l + 4, l += l + 2, 0 += 1 (the scalar fold, lane for lane).
+inline float fold32(__m512 a0, __m512 a1) {
+  const __m512 s16 = _mm512_add_ps(a0, a1);
+  const __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(s16), _mm512_extractf32x8_ps(s16, 1));
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+template <class Load>
+inline float dot_lanes32_avx512(const float* q, const Load& ld, int dim) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+  int t = 0;
+  for (; t + 32 <= dim; t += 32) {
+    a0 = _mm512_add_ps(a0, _mm512_mul_ps(_mm512_loadu_ps(q + t), ld(t, 16)));
+    a1 = _mm512_add_ps(a1, _mm512_mul_ps(_mm512_loadu_ps(q + t + 16), ld(t + 16, 16)));
+  }
+  const int r = dim - t;
+  if (r > 0) a0 = _mm512_add_ps(a0, _mm512_mul_ps(load_f32(q + t, r), ld(t, r)));
+  if (r > 16) a1 = _mm512_add_ps(a1, _mm512_mul_ps(load_f32(q + t + 16, r - 16), ld(t + 16, r - 16)));
+  return fold32(a0, a1);
+}
+
 struct DotF32Avx512 {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const float* v = x + p * dim;
-    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps();
-    int t = 0;
-    for (; t + 32 <= dim; t += 32) {
-      a0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + t), _mm512_loadu_ps(v + t), a0);
-      a1 = _mm512_fmadd_ps(_mm512_loadu_ps(q + t + 16), _mm512_loadu_ps(v + t + 16), a1);
-    }
-    for (; t < dim; t += 16) {
-      const __mmask16 k = dim - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (dim - t)) - 1);
-      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, q + t), _mm512_maskz_loadu_ps(k, v + t), a0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    return dot_lanes32_avx512(q, [v](int t, int n) {
+      return n >= 16 ? _mm512_loadu_ps(v + t) : load_f32(v + t, n);
+    }, dim);
   }
 };
 
@@ -97,13 +123,10 @@ struct DotF16Avx512 {
   const uint16_t* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const uint16_t* v = x + p * dim;
-    __m512 a0 = _mm512_setzero_ps();
-    for (int t = 0; t < dim; t += 16) {
-      const __mmask16 k = dim - t >= 16 ? 0xffff : static_cast<__mmask16>((1u << (dim - t)) - 1);
-      const __m512 xv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, v + t));
-      a0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, q + t), xv, a0);
-    }
-    return _mm512_reduce_add_ps(a0);
+    return dot_lanes32_avx512(q, [v](int t, int n) {
+      return n >= 16 ? _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(v + t)))
+                     : load_f16(v + t, n);
+    }, dim);
   }
 };
 

@@ -1,5 +1,5 @@
-// Scalar reference kernels (baseline flags). Every other level must match these exactly on
-// integer-valued inputs; see kernels.h for the shared semantics.
+// Scalar reference kernels (baseline flags). Every other level matches these bit for bit, for
+// any input; see kernels.h for the shared semantics.
 #include <cmath>    // INFINITY
 #include <cstring>  // memcpy
 
@@ -93,13 +93,31 @@ void assign_l2_scalar(int64_t n, const float* x, int64_t ldx, int dsub, const fl
   }
 }
 
+// The flat dot product order of every level (kernels.h, "flat kernels"): 32 lanes, lane l sums
+// q[t] * x[t] for t = l, l + 32, ... ascending, each product rounded and then added (no FMA:
+// this TU must run on baseline x86-64); the tail t >= 32 * (dim / 32) lands in lanes 0..r-1.
+// The lanes then fold in halves: l += l + 16, l += l + 8, l += l + 4, l += l + 2, 0 += 1.
+// The AVX2 (4 x 8 lanes) and AVX-512 (2 x 16) kernels do the same operations on the same
+// operands, so the score is bit-identical at every level, for any input. Written as 32
+// independent lanes, this loop also vectorises with SSE2 (per-lane order is unchanged).
+template <class Load>
+inline float dot_lanes32(const float* q, const Load& x, int dim) {
+  float acc[32];
+  for (int l = 0; l < 32; ++l) acc[l] = 0.f;
+  int t = 0;
+  for (; t + 32 <= dim; t += 32)
+    for (int l = 0; l < 32; ++l) acc[l] = acc[l] + q[t + l] * x(t + l);
+  for (int l = 0; t + l < dim; ++l) acc[l] = acc[l] + q[t + l] * x(t + l);
+  for (int w = 16; w >= 1; w /= 2)
+    for (int l = 0; l < w; ++l) acc[l] = acc[l] + acc[l + w];
+  return acc[0];
+}
+
 struct DotF32Scalar {
   const float* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const float* v = x + p * dim;
-    float s = 0.f;
-    for (int t = 0; t < dim; ++t) s += q[t] * v[t];
-    return s;
+    return dot_lanes32(q, [v](int t) { return v[t]; }, dim);
   }
 };
 
@@ -107,9 +125,7 @@ struct DotF16Scalar {
   const uint16_t* x; int dim; const float* q;
   float operator()(int64_t p) const {
     const uint16_t* v = x + p * dim;
-    float s = 0.f;
-    for (int t = 0; t < dim; ++t) s += q[t] * half_to_float(v[t]);
-    return s;
+    return dot_lanes32(q, [v](int t) { return half_to_float(v[t]); }, dim);
   }
 };
 

@@ -16,7 +16,8 @@ inline void segmax(int64_t n_images, const int64_t* off, const Score& score, flo
     const int64_t p0 = off[i], p1 = off[i + 1];
     for (int64_t p = p0; p < p1; ++p) {
       const float s = score(p);
-      if (s > b || a < 0) { b = s; a = static_cast<int32_t>(p - p0); }  // first patch always wins
+      // The first non-NaN patch always wins (even at -inf); a NaN score never does.
+      if (s > b || (a < 0 && s == s)) { b = s; a = static_cast<int32_t>(p - p0); }
     }
     best[i] = b;
     arg[i] = a;
@@ -64,7 +65,10 @@ inline void segmax_blocked(int64_t n_images, const int64_t* off, const BlockScor
     const int64_t block_end = std::min<int64_t>((blk + 1) << 6, p_end);
     while (p < block_end) {
       const int64_t seg_end = std::min(off[i + 1], block_end);
-      if (av < 0) { bv = buf[p & 63]; av = p; ++p; }  // first patch of the image
+      // The image's first non-NaN patch starts the max (NaN > x is false, so the loop below
+      // never picks a NaN either); an image may start in an earlier block with NaNs only.
+      for (; av < 0 && p < seg_end; ++p)
+        if (buf[p & 63] == buf[p & 63]) { bv = buf[p & 63]; av = p; }
       for (; p < seg_end; ++p) {
         const float s = buf[p & 63];
         const bool gt = s > bv;
@@ -72,8 +76,8 @@ inline void segmax_blocked(int64_t n_images, const int64_t* off, const BlockScor
         av = gt ? p : av;
       }
       if (p == off[i + 1]) {  // image i complete; emit it and any empty images after it
-        best[i] = bv;
-        arg[i] = static_cast<int32_t>(av - off[i]);
+        best[i] = av < 0 ? -INFINITY : bv;  // all NaN: like an empty image, never a hit
+        arg[i] = av < 0 ? -1 : static_cast<int32_t>(av - off[i]);
         av = -1;
         ++i;
         while (i < n_images && off[i + 1] == off[i]) { best[i] = -INFINITY; arg[i] = -1; ++i; }
