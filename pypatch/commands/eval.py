@@ -26,7 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--format", default="auto", choices=("auto", "generic", "revisitop", "ilias", "instre"))
     p.add_argument("--protocol", default="medium", help="revisitop protocol: easy, medium or hard (default medium)")
     p.add_argument("--examples", type=int, default=None, metavar="N",
-                   help="queries shown with their results in index.html (default: all)")
+                   help="queries shown with their results in index.html (default: all, up to 50)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first; it may call pypatch.evaluation.register_ranker (repeatable)")
     p.add_argument("--list-configs", action="store_true",
@@ -71,7 +71,9 @@ def run(args) -> int:
         raise InvalidArgumentError(f"DATASET_DIR_OR_JSON is required{hint}")
     if args.out is None:
         raise InvalidArgumentError("--out DIR is required (the report folder)")
-    require_positive(args, "k", "examples")
+    require_positive(args, "k")
+    if args.examples is not None and args.examples < 0:
+        raise InvalidArgumentError(f"--examples: expected 0 or more, got {args.examples}")
     for name in names:  # fail before any work on a typo
         if name not in available_rankers():
             raise InvalidArgumentError(f"unknown configuration {name!r} (see pypatch eval --list-configs)")

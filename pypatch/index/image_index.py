@@ -164,7 +164,8 @@ class ImageIndex:
         anything is embedded (as a duplicate key does in faiss or usearch), and so does an id
         given twice in ``source``. ``replace=True`` replaces the indexed image of such an id
         with the new one instead (the old one is removed once the new one is embedded; an
-        unreadable new image, listed in ``index.skipped``, leaves the old one in place)."""
+        unreadable new image, listed in ``index.skipped``, leaves the old one in place); the
+        replaced id moves to the end of ``ids``."""
         self._ensure_trained()
         if not isinstance(replace, bool):
             raise InvalidTypeError(f"replace: expected True or False, got {replace!r}")
