@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from pypatch.commands._args import require_positive
 from pypatch.extract.modes import MODES
@@ -138,13 +139,24 @@ def flag_message(exc, args) -> str:
             f"{exc.got}: add images or use --pca-dim none")
 
 
+# ImageIndex.build's argument names -> this command's flags, for messages that reach the user
+_FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pca_dim": "--pca-dim",
+          "pca_power": "--pca-power", "train_size": "--train-size", "train_on": "--train-on",
+          "num_threads": "--threads", "opq": "--opq"}
+_PYTHON_NAME = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?!\()")
+
+
+def flag_names(message: str) -> str:
+    """``"pq_m must divide ..."`` -> ``"--pq m must divide ..."`` (also ``regions:`` at the start)."""
+    message = _PYTHON_NAME.sub(lambda m: _FLAGS[m.group(1)], message)
+    return "--regions" + message[len("regions"):] if message.startswith("regions:") else message
+
+
 def run(args) -> int:
     import os
-    import sys
     import time
 
-    from pypatch.errors import TooFewVectorsError
-    from pypatch.index.image_index import ImageIndex
+    from pypatch.errors import InvalidArgumentError, TooFewVectorsError
     from pypatch.index.model_record import new_embedder
 
     require_positive(args, "threads")
@@ -163,6 +175,21 @@ def run(args) -> int:
                     opq=False if args.opq == "none" else "auto",
                     num_threads=args.threads, progress=True)
     embedder = _bounded_cache(new_embedder(args.model, args.threads))
+    try:
+        return _build_and_save(args, source, store, pq, settings, embedder, start)
+    except TooFewVectorsError:
+        raise
+    except InvalidArgumentError as exc:  # build()'s checks name its Python arguments
+        raise InvalidArgumentError(flag_names(str(exc))) from None
+
+
+def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
+    import sys
+    import time
+
+    from pypatch.errors import TooFewVectorsError
+    from pypatch.index.image_index import ImageIndex
+
     try:
         index = ImageIndex.build(source, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"],
                                  pca_dim=args.pca_dim, embedder=embedder, **settings)

@@ -116,6 +116,18 @@ def test_an_explicit_pq_store_that_cannot_train_names_the_flags(photo, tmp_path,
     assert not (tmp_path / "x.ptch").exists()
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--pq", "m=7"], "--pq m must divide the stored dimension"),
+    (["--pca-dim", "5000"], "--pca-dim (at most the model's dimension)"),
+])
+def test_index_errors_name_flags_not_python_arguments(flags, message, photo, tmp_path, capsys,
+                                                      default_model_path):
+    status, _, err = _run(capsys, ["index", str(photo), "--out", str(tmp_path / "x.ptch"),
+                                   "--model", str(default_model_path), *flags])
+    assert status == 2 and message in err
+    assert not any(name in err for name in ("pq_m", "pca_dim", "pq_nbits", "store="))
+
+
 def test_index_into_a_missing_folder_says_so_before_any_work(photo, tmp_path, capsys):
     out = tmp_path / "nodir" / "x.ptch"
     status, stdout, err = _run(capsys, ["index", str(photo), "--out", str(out),
