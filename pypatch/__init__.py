@@ -41,6 +41,7 @@ _LAZY = {
     "InvalidTypeError": "pypatch.errors",
     "NotTrainedError": "pypatch.errors",
     "DatasetFormatError": "pypatch.errors",
+    "TooFewVectorsError": "pypatch.errors",
 }
 # the rooms (extract, index, evaluation) and the public modules reached as pypatch.<name>
 _SUBMODULES = {"extract", "index", "evaluation", "metrics", "models", "errors", "cli"}

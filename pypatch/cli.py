@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 # sub-command name -> module under pypatch.commands (ordered as shown in --help)
@@ -24,8 +25,28 @@ COMMANDS = {
 }
 
 
+# an option value that starts with a negative number: "-10,-10,50,50", "-0.5"
+_NEGATIVE_VALUE = re.compile(r"^-\d[\d.]*(,\s*-?\d[\d.]*)*$|^-\.\d+$")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the README's promise: an argument error is ONE line on stderr
+    (``pypatch <cmd>: error: <message>``) and a one-line hint, exit status 2; no usage block.
+
+    Sub-command parsers are made by ``add_subparsers``, which uses this class too. Values that
+    start with a negative number (``--box -10,-10,50,50``) are values, not unknown options."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n(see {self.prog} --help)\n")
+
+    def _parse_optional(self, arg_string):
+        if _NEGATIVE_VALUE.match(arg_string) and arg_string not in self._option_string_actions:
+            return None  # a positional / option value
+        return super()._parse_optional(arg_string)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pypatch", description="Patch-wise instance-level image retrieval (Patchify)."
     )
     from pypatch import __version__
@@ -48,7 +69,10 @@ def main(argv=None) -> int:
     from pypatch.errors import PypatchError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the sub-command's parser: "pypatch search: error: ..."
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

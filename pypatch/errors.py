@@ -20,6 +20,17 @@ class InvalidArgumentError(PypatchError, ValueError):
     """An argument has the wrong value, shape or dimension."""
 
 
+class TooFewVectorsError(InvalidArgumentError):
+    """Too few training vectors for what the store must learn (PQ codebooks, a PCA).
+
+    ``needed`` and ``got`` are the counts; ``what`` is ``"pq"`` or ``"pca"``. The message names
+    the Python arguments of ``ImageIndex.build``; the CLI names its own flags."""
+
+    def __init__(self, message: str, *, what: str, needed: int, got: int):
+        super().__init__(message)
+        self.what, self.needed, self.got = what, int(needed), int(got)
+
+
 class InvalidTypeError(PypatchError, TypeError):
     """An argument has the wrong type or dtype."""
 
@@ -56,6 +67,7 @@ __all__ = [
     "PypatchError",
     "InvalidArgumentError",
     "InvalidTypeError",
+    "TooFewVectorsError",
     "IndexFormatError",
     "IndexVersionError",
     "NotTrainedError",

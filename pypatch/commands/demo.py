@@ -13,6 +13,10 @@ from pypatch.commands._args import require_positive
 from pypatch.extract.modes import MODES
 
 CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
+# pypatch.evaluation.benchgen.SIZES in words (one text for demo and make-benchmark; a test
+# checks it against the generator; not imported here so that --help stays fast)
+SIZE_WORDS = {"small": "12 queries + 100 database images",
+              "large": "80 queries + 1,000 database images"}
 # evaluated again on the same index with each hit's box refined (same ranking, sharper boxes)
 REFINED = "patchify-L3-pq32"
 
@@ -25,7 +29,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", default="pypatch-demo", metavar="DIR",
                    help="output folder (default: ./pypatch-demo)")
     p.add_argument("--size", choices=("small", "large"), default="small",
-                   help="benchmark size (small: 100 images, about a minute; large: 1,000)")
+                   help=f"benchmark size (small: {SIZE_WORDS['small']}, about a minute; "
+                        f"large: {SIZE_WORDS['large']})")
     p.add_argument("--seed", type=int, default=0, help="benchmark seed")
     p.add_argument("--mode", choices=MODES, default="crop",
                    help="patch extraction (crop: the paper's per-cell crops)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from pypatch.commands._args import require_positive
 from pypatch.extract.modes import MODES
@@ -82,14 +83,84 @@ def read_path_list(path: str) -> list:
     return [str(base / line.strip()) for line in lines if line.strip() and not line.startswith("#")]
 
 
+def check_out_file(out: str) -> None:
+    """Fail before any embedding when the index file cannot be written there."""
+    import os
+
+    from pypatch.errors import InvalidArgumentError
+
+    if os.path.isdir(out):
+        raise InvalidArgumentError(f"--out {out}: is a folder; give the index file to write "
+                                   f"(e.g. {os.path.join(out, 'index.ptch')})")
+    parent = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(parent):
+        raise InvalidArgumentError(f"--out {out}: folder {os.path.dirname(out) or parent} does not "
+                                   f"exist (create it first)")
+    if not os.access(parent, os.W_OK):
+        raise InvalidArgumentError(f"--out {out}: folder {parent} is not writable")
+
+
+# Embeddings of a first attempt are kept (for a retry with the flat store) up to this many
+# bytes: a collection too small for PQ is far below it (under 256 vectors x 5 KB).
+_RETRY_CACHE_BYTES = 256 << 20
+
+
+def _bounded_cache(embedder):
+    """The embedder behind a cache of patch descriptors that gives up past _RETRY_CACHE_BYTES,
+    so that the flat-store retry of a too-small collection does not embed it again."""
+    from pypatch.evaluation.rankers import CachingEmbedder
+
+    class BoundedCache(CachingEmbedder):
+        def __init__(self, inner):
+            super().__init__(inner)
+            self.bytes, self.full = 0, False
+
+        def store(self, image, grid, mode, emb) -> None:
+            if self.full:
+                return
+            self.bytes += emb.vectors.nbytes
+            if self.bytes > _RETRY_CACHE_BYTES:
+                self.full = True
+                self._patches.clear()
+                return
+            super().store(image, grid, mode, emb)
+
+    return BoundedCache(embedder)
+
+
+def flag_message(exc, args) -> str:
+    """A TooFewVectorsError's advice in the CLI's flags instead of build()'s argument names."""
+    if exc.what == "pq":
+        return (f"the PQ store needs at least {exc.needed} training vectors to learn its "
+                f"{exc.needed} centroids; {args.source} gave {exc.got} (--train-on "
+                f"{args.train_on}, --regions {args.regions}): add images, use --regions with more "
+                f"cells, --pq m=M,nbits=4, or --flat")
+    return (f"--pca-dim needs at least {exc.needed} training vectors; {args.source} gave "
+            f"{exc.got}: add images or use --pca-dim none")
+
+
+# ImageIndex.build's argument names -> this command's flags, for messages that reach the user
+_FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pca_dim": "--pca-dim",
+          "pca_power": "--pca-power", "train_size": "--train-size", "train_on": "--train-on",
+          "num_threads": "--threads", "opq": "--opq"}
+_PYTHON_NAME = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?!\()")
+
+
+def flag_names(message: str) -> str:
+    """``"pq_m must divide ..."`` -> ``"--pq m must divide ..."`` (also ``regions:`` at the start)."""
+    message = _PYTHON_NAME.sub(lambda m: _FLAGS[m.group(1)], message)
+    return "--regions" + message[len("regions"):] if message.startswith("regions:") else message
+
+
 def run(args) -> int:
     import os
-    import sys
     import time
 
-    from pypatch.index.image_index import ImageIndex
+    from pypatch.errors import InvalidArgumentError, TooFewVectorsError
+    from pypatch.index.model_record import new_embedder
 
     require_positive(args, "threads")
+    check_out_file(args.out)
     source = args.source
     if os.path.isfile(source) and source.lower().endswith(".txt"):
         source = read_path_list(source)
@@ -98,13 +169,45 @@ def run(args) -> int:
     else:
         store, pq = "pq", args.pq or {"m": 32, "nbits": 8}
     start = time.perf_counter()
-    index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
-                             pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
-                             train_on=args.train_on, train_size=args.train_size,
-                             pca_dim=args.pca_dim,
-                             pca_power="auto" if args.pca_power is None else args.pca_power,
-                             opq=False if args.opq == "none" else "auto",
-                             num_threads=args.threads, progress=True)
+    settings = dict(model=args.model, regions=args.regions, mode=args.mode,
+                    train_on=args.train_on, train_size=args.train_size,
+                    pca_power="auto" if args.pca_power is None else args.pca_power,
+                    opq=False if args.opq == "none" else "auto",
+                    num_threads=args.threads, progress=True)
+    embedder = _bounded_cache(new_embedder(args.model, args.threads))
+    try:
+        return _build_and_save(args, source, store, pq, settings, embedder, start)
+    except TooFewVectorsError:
+        raise
+    except InvalidArgumentError as exc:  # build()'s checks name its Python arguments
+        raise InvalidArgumentError(flag_names(str(exc))) from None
+
+
+def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
+    import sys
+    import time
+
+    from pypatch.errors import TooFewVectorsError
+    from pypatch.index.image_index import ImageIndex
+
+    try:
+        index = ImageIndex.build(source, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"],
+                                 pca_dim=args.pca_dim, embedder=embedder, **settings)
+    except TooFewVectorsError as exc:
+        explicit = args.flat or args.flat16 or args.pq is not None
+        if explicit or store != "pq":
+            raise TooFewVectorsError(flag_message(exc, args), what=exc.what,
+                                     needed=exc.needed, got=exc.got) from None
+        # The default store on a tiny collection: the exact flat store needs no training.
+        # An explicit PCA is kept when the sample holds more vectors than its axes; the
+        # automatic one (whitened PCA-256 from 2048 vectors) never is, here.
+        pca_dim = args.pca_dim if isinstance(args.pca_dim, int) and exc.got > args.pca_dim else None
+        pca_note = f", PCA to {pca_dim} dims" if pca_dim else ""
+        print(f"pypatch index: {exc.got} training vectors are too few for the default PQ store "
+              f"(its {exc.needed} centroids need {exc.needed}): using --flat (exact float32"
+              f"{pca_note}) instead", file=sys.stderr)
+        index = ImageIndex.build(source, store="flat", pca_dim=pca_dim, embedder=embedder,
+                                 **settings)
     index.save(args.out)
     seconds = time.perf_counter() - start
     info = index.info()

@@ -1,6 +1,8 @@
 """``pypatch make-benchmark OUT``: generate the offline benchmark with true boxes."""
 from __future__ import annotations
 
+from pypatch.commands.demo import SIZE_WORDS
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -9,7 +11,8 @@ def add_parser(subparsers) -> None:
         "from photos bundled with scikit-image, scikit-learn and matplotlib. No network needed.")
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
     p.add_argument("--size", choices=("small", "large"), default="small",
-                   help="small: 112 images (tests); large: 1,080 images (benchmarks). Default small")
+                   help=f"small: {SIZE_WORDS['small']} (tests, the demo); large: "
+                        f"{SIZE_WORDS['large']} (benchmarks). Default small")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     p.set_defaults(func=run)
 

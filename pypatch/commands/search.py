@@ -6,8 +6,9 @@
                                  "box": [x0, y0, x1, y1], "cell": [x0, y0, x1, y1], "level": 2}]}
 
 ``box`` is the best box pypatch has for the hit (refined from the query's similarity map over
-the hit image unless ``--refine none``), ``cell`` the winning grid cell; pixels of the database
-image, x1/y1 exclusive.
+the hit image unless ``--refine none``), ``cell`` the winning grid cell and ``level`` that
+cell's pyramid level (0 = whole image): refinement moves ``box`` only, so ``level`` always
+describes ``cell``. Pixels of the database image, x1/y1 exclusive.
 """
 from __future__ import annotations
 
@@ -132,12 +133,18 @@ def run(args) -> int:
     return 0
 
 
+def _box(b) -> str:
+    return f"[{b[0]:>5},{b[1]:>5},{b[2]:>5},{b[3]:>5}]"
+
+
 def print_table(label, box, hits) -> None:
     suffix = f" box={box}" if box is not None else ""
     print(f"query {label}{suffix}")
     if not hits:
         print("  (no results)")
     for h in hits:
-        print(f"  {h.rank:>3}  {h.score:8.4f}  L{h.level}  [{h.box[0]:>5},{h.box[1]:>5},"
-              f"{h.box[2]:>5},{h.box[3]:>5}]  {h.image}")
+        # `level` belongs to the grid cell; a refined box is shown with the cell it came from
+        cell = "" if tuple(h.box) == tuple(h.cell) else f"  (from L{h.level} cell {_box(h.cell)})"
+        where = f"L{h.level}" if not cell else "  "
+        print(f"  {h.rank:>3}  {h.score:8.4f}  {where}  {_box(h.box)}  {h.image}{cell}")
     print()

@@ -19,7 +19,7 @@ import numpy as np
 from pypatch.evaluation.datasets.benchmark import Benchmark, Query
 from pypatch.extract.grid import PatchGrid
 
-__all__ = ["HistogramRanker", "BUILTIN_RANKERS"]
+__all__ = ["HistogramRanker", "BUILTIN_RANKERS", "BUILTIN_DESCRIPTIONS"]
 
 _HIST_BINS = 8  # per RGB channel -> 512-bin joint histogram
 _MAX_SIDE = 256  # images are shrunk before histogramming (speed); boxes map back to full size
@@ -110,6 +110,13 @@ def _oracle(benchmark: Benchmark):
     return rank
 
 
+
+# a few words each, for `pypatch eval --list-configs`
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    "hist-global": "baseline, no model: RGB colour histogram of the whole image",
+    "hist-grid": "baseline, no model: colour histogram per cell of the L3 grid, max over cells",
+    "oracle": "upper bound: the ground truth first with its true box (checks the pipeline)",
+}
 
 BUILTIN_RANKERS: dict[str, Callable] = {
     "hist-global": lambda b: HistogramRanker(b, levels=0),

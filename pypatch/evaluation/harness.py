@@ -50,14 +50,15 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from pypatch.evaluation.baselines import BUILTIN_RANKERS
+from pypatch.evaluation.baselines import BUILTIN_DESCRIPTIONS, BUILTIN_RANKERS
 from pypatch.evaluation.datasets.benchmark import Benchmark, Query
 from pypatch._checks import as_int
 from pypatch.errors import InvalidArgumentError, InvalidTypeError
 from pypatch.evaluation.results import SIZE_BUCKETS, ConfigResult, EvalResults
 from pypatch.evaluation.metrics import ap_at_k, compute_map, locscore, recall_at_k
 
-__all__ = ["evaluate", "register_ranker", "available_rankers", "make_ranker", "load_plugins"]
+__all__ = ["evaluate", "register_ranker", "available_rankers", "describe_ranker", "make_ranker",
+           "load_plugins"]
 
 RECALL_LEVELS = np.linspace(0.0, 1.0, 21)
 
@@ -106,6 +107,22 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
 def available_rankers() -> list[str]:
     load_plugins()
     return sorted(_REGISTRY)
+
+
+def describe_ranker(name: str) -> str:
+    """A few words on configuration ``name``: the built-in baselines' and the ImageIndex
+    configurations' own, else the factory's ``description`` attribute or docstring's first line."""
+    load_plugins()
+    if name not in _REGISTRY:
+        raise InvalidArgumentError(f"unknown configuration {name!r}")
+    if name in BUILTIN_DESCRIPTIONS:
+        return BUILTIN_DESCRIPTIONS[name]
+    factory = _REGISTRY[name]
+    text = getattr(factory, "description", None)
+    if text:
+        return str(text)
+    doc = (getattr(factory, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
 
 
 def make_ranker(name: str, benchmark: Benchmark):

@@ -82,6 +82,40 @@ def parse_config(name: str) -> dict:
     return kwargs
 
 
+# what `pypatch eval` runs without --config (and `pypatch demo` builds): the baseline and the
+# paper's pyramid with the default PQ store and the exact one
+DEFAULT_CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
+_REGION_WORDS = {"L0": "whole image", "L1": "L1 grid (5 cells)", "L2": "L2 grid (14 cells)",
+                 "L3": "L3 grid (30 cells)", "rmac": "R-MAC regions"}
+
+
+def describe_config(name: str) -> str:
+    """A few words on what configuration ``name`` builds, e.g. ``"L3 grid (30 cells), PQ 32
+    bytes/patch, single-pass"`` (``pypatch eval --list-configs``)."""
+    base, second = split_second_stage(name)
+    kw = parse_config(base)
+    words = [_REGION_WORDS.get(kw["regions"], kw["regions"])]
+    if kw["store"] == "pq":
+        words.append(f"PQ {kw['pq_m']} bytes/patch"
+                     + (" (codebooks from whole images)" if kw["train_on"] == "global" else ""))
+    else:
+        words.append({"flat": "exact float32", "flat16": "float16"}[kw["store"]])
+    if "pca_dim" in kw:
+        if kw["pca_dim"] is None:
+            words.append("no PCA")
+        else:
+            white = {0.0: "", -0.25: " half-whitened", -0.5: " whitened"}[kw["pca_power"]]
+            words.append(f"PCA-{kw['pca_dim']}{white}{' + OPQ' if kw['opq'] else ''}")
+    words.append({"crop": "", "single_pass": "single-pass",
+                  "multi_scale": "multi-scale"}[kw["mode"]])
+    if "rerank" in second:
+        words.append({"qe": "query expansion", "multipatch": "multi-patch rerank"}[second["rerank"]])
+    if "refine" in second:
+        words.append("boxes refined by similarity map" if second["refine"] == "simmap"
+                     else "boxes fused from cells")
+    return ", ".join(w for w in words if w)
+
+
 def config_names() -> list:
     names = ["global", "global-sp", "global-ms", "global-pq32"]
     for regions in REGIONS:
@@ -251,6 +285,7 @@ def _factory(config: str):
                            search_kwargs=search_kwargs)
 
     factory.__name__ = f"factory_{config}"
+    factory.description = describe_config(config)  # pypatch eval --list-configs
     return factory
 
 
@@ -265,5 +300,5 @@ def register_all() -> None:
 
 register_all()
 
-__all__ = ["parse_config", "split_second_stage", "config_names", "CachingEmbedder", "IndexRanker",
+__all__ = ["parse_config", "split_second_stage", "config_names", "describe_config", "DEFAULT_CONFIGS", "CachingEmbedder", "IndexRanker",
            "build_for_benchmark", "shared_embedder", "register_all"]

@@ -44,4 +44,11 @@ def query_box(box: Any, width: int, height: int) -> np.ndarray:
     # Float boxes (revisitop's bbx) are rounded outwards so the whole box is kept.
     x0, y0 = np.floor(arr[:2])
     x1, y1 = np.ceil(arr[2:])
-    return check_boxes([[x0, y0, x1, y1]], width, height, what=f"box {list(np.asarray(box).tolist())}")
+    shown = [int(v) if float(v).is_integer() else float(v) for v in arr.tolist()]
+    if x1 <= x0 or y1 <= y0:
+        raise InvalidArgumentError(f"box {shown} has no area: need x0 < x1 and y0 < y1 "
+                                   "(x1/y1 exclusive)")
+    if x0 < 0 or y0 < 0 or x1 > width or y1 > height:
+        raise InvalidArgumentError(f"box {shown} is not inside the {width}x{height} query image: "
+                                   f"need 0 <= x0 < x1 <= {width} and 0 <= y0 < y1 <= {height}")
+    return check_boxes([[x0, y0, x1, y1]], width, height, what=f"box {shown}")

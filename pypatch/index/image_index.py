@@ -27,7 +27,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from pypatch._checks import as_int, choice
-from pypatch.errors import IndexFormatError, InvalidArgumentError, NotTrainedError
+from pypatch.errors import (IndexFormatError, InvalidArgumentError, InvalidTypeError,
+                            NotTrainedError)
 from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_meta, read_meta,
                                 saved_meta, transform_from_meta, transform_summary)
 from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
@@ -156,16 +157,40 @@ class ImageIndex:
                 f"source: no usable image; {len(self.skipped)} skipped{detail}")
         return self
 
-    def add(self, source, progress: bool = True) -> list:
+    def add(self, source, progress: bool = True, replace: bool = False) -> list:
         """Embed and append the images of ``source`` (after build/training); returns their ids.
 
-        Ids already in the index are skipped (reported in ``index.skipped``)."""
+        An id already in the index raises :class:`~pypatch.errors.InvalidArgumentError` before
+        anything is embedded (as a duplicate key does in faiss or usearch), and so does an id
+        given twice in ``source``. ``replace=True`` replaces the indexed image of such an id
+        with the new one instead (the old one is removed once the new one is embedded; an
+        unreadable new image, listed in ``index.skipped``, leaves the old one in place); the
+        replaced id moves to the end of ``ids``."""
         self._ensure_trained()
+        if not isinstance(replace, bool):
+            raise InvalidTypeError(f"replace: expected True or False, got {replace!r}")
+        items = list(iter_source(source))  # ids first: nothing is embedded on a duplicate
+        seen: set = set()
+        for item in items:
+            if item.id in seen:
+                raise InvalidArgumentError(f"source: image id {item.id!r} is given twice")
+            seen.add(item.id)
+        present = [item.id for item in items if item.id in self._row]
+        if present and not replace:
+            raise InvalidArgumentError(
+                f"source: {len(present)} image id(s) already in the index, e.g. {present[0]!r}: "
+                f"pass replace=True to replace them, or remove() them first")
+        old_rows = {i: self._row[i] for i in present}
         before = len(self._ids)
-        self._ingest(source, progress=progress, training=False)
-        return [i for i in self._ids[before:]]
+        self._ingest(items, progress=progress, training=False, replacing=set(present))
+        added = self._ids[before:]
+        stale = sorted(old_rows[i] for i in added if i in old_rows)
+        if stale:  # the new rows already own the ids in self._row
+            self._index.remove(np.asarray(stale, dtype=np.int64))
+        return list(added)
 
-    def _ingest(self, source, *, progress: bool, training: bool) -> None:
+    def _ingest(self, source, *, progress: bool, training: bool,
+                replacing: frozenset = frozenset()) -> None:
         """Embed ``source`` chunk by chunk into the native index.
 
         Decoding overlaps inference (``Embedder.embed_many``). With ``training`` the first
@@ -178,7 +203,7 @@ class ImageIndex:
 
         def images():
             for item in iter_source(source):
-                if item.id in self._row or item.id in seen_ids:
+                if (item.id in self._row and item.id not in replacing) or item.id in seen_ids:
                     self.skipped.append((_describe(item), f"duplicate image id {item.id!r}"))
                     continue
                 seen_ids.add(item.id)
@@ -294,6 +319,10 @@ class ImageIndex:
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
         """Write the index as one file (atomic). Tombstoned images are compacted away."""
+        folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+        if not os.path.isdir(folder):  # the native writer would name its temporary file
+            raise FileNotFoundError(f"cannot save the index to {os.fspath(path)!r}: folder "
+                                    f"{folder!r} does not exist")
         self.compact()
         from pypatch import __version__
 
@@ -426,7 +455,7 @@ class ImageIndex:
     @property
     def ids(self) -> list:
         """Ids of the live images, in index order."""
-        return [i for i in self._ids if i in self._row]
+        return [i for r, i in enumerate(self._ids) if self._row.get(i) == r]
 
     @property
     def patch_index(self):

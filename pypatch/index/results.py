@@ -1,8 +1,11 @@
 """Search results of the image-level index.
 
 A hit names the database image, its score (inner product of the query descriptor with the
-winning patch) and where in the image the match is: ``cell`` is the winning grid cell and
-``box`` the best box pypatch has for the hit (equal to ``cell`` until box refinement exists).
+winning patch) and where in the image the match is: ``cell`` is the winning grid cell, ``level``
+that cell's pyramid level, and ``box`` the best box pypatch has for the hit: ``cell`` itself, or
+with ``search(..., refine=...)`` a box refined from it (:mod:`pypatch.index.refine`), which may
+be larger or smaller than any grid cell. Refinement moves ``box`` only: ``cell``, ``level`` and
+``patch`` keep describing the first stage's winning cell.
 Boxes are ``[x0, y0, x1, y1]`` in original pixels with exclusive ``x1``/``y1`` (PIL crop
 convention), recomputed from (image size, grid, patch ordinal): they are never stored.
 """
@@ -22,7 +25,7 @@ class SearchHit:
     score: float
     box: tuple  # best box [x0, y0, x1, y1]
     cell: tuple  # winning grid cell [x0, y0, x1, y1]
-    level: int  # pyramid level of the winning cell (0 = whole image)
+    level: int  # pyramid level of ``cell`` (0 = whole image), not of a refined ``box``
     patch: int  # ordinal of the winning patch inside its image
 
     @property

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 
 from pypatch._checks import as_int, choice
-from pypatch.errors import InvalidArgumentError
+from pypatch.errors import InvalidArgumentError, TooFewVectorsError
 
 log = logging.getLogger("pypatch")
 
@@ -96,23 +96,31 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
     store = meta["store"]
     train_on, train_size, seed = train_settings(meta)
     x = np.concatenate(parts) if parts else np.zeros((0, meta["dim"]), np.float32)
+    spec = meta.get("transform")
+    if spec is not None and spec.get("auto") and min(len(x), train_size) < min_auto_train:
+        # before the count check: a flat store with an automatic PCA needs no training then
+        log.info("pca_dim='auto': %d training vectors < %d, no PCA", min(len(x), train_size),
+                 min_auto_train)
+        meta["transform"] = spec = None
+        patch_index = new_patch_index(meta["dim"], store)
+    if spec is None and store["kind"] != "pq":
+        return patch_index, None
     need = (1 << store["nbits"]) if store["kind"] == "pq" else 2
     if len(x) < need:
-        what = (f"PQ with nbits={store['nbits']}" if store["kind"] == "pq"
-                else "the PCA transform")
-        raise InvalidArgumentError(
-            f"{what} needs at least {need} training vectors "
-            f"(train_on={train_on!r}); the source gave {len(x)}: add images, "
-            f"use more regions, or store='flat' without pca_dim")
+        if store["kind"] == "pq":
+            raise TooFewVectorsError(
+                f"store='pq' with pq_nbits={store['nbits']} needs at least {need} training "
+                f"vectors to learn its {need} centroids (train_on={train_on!r}); the source gave "
+                f"{len(x)}: add images, use more regions, pq_nbits=4, or store='flat' "
+                f"(with pca_dim=None)", what="pq", needed=need, got=len(x))
+        raise TooFewVectorsError(
+            f"pca_dim={meta['transform']['dim']} needs at least {need} training vectors to learn "
+            f"the PCA; the source gave {len(x)}: add images or use pca_dim=None",
+            what="pca", needed=need, got=len(x))
     if len(x) > train_size:
         rng = np.random.default_rng(seed)
         x = x[np.sort(rng.choice(len(x), train_size, replace=False))]
-    spec = meta.get("transform")
     transform = None
-    if spec is not None and spec.get("auto") and len(x) < min_auto_train:
-        log.info("pca_dim='auto': %d training vectors < %d, no PCA", len(x), min_auto_train)
-        meta["transform"] = spec = None
-        patch_index = new_patch_index(meta["dim"], store)
     if spec is not None:
         transform = _fit_transform(x, spec, store, seed, num_threads)
         spec["fitted"] = transform.to_dict()
