@@ -45,10 +45,11 @@ class PatchIndex {
   int64_t n_patches() const;
   /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]) (a snapshot).
   std::vector<int64_t> image_offsets() const;
-  /// Raw storage: PQ codes in the "blocked64" layout (code_layout.h), flat vectors row-major.
+  /// Raw storage: 8-bit PQ codes in the "blocked64" layout (code_layout.h), 4-bit ones in
+  /// "blocked32_fs4" (code_layout_fs4.h, m/2 bytes per patch), flat vectors row-major.
   /// Not locked: valid only while no thread mutates the index.
   const uint8_t* data() const { return view_; }
-  /// Bytes of storage for n patches (PQ: padded to whole blocks).
+  /// Bytes of storage for n patches (PQ: padded to whole blocks; 4-bit: two codes a byte).
   int64_t storage_bytes(int64_t n) const;
   /// Row-major copy of patches [p0, p0+n): out (n, code_size) bytes; the range must lie
   /// inside [0, n_patches).
@@ -125,6 +126,7 @@ class PatchIndex {
   // Unlocked reads for callers that already hold mu_ (shared_mutex is not recursive).
   int64_t images_() const { return static_cast<int64_t>(offsets_.size()) - 1; }
   int64_t patches_() const { return offsets_.back(); }
+  bool fs4_() const { return kind_ == StoreKind::PQ && pq_->nbits() == 4; }  // blocked32_fs4
   void check_image_(int64_t image, const char* what) const;
   void copy_rows_(int64_t p0, int64_t n, uint8_t* out) const;
   void reconstruct_(int64_t image, float* out) const;
