@@ -172,3 +172,20 @@ TEST(fs4_constant_patches_per_image_spanning_blocks) {
   CHECK(check_case(c, 0, 100) == 0);
   CHECK(check_case(c, 1, 99) == 0);
 }
+
+#include "pypatch/util/huge_page_allocator.h"
+
+TEST(huge_page_allocator_aligns_big_blocks) {
+  HugePageAllocator<uint8_t> a;
+  uint8_t* big = a.allocate(5u << 20);
+  uint8_t* small = a.allocate(100);
+  CHECK(reinterpret_cast<uintptr_t>(big) % (2u << 20) == 0);
+  CHECK(reinterpret_cast<uintptr_t>(small) % 64 == 0);
+  for (size_t i = 0; i < (5u << 20); i += 4096) big[i] = 1;  // usable to the end
+  big[(5u << 20) - 1] = 1;
+  a.deallocate(big, 5u << 20);
+  a.deallocate(small, 100);
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> v(9u << 20, 7);  // as PatchIndex storage
+  v.resize(1u << 20);
+  CHECK(v[12345] == 7);
+}

@@ -19,6 +19,7 @@
 
 #include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
 #include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
+#include "pypatch/util/huge_page_allocator.h"    // storage streamed by the scans
 
 namespace pypatch {
 namespace io { class Container; }
@@ -138,7 +139,7 @@ class PatchIndex {
   StoreKind kind_;
   int code_size_;
   std::shared_ptr<ProductQuantizer> pq_;
-  std::vector<uint8_t> owned_;              // storage when not a view
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> owned_;  // storage when not a view
   const uint8_t* view_ = nullptr;           // = owned_.data() or into file_
   std::shared_ptr<io::Container> file_;     // keeps a loaded file alive while viewed
   std::vector<int64_t> offsets_{0};
