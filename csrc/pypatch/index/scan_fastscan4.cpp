@@ -25,7 +25,10 @@
 namespace pypatch {
 namespace {
 
-constexpr int64_t kTaskBytes = 128 * 1024;  // a task's codes stay in L2 across a query batch
+// A task's codes stay in L2 across a query batch; one query streams bigger tasks (each task
+// restarts the kernel's prefetch and rebuilds its tables).
+constexpr int64_t kTaskBytes = 128 * 1024;
+constexpr int64_t kTaskBytesOneQuery = 1024 * 1024;
 
 struct Table4 {
   std::vector<uint8_t> q;  // (2 * fs4_groups(m), 16), rows >= m zero
@@ -165,7 +168,7 @@ std::vector<TopK> exact_float4(const ScanSetup& s, int64_t nq, const float* luts
 std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
   const int m = s.pq->m();
-  const int64_t per_task = std::max<int64_t>(kFs4Block, kTaskBytes / std::max(1, m / 2));
+  const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
   parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
   std::vector<float> luts(static_cast<size_t>(nq * m * 16));
   for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * m * 16);

@@ -27,10 +27,10 @@ void fs4_scan_avx512(const uint8_t* codes, int m, const uint8_t* qlut, const int
   if (G2 > 33) { heap.resize(static_cast<size_t>(2 * G2 * 64 + 64)); tab = heap.data() + (64 - reinterpret_cast<uintptr_t>(heap.data()) % 64) % 64; }
   for (int s = 0; s < G2; ++s)
     for (int h = 0; h < 2; ++h) {  // h = 0: low nibbles (even rows), 1: high nibbles
-      uint8_t* r = tab + (2 * s + h) * 64;
-      const uint8_t* a = qlut + (4 * s + h) * 16;      // row 4s + h  (pair 2s)
-      const uint8_t* b = qlut + (4 * s + 2 + h) * 16;  // row 4s + 2 + h (pair 2s + 1)
-      for (int i = 0; i < 16; ++i) { r[i] = a[i]; r[16 + i] = a[i]; r[32 + i] = b[i]; r[48 + i] = b[i]; }
+      // row 4s + h (pair 2s) in lanes 0-1, row 4s + 2 + h (pair 2s + 1) in lanes 2-3
+      const __m256i a = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qlut + (4 * s + h) * 16)));
+      const __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qlut + (4 * s + 2 + h) * 16)));
+      _mm512_store_si512(tab + (2 * s + h) * 64, _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1));
     }
   const uint8_t* tail_t = qlut + 4 * G2 * 16;  // rows of the last pair when G is odd
   Fs4Emitter em(off, i0, i1, sink);
