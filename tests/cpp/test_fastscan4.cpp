@@ -97,7 +97,7 @@ std::vector<int> usable() {
 
 int check_case(const Case& c, int64_t i0, int64_t i1) {
   int bad = 0;
-  const int rules[][3] = {{0, 0, 0}, {1, 0, 0}, {1, 3, 0}, {2, 0, 0}, {2, 2, 0}, {0, 0, 1000}, {0, 0, 70000}};
+  const int rules[][3] = {{0, 0, 0}, {1, 0, 0}, {1, 3, 0}, {2, 0, 0}, {2, 2, 0}, {0, 0, 1000}, {0, 0, 70000}, {0, 0, -3}};
   for (const auto& r : rules) {
     Recorder want(r[0], r[1], r[2]);
     model(c.rows, c.m, c.qlut, c.off, i0, i1, want);

@@ -9,7 +9,8 @@
 namespace pypatch {
 
 /// Receives per-image quantised maxima from a fast-scan kernel. Patches scoring below
-/// `threshold` are skipped; emit() may raise the threshold (never lower it).
+/// `threshold` are skipped (any int32: <= 0 lets every patch through, > 65535 none); emit()
+/// may raise the threshold (never lower it).
 struct Fs4Sink {
   int32_t threshold = 0;
   void (*emit)(Fs4Sink* self, int64_t image, int32_t q) = nullptr;

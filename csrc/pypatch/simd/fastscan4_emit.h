@@ -6,11 +6,30 @@
 #pragma once
 #include <algorithm>  // upper_bound, min
 #include <cstdint>    // int64_t
+#if defined(_MSC_VER)
+#include <intrin.h>  // _BitScanForward
+#endif
 
 #include "pypatch/simd/fastscan4.h"  // Fs4Sink
 
 namespace pypatch {
 namespace {
+
+inline int fs4_ctz(uint32_t x) {  // x != 0
+#if defined(_MSC_VER)
+  unsigned long i;
+  _BitScanForward(&i, x);
+  return static_cast<int>(i);
+#else
+  return __builtin_ctz(x);
+#endif
+}
+
+/// The threshold as the kernels compare it in u16 lanes: clamped to [0, 65535] (a sum is at
+/// most 65535, so this passes the same patches; the emitter re-checks the exact value).
+inline uint16_t fs4_u16_threshold(int32_t t) {
+  return static_cast<uint16_t>(t < 0 ? 0 : t > 65535 ? 65535 : t);
+}
 
 struct Fs4Emitter {
   const int64_t* off;
@@ -48,7 +67,7 @@ struct Fs4Emitter {
   /// those >= the current threshold), already restricted to [off[first], off[last]).
   void block(int64_t p0, const uint16_t* s, uint32_t mask) {
     while (mask) {
-      const int l = __builtin_ctz(mask);
+      const int l = fs4_ctz(mask);
       mask &= mask - 1;
       patch(p0 + l, s[l]);
     }

@@ -40,7 +40,7 @@ void fs4_scan_avx2(const uint8_t* codes, int m, const uint8_t* qlut, const int64
       a1 = _mm256_add_epi16(a1, _mm256_add_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8)));
     }
     const __m256i even = _mm256_sub_epi16(a0, _mm256_slli_epi16(a1, 8)), odd = a1;
-    const __m256i thr = _mm256_set1_epi16(static_cast<int16_t>(static_cast<uint16_t>(sink->threshold)));
+    const __m256i thr = _mm256_set1_epi16(static_cast<int16_t>(fs4_u16_threshold(sink->threshold)));
     // u16 s >= thr  <=>  max(s, thr) == s
     const uint32_t me = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(even, thr), even)));
     const uint32_t mo = static_cast<uint32_t>(_mm256_movemask_epi8(_mm256_cmpeq_epi16(_mm256_max_epu16(odd, thr), odd)));

@@ -64,7 +64,7 @@ void fs4_scan_avx512(const uint8_t* codes, int m, const uint8_t* qlut, const int
       y1 = _mm256_add_epi16(y1, _mm256_add_epi16(_mm256_srli_epi16(v0, 8), _mm256_srli_epi16(v1, 8)));
     }
     const __m256i even = _mm256_sub_epi16(y0, _mm256_slli_epi16(y1, 8)), odd = y1;
-    const __m256i thr = _mm256_set1_epi16(static_cast<int16_t>(static_cast<uint16_t>(sink->threshold)));
+    const __m256i thr = _mm256_set1_epi16(static_cast<int16_t>(fs4_u16_threshold(sink->threshold)));
     const uint32_t me = _mm256_cmpge_epu16_mask(even, thr), mo = _mm256_cmpge_epu16_mask(odd, thr);
     if (!(me | mo)) continue;
     uint32_t mask = 0;  // interleave: bit 2w from me, bit 2w + 1 from mo (rare path)
