@@ -189,3 +189,63 @@ TEST(huge_page_allocator_aligns_big_blocks) {
   v.resize(1u << 20);
   CHECK(v[12345] == 7);
 }
+
+#include <cmath>
+#include <memory>
+
+#include "pypatch/index/patch_index.h"
+#include "pypatch/index/scan.h"
+
+namespace {
+// One 4-bit search at `level`; returns whether it took the quantised fast scan, and its hits.
+bool searched_quantised(PatchIndex& ix, SimdLevel level, const float* q, std::vector<int64_t>& images,
+                        std::vector<float>& scores) {
+  const SimdLevel before = selected_simd_level();
+  set_simd_level(level);
+  const int64_t n0 = fastscan4_quantised_searches();
+  std::vector<int64_t> patches(5);
+  images.assign(5, 0);
+  scores.assign(5, 0.f);
+  ix.search(1, q, 5, 1, scores.data(), images.data(), patches.data());
+  set_simd_level(before);
+  return fastscan4_quantised_searches() > n0;
+}
+}  // namespace
+
+TEST(fs4_search_takes_the_fast_scan_where_it_can_and_the_exact_path_elsewhere) {
+  for (int m : {6, 258}) {
+    std::mt19937 g(static_cast<unsigned>(m));
+    std::normal_distribution<float> nd;
+    auto pq = std::make_shared<ProductQuantizer>(m, m, 4);
+    std::vector<float> c(static_cast<size_t>(m) * 16);
+    for (auto& x : c) x = nd(g);
+    pq->set_centroids(c.data());
+    PatchIndex ix(m, pq);
+    std::vector<int64_t> counts(200, 7);
+    std::vector<uint8_t> codes(200 * 7 * m);
+    for (auto& x : codes) x = static_cast<uint8_t>(g() % 16);
+    ix.add_codes(200, counts.data(), codes.data());
+    std::vector<float> q(m);
+    for (auto& x : q) x = nd(g);
+    std::vector<int64_t> ref_i, got_i;
+    std::vector<float> ref_s, got_s;
+    CHECK(!searched_quantised(ix, SimdLevel::Scalar, q.data(), ref_i, ref_s));
+    for (SimdLevel l : compiled_simd_levels()) {
+      if (l == SimdLevel::Scalar || l > detected_simd_level()) continue;
+      CHECK(searched_quantised(ix, l, q.data(), got_i, got_s) == (m <= 257));
+      CHECK(got_i == ref_i && got_s == ref_s);
+    }
+    // a table with infinities (finite centroids, overflowing products) is never quantised
+    if (m == 6 && detected_simd_level() >= SimdLevel::AVX2) {
+      for (auto& x : c) x *= 1e37f;
+      auto big = std::make_shared<ProductQuantizer>(m, m, 4);
+      big->set_centroids(c.data());
+      PatchIndex ib(m, big);
+      ib.add_codes(200, counts.data(), codes.data());
+      for (auto& x : q) x = 1000.f;
+      CHECK(!searched_quantised(ib, SimdLevel::AVX2, q.data(), got_i, got_s));
+      CHECK(!searched_quantised(ib, SimdLevel::Scalar, q.data(), ref_i, ref_s));
+      CHECK(got_i == ref_i);
+    }
+  }
+}

@@ -13,6 +13,7 @@
 // for m > 257 (u16 sums could wrap) and for tables with non-finite values (no float -> int
 // conversion of those).
 #include <algorithm>   // max, min, sort, nth_element
+#include <atomic>      // search counter
 #include <cmath>       // fabs, ceil, ldexp, isfinite
 #include <functional>  // greater
 #include <queue>       // priority_queue
@@ -163,7 +164,11 @@ std::vector<TopK> exact_float4(const ScanSetup& s, int64_t nq, const float* luts
   return std::move(heaps[0]);
 }
 
+std::atomic<int64_t> g_quantised_searches{0};
+
 }  // namespace
+
+int64_t fastscan4_quantised_searches() { return g_quantised_searches.load(std::memory_order_relaxed); }
 
 std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
@@ -180,6 +185,7 @@ std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const floa
     quantised = tables.back().ok;
   }
   if (!quantised) return exact_float4(s, nq, luts.data(), k, num_threads, interrupt);
+  g_quantised_searches.fetch_add(1, std::memory_order_relaxed);
 
   const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
   const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
