@@ -2,6 +2,7 @@
 
     python benchmarks/bench_search.py            # 100k images x 30 patches, dim 384, m 16 and 32
     python benchmarks/bench_search.py --quick    # 10k images, a smoke run in seconds
+    python benchmarks/bench_search.py --section fastscan4   # 4-bit fast scan vs faiss (search_fastscan4.py)
 
 Engines, all answering "top-k images by max ADC score over their patches, and the winning patch":
   ours          pypatch.PatchIndex.search (fused SIMD scan), trained by pypatch's PQ
@@ -405,7 +406,20 @@ def parse_args(argv=None):
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer for the bandwidth probe")
     p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--json", metavar="PATH", help="JSON-lines output (default benchmarks/results/)")
+    p.add_argument("--section", choices=["scan8", "fastscan4"], default="scan8",
+                   help="scan8: the 8-bit comparison above; fastscan4: 4-bit fast scan vs faiss "
+                        "IndexPQFastScan (benchmarks/search_fastscan4.py; defaults 300k images, dim 256)")
+    p.add_argument("--fs4-m", type=int, default=32, help="fastscan4: sub-quantizers")
+    p.add_argument("--rounds", type=int, default=5, help="fastscan4: interleaved timing rounds")
+    p.add_argument("--cache-dir", default="/tmp/pypatch-bench-cache",
+                   help="fastscan4: where generated codes are cached ('' to disable)")
     a = p.parse_args(argv)
+    if a.section == "fastscan4" and a.images is None:
+        a.images = 10_000 if a.quick else 300_000
+    if a.section == "fastscan4" and "--dim" not in (argv if argv is not None else sys.argv):
+        a.dim = 256
+    if a.section == "fastscan4" and a.dim % a.fs4_m:
+        p.error(f"--dim {a.dim} must be divisible by --fs4-m {a.fs4_m}")
     if a.images is None:
         a.images = 10_000 if a.quick else 100_000
     if a.queries is None:
@@ -429,6 +443,16 @@ def main(argv=None):
     args = parse_args(argv)
     writer = common.JsonlWriter(args.json, "bench_search")
     out = print
+    if args.section == "fastscan4":
+        import search_fastscan4
+
+        info = common.machine_info()
+        out(f"# pypatch 4-bit fast-scan benchmark  {info['time_utc']}  git {info['git']}")
+        out(f"# CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs; pypatch SIMD: "
+            f"{pypatch.simd_info() if OURS_OK else OURS_WHY}")
+        out(f"# {args.images} images x {args.patches} patches, dim {args.dim}, m {args.fs4_m}, 4-bit, "
+            f"k={args.k}, 1 thread, load avg {os.getloadavg()[0]:.2f}")
+        return search_fastscan4.run(args, out, writer)
     info = common.machine_info()
     simd = pypatch.simd_info() if OURS_OK else {"unavailable": OURS_WHY}
     out(f"# pypatch search benchmark  {info['time_utc']}  git {info['git']}")

@@ -157,6 +157,31 @@ class FaissGroupBy:
         return (self.index.ntotal * self.index.code_size + self.offsets.nbytes) / n_images
 
 
+class FaissFastScanGroupBy(FaissGroupBy):
+    """faiss ``IndexPQFastScan`` (4-bit, inner product, blocks of 32) over patches + the same
+    numpy group-by. Built from an ``IndexPQ`` holding the given (m, 16, dsub) centroids and
+    the (n, m) codes, which faiss repacks into its fast-scan layout: same codes as ours."""
+
+    def __init__(self, dim: int, m: int, centroids: np.ndarray):
+        super().__init__(dim, m, nbits=4, centroids=centroids)
+        self.pq_index = self.index  # exact 4-bit ADC (faiss's generic scan), kept for checks
+
+    def add_codes(self, codes: np.ndarray, offsets: np.ndarray) -> None:
+        c = np.ascontiguousarray(codes, dtype=np.uint8)
+        if c.shape[1] % 2:
+            c = np.concatenate([c, np.zeros((len(c), 1), np.uint8)], axis=1)
+        packed = np.ascontiguousarray(c[:, 0::2] | (c[:, 1::2] << 4))  # faiss: low nibble first
+        self.pq_index.add_sa_codes(packed)
+        self.index = self.faiss.IndexPQFastScan(self.pq_index, 32)
+        self.pq_index.reset()  # only the fast-scan copy is searched
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.max_patches = int(np.diff(self.offsets).max(initial=0))
+
+    def bytes_per_image(self) -> float:
+        n_images = len(self.offsets) - 1
+        return (self.index.ntotal * self.index.code_size + self.offsets.nbytes) / n_images
+
+
 # ----------------------------------------------------------------------------- numba peer
 # Module-level kernels: numba's on-disk cache (cache=True) only hits for top-level functions,
 # so a fresh process loads them instead of recompiling (keeps tests/test_bench_peers.py fast).

@@ -4,6 +4,7 @@
 #include "common.h"
 #include "pypatch/errors.h"             // core exceptions
 #include "pypatch/io/io_errors.h"       // file container exceptions
+#include "pypatch/simd/fastscan4.h"     // fastscan4_kernel_name
 #include "pypatch/simd/kernels.h"       // simd levels
 #include "pypatch/util/parallel_for.h"  // thread defaults
 
@@ -69,6 +70,8 @@ PYBIND11_MODULE(_core, m) {
     d["selected"] = pypatch::simd_level_name(pypatch::selected_simd_level());
     // Kernel of the quantised 8-bit PQ scan at the selected level ("" = exact float scan only).
     d["quant_scan"] = pypatch::quant_scan_kernel_name();
+    // Kernel of the 4-bit PQ fast scan ("" = exact float scan only).
+    d["fastscan4"] = pypatch::fastscan4_kernel_name();
     return d;
   });
   m.def("set_simd_level", [](const std::string& level) {

@@ -59,7 +59,12 @@ def _counts(n_vectors: int, patches_per_image, image_offsets) -> np.ndarray:
 
 
 class PatchIndex:
-    """``PatchIndex(dim, pq=None, *, flat_dtype="float32")``."""
+    """``PatchIndex(dim, pq=None, *, flat_dtype="float32")``.
+
+    Storage per patch: ``m`` bytes for 8-bit PQ codes, ``m / 2`` for 4-bit ones (two codes a
+    byte, searched by the 4-bit fast scan), ``4 * dim`` / ``2 * dim`` for a flat store; plus
+    9 bytes per image (offset and removed flag). Every search returns exact ADC (PQ) or exact
+    float (flat) results, whatever the SIMD level."""
 
     def __init__(self, dim: int, pq: ProductQuantizer | None = None, *,
                  flat_dtype: str = "float32") -> None:

@@ -20,8 +20,9 @@ __all__ = ["ProductQuantizer"]
 
 
 class ProductQuantizer:
-    """``ProductQuantizer(dim, m, nbits=8)``: m must divide dim; nbits is 8 or 4 (4-bit codes
-    are still stored one per byte)."""
+    """``ProductQuantizer(dim, m, nbits=8)``: m must divide dim; nbits is 8 or 4. Codes go in
+    and out one per byte; a ``PatchIndex`` stores 4-bit codes two a byte (m/2 bytes per patch,
+    the "blocked32_fs4" layout of its fast scan)."""
 
     def __init__(self, dim: int, m: int, nbits: int = 8) -> None:
         dim = as_int(dim, "dim", 1)

@@ -144,3 +144,25 @@ def test_too_small_overfetch_is_what_makes_groupby_inexact():
 def test_faiss_peer_rejects_wrong_centroid_shape():
     with pytest.raises(ValueError, match="centroids"):
         peers.FaissGroupBy(16, 4, centroids=np.zeros((4, 256, 3), np.float32))
+
+
+@pytest.mark.parametrize("m", [4, 5])
+def test_faiss_fastscan_peer_holds_our_codes_and_answers_near_exact(m):
+    # faiss's fast scan quantises its tables (no re-score), so it is near, not equal to, exact
+    # ADC: the peer must hold exactly our codes (packed low nibble first, odd m padded) and its
+    # image-level scores must stay within its table quantisation error of the exact ones.
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(m)
+    c = rng.standard_normal((m, 16, 2)).astype(np.float32)
+    offsets = _offsets(rng, 60, 12)
+    codes = rng.integers(0, 16, (int(offsets[-1]), m)).astype(np.uint8)
+    f = peers.FaissFastScanGroupBy(2 * m, m, c)
+    f.add_codes(codes, offsets)
+    decoded = np.concatenate([c[j][codes[:, j]] for j in range(m)], axis=1)
+    np.testing.assert_array_equal(f.index.reconstruct_n(0, len(codes)), decoded)
+    q = rng.standard_normal((4, 2 * m)).astype(np.float32)
+    luts = peers.luts_numpy(c, q)
+    s_ref, i_ref, _ = peers.reference_search(luts, codes, offsets, 5)
+    s, i, _ = f.search(q, 5)
+    err = m * (luts.max(-1) - luts.min(-1)).max(-1) / 255  # m rows, half a step each, twice
+    assert np.all(np.abs(s - s_ref) <= err[:, None] + 1e-5)

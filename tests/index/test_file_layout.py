@@ -70,6 +70,17 @@ def blocked64(rows: np.ndarray) -> bytes:
     return padded.reshape(-1, 64, m).transpose(0, 2, 1).tobytes()
 
 
+def blocked32_fs4(rows: np.ndarray) -> bytes:
+    """code_layout_fs4.h: blocks of 32 patches; per pair of sub-quantizers 32 bytes, one per
+    patch, low nibble = code(p, 2g), high nibble = code(p, 2g + 1) (0 past m); zero-padded."""
+    n, m = rows.shape
+    G = (m + 1) // 2
+    padded = np.zeros((-(-n // 32) * 32, 2 * G), np.uint8)
+    padded[:n, :m] = rows
+    packed = padded[:, 0::2] | (padded[:, 1::2] << 4)  # (n32, G)
+    return packed.reshape(-1, 32, G).transpose(0, 2, 1).tobytes()
+
+
 def check_index_file(data: bytes, ix: pypatch.PatchIndex, vectors: np.ndarray) -> dict:
     """Parses `data` and checks every section against the index it was saved from."""
     s = parse(data)
@@ -83,11 +94,12 @@ def check_index_file(data: bytes, ix: pypatch.PatchIndex, vectors: np.ndarray) -
     assert np.array_equal(np.frombuffer(s["TOMB"], np.uint8) != 0, ix.removed)
     if pq:
         assert (h["m"], h["nbits"], h["code_size"]) == (ix.pq.m, ix.pq.nbits, ix.pq.m)
-        assert h["trained"] == 1 and h["code_layout"] == 1
+        fs4 = h["nbits"] == 4
+        assert h["trained"] == 1 and h["code_layout"] == (2 if fs4 else 1)
         ksub = 1 << h["nbits"]
         cb = np.frombuffer(s["PQCB"], "<f4").reshape(h["m"], ksub, ix.dim // h["m"])
         np.testing.assert_array_equal(cb, ix.pq.centroids)
-        assert s["CODE"] == blocked64(ix.pq.encode(vectors))
+        assert s["CODE"] == (blocked32_fs4 if fs4 else blocked64)(ix.pq.encode(vectors))
         assert set(s) - {"XFRM"} == {"PIDX", "META", "PQCB", "CODE", "IOFF", "TOMB"}
     else:
         width = 4 if ix.flat_dtype == "float32" else 2
@@ -109,16 +121,18 @@ def check_index_file(data: bytes, ix: pypatch.PatchIndex, vectors: np.ndarray) -
     assert list(meta)[-1] == "user" and meta["user"] == ix.metadata
     assert meta["format"] == "pypatch.PatchIndex" and meta["store"] == store
     assert (meta["dim"], meta["n_images"], meta["n_patches"]) == (ix.dim, len(ix), ix.num_patches)
-    assert meta["code_layout"] == ("blocked64_u8" if pq else "row_major")
+    assert meta["code_layout"] == ("row_major" if not pq else "blocked32_fs4" if ix.pq.nbits == 4
+                                   else "blocked64_u8")
     return s
 
 
 @pytest.mark.parametrize("nbits", [8, 4])
 def test_pq_file_matches_the_documented_layout(tmp_path, nbits):
     rng = np.random.default_rng(nbits)
-    centroids = rng.standard_normal((4, 1 << nbits, 3)).astype(np.float32)
-    x = rng.standard_normal((3 + 70 + 2, 12)).astype(np.float32)  # > one 64-patch block
-    ix = pypatch.PatchIndex(12, pypatch.ProductQuantizer.from_centroids(centroids))
+    m = 4 if nbits == 8 else 3  # odd m: the last fs4 pair has an empty high nibble
+    centroids = rng.standard_normal((m, 1 << nbits, 3)).astype(np.float32)
+    x = rng.standard_normal((3 + 70 + 2, 3 * m)).astype(np.float32)  # > one 64-patch block
+    ix = pypatch.PatchIndex(3 * m, pypatch.ProductQuantizer.from_centroids(centroids))
     ix.add(x, patches_per_image=[3, 70, 0, 2])
     ix.remove([1])
     ix.metadata = {"name": "é", "ids": [1, 2, 3, 4]}

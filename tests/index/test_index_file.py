@@ -187,13 +187,10 @@ def test_big_offsets_and_removed_mask_are_crc_checked_on_a_plain_mapped_load(tmp
 
 
 def test_4bit_code_beyond_nbits_raises_format_error(tmp_path):
-    rng = np.random.default_rng(4)
-    pq = pypatch.ProductQuantizer.from_centroids(rng.standard_normal((2, 16, 3)).astype(np.float32))
-    ix = pypatch.PatchIndex(6, pq)
-    ix.add(rng.standard_normal((9, 6)).astype(np.float32), patches_per_image=3)
+    # Files before the fast scan store 4-bit codes one a byte (blocked64): a byte >= 16 there is
+    # damage. (Since then 4-bit codes are nibbles, which cannot exceed 15.)
     path = tmp_path / "a.ptch"
-    ix.save(path)
-    data = path.read_bytes()
+    data = (Path(__file__).resolve().parents[1] / "data" / "format_fs4" / "pq_m5_nbits4_blocked64.ptch").read_bytes()
     _, off, size = section_table(data)["CODE"]
     codes = bytearray(data[off:off + size])
     codes[64 + 5] = 16  # sub-quantizer 1 of patch 5 (blocked64 layout)

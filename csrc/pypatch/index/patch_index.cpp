@@ -8,6 +8,7 @@
 
 #include "pypatch/errors.h"             // InvalidArgument, NotTrained
 #include "pypatch/index/code_layout.h"  // blocked64 PQ codes
+#include "pypatch/index/code_layout_fs4.h"  // blocked32_fs4 (4-bit) PQ codes
 #include "pypatch/index/scan.h"         // scan_chunk
 #include "pypatch/index/topk.h"         // TopK
 #include "pypatch/io/container.h"       // io::Container (kept alive for views)
@@ -54,6 +55,7 @@ void PatchIndex::train(int64_t n, const float* x, int iters, uint64_t seed, int 
 }
 
 int64_t PatchIndex::storage_bytes(int64_t n) const {
+  if (fs4_()) return fs4_bytes(n, code_size_);
   return kind_ == StoreKind::PQ ? blocked_bytes(n, code_size_) : n * code_size_;
 }
 
@@ -99,7 +101,8 @@ int64_t PatchIndex::image_patches(int64_t image) const {
 }
 
 void PatchIndex::copy_rows_(int64_t p0, int64_t n, uint8_t* out) const {
-  if (kind_ == StoreKind::PQ) blocked_to_rows(view_, p0, n, code_size_, out);
+  if (fs4_()) fs4_to_rows(view_, p0, n, code_size_, out);
+  else if (kind_ == StoreKind::PQ) blocked_to_rows(view_, p0, n, code_size_, out);
   else if (n > 0) std::memcpy(out, view_ + p0 * code_size_, static_cast<size_t>(n) * code_size_);
 }
 
@@ -141,7 +144,8 @@ void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
   materialize();
   const int64_t p0 = patches_();
   owned_.resize(static_cast<size_t>(storage_bytes(p0 + n)), 0);
-  if (kind_ == StoreKind::PQ) rows_to_blocked(rows, p0, n, code_size_, owned_.data());
+  if (fs4_()) rows_to_fs4(rows, p0, n, code_size_, owned_.data());
+  else if (kind_ == StoreKind::PQ) rows_to_blocked(rows, p0, n, code_size_, owned_.data());
   else if (n > 0) std::memcpy(owned_.data() + p0 * code_size_, rows, static_cast<size_t>(n) * code_size_);
   view_ = owned_.data();
 }

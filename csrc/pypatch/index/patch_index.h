@@ -19,6 +19,7 @@
 
 #include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
 #include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
+#include "pypatch/util/huge_page_allocator.h"    // storage streamed by the scans
 
 namespace pypatch {
 namespace io { class Container; }
@@ -45,10 +46,11 @@ class PatchIndex {
   int64_t n_patches() const;
   /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]) (a snapshot).
   std::vector<int64_t> image_offsets() const;
-  /// Raw storage: PQ codes in the "blocked64" layout (code_layout.h), flat vectors row-major.
+  /// Raw storage: 8-bit PQ codes in the "blocked64" layout (code_layout.h), 4-bit ones in
+  /// "blocked32_fs4" (code_layout_fs4.h, m/2 bytes per patch), flat vectors row-major.
   /// Not locked: valid only while no thread mutates the index.
   const uint8_t* data() const { return view_; }
-  /// Bytes of storage for n patches (PQ: padded to whole blocks).
+  /// Bytes of storage for n patches (PQ: padded to whole blocks; 4-bit: two codes a byte).
   int64_t storage_bytes(int64_t n) const;
   /// Row-major copy of patches [p0, p0+n): out (n, code_size) bytes; the range must lie
   /// inside [0, n_patches).
@@ -125,6 +127,7 @@ class PatchIndex {
   // Unlocked reads for callers that already hold mu_ (shared_mutex is not recursive).
   int64_t images_() const { return static_cast<int64_t>(offsets_.size()) - 1; }
   int64_t patches_() const { return offsets_.back(); }
+  bool fs4_() const { return kind_ == StoreKind::PQ && pq_->nbits() == 4; }  // blocked32_fs4
   void check_image_(int64_t image, const char* what) const;
   void copy_rows_(int64_t p0, int64_t n, uint8_t* out) const;
   void reconstruct_(int64_t image, float* out) const;
@@ -136,7 +139,7 @@ class PatchIndex {
   StoreKind kind_;
   int code_size_;
   std::shared_ptr<ProductQuantizer> pq_;
-  std::vector<uint8_t> owned_;              // storage when not a view
+  std::vector<uint8_t, HugePageAllocator<uint8_t>> owned_;  // storage when not a view
   const uint8_t* view_ = nullptr;           // = owned_.data() or into file_
   std::shared_ptr<io::Container> file_;     // keeps a loaded file alive while viewed
   std::vector<int64_t> offsets_{0};

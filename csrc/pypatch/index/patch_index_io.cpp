@@ -4,7 +4,10 @@
 //         tools..., "user": <the index's metadata JSON>}; "user" is always the last key
 //   PQCB  f32 (m, ksub, dsub) centroids (PQ store, when trained)
 //   CODE  u8 PQ codes, layout "blocked64" (code_layout.h; PIDX code_layout = 1, padded to
-//         whole blocks) or row-major (n_patches, m) (code_layout = 0, converted on load)
+//         whole blocks) or row-major (n_patches, m) (code_layout = 0, converted on load);
+//         4-bit codes (nbits = 4) in layout "blocked32_fs4" (code_layout_fs4.h; code_layout =
+//         2, two codes a byte, padded to whole 32-patch blocks; written since the fast scan).
+//         Older 4-bit files (layout 0 or 1, one code a byte) load by conversion into memory.
 //   VECS  f32/f16 (n_patches, dim) row-major vectors (flat store)
 //   IOFF  u64 (n_images + 1) CSR image offsets
 //   TOMB  u8 (n_images) removed mask
@@ -26,6 +29,7 @@
 
 #include "pypatch/errors.h"              // InvalidArgument
 #include "pypatch/index/code_layout.h"   // blocked64 <-> rows
+#include "pypatch/index/code_layout_fs4.h"  // blocked32_fs4 (4-bit codes)
 #include "pypatch/index/patch_index.h"
 #include "pypatch/io/container.h"        // ContainerWriter, Container
 #include "pypatch/io/io_errors.h"        // io::FormatError, io::VersionError
@@ -55,7 +59,7 @@ struct HeaderFields {
   uint32_t nbits;       // 16 (0 for flat)
   uint32_t code_size;   // 20
   uint32_t trained;     // 24: PQCB present
-  uint32_t code_layout; // 28: 0 row-major, 1 blocked64 (PQ only)
+  uint32_t code_layout; // 28: 0 row-major, 1 blocked64 (PQ only), 2 blocked32_fs4 (4-bit PQ)
   uint64_t n_images;    // 32
   uint64_t n_patches;   // 40
   uint64_t n_removed;   // 48
@@ -146,7 +150,7 @@ class PatchIndex::Writer {
     put32(h, 16, pq ? ix.pq_->nbits() : 0);
     put32(h, 20, static_cast<uint32_t>(ix.code_size_));
     put32(h, 24, trained ? 1 : 0);
-    put32(h, 28, pq ? 1 : 0);
+    put32(h, 28, pq ? (ix.fs4_() ? 2 : 1) : 0);
     put64(h, 32, static_cast<uint64_t>(ix.images_()));
     put64(h, 40, static_cast<uint64_t>(ix.patches_()));
     put64(h, 48, static_cast<uint64_t>(ix.n_removed_));
@@ -156,7 +160,7 @@ class PatchIndex::Writer {
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
                        ", \"n_images\": " + std::to_string(ix.images_()) +
                        ", \"n_patches\": " + std::to_string(ix.patches_()) +
-                       ", \"code_layout\": \"" + std::string(pq ? "blocked64_u8" : "row_major") + "\", \"user\": " + ix.metadata_ + "}";
+                       ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\", \"user\": " + ix.metadata_ + "}";
     offsets_le.assign(ix.offsets_.size() * 8, 0);
     for (size_t i = 0; i < ix.offsets_.size(); ++i)
       io::le::store64(offsets_le.data() + 8 * i, static_cast<uint64_t>(ix.offsets_[i]));
@@ -281,12 +285,14 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
       bad(name, "image " + std::to_string(i) + " has too many patches");
   }
   const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
-  if (layout > 1 || (layout == 1 && sk != StoreKind::PQ))
+  if (layout > 2 || (layout >= 1 && sk != StoreKind::PQ))
     bad(name, "unknown code layout " + std::to_string(layout));
-  const bool blocked = layout == 1;
+  if (layout == 2 && nbits != 4) bad(name, "code layout 2 (blocked32_fs4) needs nbits = 4");
+  const bool blocked = layout == 1, fs4 = layout == 2;
   const uint8_t* data = c->array<uint8_t>(
-      data_kind, blocked ? static_cast<uint64_t>(blocked_bytes(static_cast<int64_t>(n_patches), m))
-                         : n_patches * code_size);
+      data_kind, fs4       ? static_cast<uint64_t>(fs4_bytes(static_cast<int64_t>(n_patches), m))
+                 : blocked ? static_cast<uint64_t>(blocked_bytes(static_cast<int64_t>(n_patches), m))
+                           : n_patches * code_size);
   const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
   // Flat vectors obey the add() rule (util/value_limits.h) whenever the payload is read anyway
   // for its CRC (eager and bytes loads, verify=True, sections <= 1 MiB): a plain map stays
@@ -298,7 +304,8 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
                         : first_nonfinite_half(reinterpret_cast<const uint16_t*>(data), n) == n;
     if (!ok) bad(name, "VECS holds a NaN, infinite or too large vector value (|x| must be <= 1e15)");
   }
-  if (sk == StoreKind::PQ && nbits < 8) {
+  // fs4 nibbles are < 16 by construction; padding nibbles are never scored.
+  if (sk == StoreKind::PQ && nbits < 8 && !fs4) {
     // The scan indexes lut[j * 2^nbits + code] unmasked, so a code >= 2^nbits would read the
     // next table or past the last one: check them all (O(codes), unlike the rest of a mapped
     // open). An OR over all bytes vectorises (memory speed) where a per-byte branch did not.
@@ -318,7 +325,19 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   if (key == std::string_view::npos || end == std::string_view::npos || end < key + 8)
     bad(name, "META has no \"user\" entry");
   ix->metadata_ = std::string(meta.substr(key + 8, end - key - 8));
-  if (sk == StoreKind::PQ && !blocked) {  // older row-major layout: convert once into memory
+  if (sk == StoreKind::PQ && nbits == 4 && !fs4) {  // older one-code-a-byte 4-bit file
+    ix->owned_.assign(static_cast<size_t>(fs4_bytes(n_patches, m)), 0);
+    std::vector<uint8_t> row(m);
+    for (uint64_t p = 0; p < n_patches; ++p) {
+      for (uint32_t j = 0; j < m; ++j)
+        row[j] = blocked ? data[blocked_pos(static_cast<int64_t>(p), static_cast<int>(j), static_cast<int>(m))]
+                         : data[p * m + j];
+      rows_to_fs4(row.data(), static_cast<int64_t>(p), 1, static_cast<int>(m), ix->owned_.data());
+    }
+    ix->view_ = ix->owned_.data();
+    return ix;
+  }
+  if (sk == StoreKind::PQ && !blocked && !fs4) {  // older row-major layout: convert once into memory
     ix->owned_.assign(static_cast<size_t>(blocked_bytes(n_patches, m)), 0);
     rows_to_blocked(data, 0, static_cast<int64_t>(n_patches), static_cast<int>(m), ix->owned_.data());
     ix->view_ = ix->owned_.data();

@@ -49,6 +49,8 @@ std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_ta
 
 std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt) {
+  if (s.kind == StoreKind::PQ && s.pq->nbits() == 4)  // "blocked32_fs4" codes
+    return scan_topk_fastscan4(s, nq, q, k, num_threads, interrupt);
   const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
   // Wake the pool's helpers now: they come up while this thread builds the tables.
   parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));

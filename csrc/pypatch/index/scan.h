@@ -43,6 +43,14 @@ std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q
 std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt);
 
+/// 4-bit PQ over "blocked32_fs4" codes (scan_fastscan4.cpp): fast scan + exact re-score, or
+/// the exact float path; q: (nq, dim) f32. Same results as exact float ADC, bit for bit.
+std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
+                                      int num_threads, const std::function<void()>& interrupt);
+/// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
+/// process: lets tests check which path ran, since both return the same results.
+int64_t fastscan4_quantised_searches();
+
 /// Image boundaries of scan tasks of about `patches_per_task` patches each.
 std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_task);
 

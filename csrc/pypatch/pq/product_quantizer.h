@@ -1,5 +1,6 @@
 // Product quantizer: dim = m * dsub; each sub-vector is replaced by the index of its nearest of
-// ksub = 2**nbits centroids (nbits 8, or 4 with codes still stored one byte per sub-space).
+// ksub = 2**nbits centroids (nbits 8 or 4; codes are one byte per sub-space here, a PatchIndex
+// packs 4-bit ones two a byte: index/code_layout_fs4.h).
 // Scores are inner products: score(q, code) = sum_j lut[j][code[j]], lut[j][c] = <q_j, C_j[c]>.
 #pragma once
 #include <cstdint>     // uint8_t

@@ -1,0 +1,231 @@
+// The 4-bit PQ search over "blocked32_fs4" codes (index/code_layout_fs4.h), exact in two stages
+// like the 8-bit quantised scan (scan_quantized.cpp; the bounds are the same, only the table has
+// 16 entries per row):
+// Stage 1: each query's float table is quantised to u8 with one scale for all rows; the fast-scan
+// kernel (simd/fastscan4.h) keeps, per worker and query, the running k largest image maxima Q and
+// a threshold T_run - margin below which patches are skipped inside the kernel. T_run never
+// exceeds the final k-th largest Q, so every image with Q >= T - margin is emitted with its exact
+// Q (its best patch passes whatever the threshold was when it was reached).
+// Stage 2: candidates within the margin of the global k-th Q are re-scored with the float table,
+// each patch summing j ascending from 0.f (the order of the float kernels), best Q first, and
+// re-scoring stops once the upper bound of the next candidate is below the exact k-th score.
+// So the result is bit-identical to the exact float path, which runs instead at the scalar level,
+// for m > 257 (u16 sums could wrap) and for tables with non-finite values (no float -> int
+// conversion of those).
+#include <algorithm>   // max, min, sort, nth_element
+#include <atomic>      // search counter
+#include <cmath>       // fabs, ceil, ldexp, isfinite
+#include <functional>  // greater
+#include <queue>       // priority_queue
+
+#include "pypatch/index/code_layout_fs4.h"  // fs4 layout
+#include "pypatch/index/scan.h"
+#include "pypatch/simd/fastscan4.h"         // kernels
+#include "pypatch/util/parallel_for.h"      // threads
+
+namespace pypatch {
+namespace {
+
+// A task's codes stay in L2 across a query batch; one query streams bigger tasks (each task
+// restarts the kernel's prefetch and rebuilds its tables).
+constexpr int64_t kTaskBytes = 128 * 1024;
+constexpr int64_t kTaskBytesOneQuery = 1024 * 1024;
+
+struct Table4 {
+  std::vector<uint8_t> q;  // (2 * fs4_groups(m), 16), rows >= m zero
+  int64_t margin = 0;
+  double base = 0, scale = 1, err = 0;
+  bool ok = true;          // false: a non-finite value; the exact float path must run
+  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
+};
+
+// As quantize() of scan_quantized.cpp, for 16-entry rows: |S - (base + scale * Q)| <= err for
+// every patch, err = measured rounding error of the rows + the float error of S itself.
+Table4 quantize4(const float* lut, int m) {
+  Table4 t;
+  t.q.assign(static_cast<size_t>(2 * fs4_groups(m)) * 16, 0);
+  std::vector<float> lo(m);
+  float range = 0;
+  double abs_sum = 0;
+  for (int j = 0; j < m; ++j) {
+    const float* r = lut + j * 16;
+    float mn = r[0], mx = r[0], amax = 0;
+    for (int c = 0; c < 16; ++c) {
+      if (!std::isfinite(r[c])) { t.ok = false; return t; }
+      mn = std::min(mn, r[c]);
+      mx = std::max(mx, r[c]);
+      amax = std::max(amax, std::fabs(r[c]));
+    }
+    lo[j] = mn;
+    range = std::max(range, mx - mn);
+    abs_sum += amax;
+  }
+  if (!std::isfinite(range) || !std::isfinite(abs_sum)) { t.ok = false; return t; }
+  const float scale = range > 0 ? range / 255.f : 1.f;
+  if (!(scale > 0) || !std::isfinite(1.f / scale)) { t.ok = false; return t; }  // subnormal range
+  t.scale = scale;
+  const float inv = 1.f / scale;
+  double round_err = 0;
+  for (int j = 0; j < m; ++j) {
+    const float* r = lut + j * 16;
+    uint8_t* qr = t.q.data() + j * 16;
+    float ej = 0;
+    for (int c = 0; c < 16; ++c) {
+      // >= 0.5 (lo is the min), <= 255 after the clamp: a safe float -> int conversion
+      const float v = std::min(255.f, (r[c] - lo[j]) * inv + 0.5f);
+      const uint8_t qv = static_cast<uint8_t>(static_cast<int>(v));
+      qr[c] = qv;
+      ej = std::max(ej, std::fabs(r[c] - lo[j] - scale * static_cast<float>(qv)));
+    }
+    round_err += static_cast<double>(ej) * (1 + 1e-6) + 4 * std::ldexp(std::fabs(static_cast<double>(lo[j])) + range, -24);
+    t.base += lo[j];
+  }
+  const double float_err = m * abs_sum * std::ldexp(1.0, -23);
+  t.err = (round_err + float_err) * (1 + 1e-9) + 1e-6 * t.scale;
+  if (!std::isfinite(t.err) || !std::isfinite(t.base)) { t.ok = false; return t; }
+  t.margin = 2 + static_cast<int64_t>(std::ceil(std::min(2 * t.err / t.scale, 1e9)));
+  return t;
+}
+
+struct Candidate {
+  int32_t q;
+  int64_t image;
+};
+
+// Per worker and query: the sink the kernel emits into.
+struct QueryState4 : Fs4Sink {
+  const uint8_t* removed = nullptr;
+  int k = 1;
+  int64_t margin = 0;
+  std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
+  std::vector<Candidate> cand;
+
+  static void on_emit(Fs4Sink* self, int64_t image, int32_t q) {
+    QueryState4& st = *static_cast<QueryState4*>(self);
+    if (st.removed && st.removed[image]) return;  // tombstoned: never a result
+    st.cand.push_back({q, image});                // q >= threshold: the kernel checked
+    if (static_cast<int>(st.top.size()) < st.k) st.top.push(q);
+    else if (q > st.top.top()) { st.top.pop(); st.top.push(q); }
+    if (static_cast<int>(st.top.size()) == st.k)
+      st.threshold = static_cast<int32_t>(std::max<int64_t>(0, st.top.top() - st.margin));
+    if (st.cand.size() > static_cast<size_t>(4 * st.k + 256)) {
+      const int32_t t = st.threshold;
+      st.cand.erase(std::remove_if(st.cand.begin(), st.cand.end(), [&](const Candidate& c) { return c.q < t; }),
+                    st.cand.end());
+    }
+  }
+};
+
+// Exact float max/argmax of one image: every patch sums j ascending from 0.f, like the float
+// kernels; eight patches in flight (a sum is a chain of m dependent adds).
+Hit rescore4(const ScanSetup& s, const float* lut, int64_t image) {
+  const int m = s.pq->m();
+  const int64_t bb = fs4_block_bytes(m);
+  const int64_t p0 = s.offsets[image], p1 = s.offsets[image + 1];
+  Hit h{0.f, image, -1};
+  constexpr int kLanes = 8;
+  for (int64_t p = p0; p < p1; p += kLanes) {
+    const int n = static_cast<int>(std::min<int64_t>(kLanes, p1 - p));
+    const uint8_t* c[kLanes];
+    float sc[kLanes];
+    for (int l = 0; l < kLanes; ++l) {  // lanes past the image repeat its last patch
+      const int64_t pl = p + std::min(l, n - 1);
+      c[l] = s.data + (pl / kFs4Block) * bb + pl % kFs4Block;
+      sc[l] = 0.f;
+    }
+    const float* t = lut;
+    for (int j = 0; j < m; ++j, t += 16) {
+      const int64_t at = (j / 2) * kFs4Block;
+      const int sh = (j & 1) * 4;
+      for (int l = 0; l < kLanes; ++l) sc[l] = sc[l] + t[(c[l][at] >> sh) & 15];
+    }
+    for (int l = 0; l < n; ++l)
+      if (h.patch < 0 || sc[l] > h.score) { h.score = sc[l]; h.patch = static_cast<int32_t>(p + l - p0); }
+  }
+  return h;
+}
+
+std::vector<TopK> exact_float4(const ScanSetup& s, int64_t nq, const float* luts, int k, int num_threads,
+                               const std::function<void()>& interrupt) {
+  const int m = s.pq->m();
+  const std::vector<int64_t> bounds = scan_task_bounds(s, std::max<int64_t>(64, kTaskBytes / std::max(1, m / 2)));
+  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const int nt = resolve_num_threads(num_threads, n_tasks);
+  std::vector<std::vector<TopK>> heaps(nt, std::vector<TopK>(nq, TopK(k)));
+  parallel_for(n_tasks, nt, [&](int64_t task, int w) {
+    for (int64_t qi = 0; qi < nq; ++qi)
+      for (int64_t i = bounds[task]; i < bounds[task + 1]; ++i) {
+        if (s.offsets[i + 1] == s.offsets[i] || (s.removed && s.removed[i])) continue;
+        heaps[w][qi].push(rescore4(s, luts + qi * m * 16, i));
+      }
+  }, interrupt);
+  for (int w = 1; w < nt; ++w)
+    for (int64_t qi = 0; qi < nq; ++qi) heaps[0][qi].merge(heaps[w][qi]);
+  return std::move(heaps[0]);
+}
+
+std::atomic<int64_t> g_quantised_searches{0};
+
+}  // namespace
+
+int64_t fastscan4_quantised_searches() { return g_quantised_searches.load(std::memory_order_relaxed); }
+
+std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
+                                      int num_threads, const std::function<void()>& interrupt) {
+  const int m = s.pq->m();
+  const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
+  parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
+  std::vector<float> luts(static_cast<size_t>(nq * m * 16));
+  for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * m * 16);
+  const Fs4ScanFn scan = fastscan4_kernel();
+  bool quantised = scan != nullptr && m <= 257;
+  std::vector<Table4> tables;
+  for (int64_t i = 0; quantised && i < nq; ++i) {
+    tables.push_back(quantize4(luts.data() + i * m * 16, m));
+    quantised = tables.back().ok;
+  }
+  if (!quantised) return exact_float4(s, nq, luts.data(), k, num_threads, interrupt);
+  g_quantised_searches.fetch_add(1, std::memory_order_relaxed);
+
+  const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
+  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const int nt = resolve_num_threads(num_threads, n_tasks);
+  std::vector<std::vector<QueryState4>> state(nt, std::vector<QueryState4>(nq));
+  for (auto& per_worker : state)
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      QueryState4& st = per_worker[qi];
+      st.emit = &QueryState4::on_emit;
+      st.removed = s.removed;
+      st.k = k;
+      st.margin = tables[qi].margin;
+    }
+  parallel_for(n_tasks, nt, [&](int64_t task, int w) {
+    for (int64_t qi = 0; qi < nq; ++qi)
+      scan(s.data, m, tables[qi].q.data(), s.offsets, bounds[task], bounds[task + 1], &state[w][qi]);
+  }, interrupt);
+
+  std::vector<TopK> result(nq, TopK(k));
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    std::vector<Candidate> all;
+    for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
+    int64_t t = INT64_MIN / 2;
+    if (static_cast<int>(all.size()) >= k) {
+      std::vector<int32_t> qs(all.size());
+      for (size_t i = 0; i < all.size(); ++i) qs[i] = all[i].q;
+      std::nth_element(qs.begin(), qs.begin() + (k - 1), qs.end(), std::greater<int32_t>());
+      t = qs[k - 1];
+    }
+    const Table4& tab = tables[qi];
+    all.erase(std::remove_if(all.begin(), all.end(), [&](const Candidate& c) { return c.q < t - tab.margin; }),
+              all.end());
+    std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) { return a.q > b.q; });
+    const float* lut = luts.data() + qi * m * 16;
+    for (const Candidate& c : all) {
+      if (result[qi].full() && tab.upper(c.q) < result[qi].worst().score) break;
+      result[qi].push(rescore4(s, lut, c.image));
+    }
+  }
+  return result;
+}
+
+}  // namespace pypatch
