@@ -2,7 +2,8 @@
 
 ``simd_info()`` reports what was compiled, what this CPU supports and what the kernels use;
 the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512`` (read once, at first use) or
-``set_simd_level`` (tests and benchmarks) chooses a lower level.
+``set_simd_level`` (tests and benchmarks) chooses a lower level; any other value of the variable
+keeps the detected level and prints one warning on stderr.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ def set_num_threads(n: int | None) -> None:
         raise InvalidTypeError(f"num_threads must be an int or None; got {type(n).__name__}")
     if n < 0:
         raise InvalidArgumentError(f"num_threads must be >= 0 (0 = all CPUs); got {n}")
+    if n > 2**31 - 1:  # the core's int: refused here rather than as pybind11's TypeError
+        raise InvalidArgumentError(f"num_threads must be <= {2**31 - 1}; got {n}")
     _core.set_num_threads(n)
 
 
