@@ -249,14 +249,18 @@ class PatchIndex:
             raise InvalidArgumentError(f"metadata must be JSON-serialisable: {e}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write one versioned file atomically (temporary file, fsync, rename)."""
+        """Write one versioned file atomically (temporary file, fsync, rename). Replacing a file
+        keeps its permissions; through a symlink, the file it points to is replaced and the
+        link kept. Temporaries left by killed saves of this path are removed."""
         self._ix.metadata_json = self._dump_metadata(self._metadata)
         self._ix.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = False) -> "PatchIndex":
         """Open a saved index. mmap=True maps the file read-only (codes are not copied; big
-        sections are CRC-checked only with verify=True); mmap=False reads and checks it all."""
+        sections are CRC-checked only with verify=True); mmap=False reads and checks it all.
+        Only regular files load: a FIFO, directory or device raises OSError (without blocking).
+        A mapped file must not be rewritten in place while loaded (SIGBUS; see the README)."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"index file not found: {path}")
