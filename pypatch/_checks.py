@@ -34,13 +34,23 @@ def as_array(x, name: str, dtype, ndim: int, cols: int | None = None, *, finite:
     return x
 
 
-def as_int(v, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
-    """v as a Python int (numpy integers accepted, bools refused) within [minimum, maximum]."""
+# Bounds of the C types the core takes, so an out-of-range Python int is an
+# InvalidArgumentError naming the argument, not pybind11's TypeError about overloads.
+INT32_MAX = 2**31 - 1
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1
+UINT64_MAX = 2**64 - 1
+
+
+def as_int(v, name: str, minimum: int | None = None, maximum: int | None = INT64_MAX) -> int:
+    """v as a Python int in [minimum (default: int64's), maximum (default: int64's; None:
+    unbounded, for a caller that clamps)]."""
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
         raise InvalidTypeError(f"{name} must be an int; got {type(v).__name__}")
     v = int(v)
     if minimum is not None and v < minimum:
         raise InvalidArgumentError(f"{name} must be >= {minimum}; got {v}")
+    if minimum is None and v < INT64_MIN:
+        raise InvalidArgumentError(f"{name} must be >= {INT64_MIN}; got {v}")
     if maximum is not None and v > maximum:
         raise InvalidArgumentError(f"{name} must be <= {maximum}; got {v}")
     return v
@@ -66,4 +76,4 @@ def threads(num_threads) -> int:
     """None -> 0 (the global default), else an int >= 1."""
     if num_threads is None:
         return 0
-    return as_int(num_threads, "num_threads", 1)
+    return as_int(num_threads, "num_threads", 1, INT32_MAX)

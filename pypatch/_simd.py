@@ -2,12 +2,13 @@
 
 ``simd_info()`` reports what was compiled, what this CPU supports and what the kernels use;
 the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512`` (read once, at first use) or
-``set_simd_level`` (tests and benchmarks) chooses a lower level.
+``set_simd_level`` (tests and benchmarks) chooses a lower level; any other value of the variable
+keeps the detected level and prints one warning on stderr.
 """
 from __future__ import annotations
 
 from pypatch import _core
-from pypatch._checks import as_int
+from pypatch._checks import INT32_MAX, as_int
 from pypatch.errors import InvalidTypeError
 
 __all__ = ["simd_info", "set_simd_level", "set_num_threads", "get_num_threads"]
@@ -38,7 +39,7 @@ def set_num_threads(n: int | None) -> None:
     """Set the default number of threads of native calls (``None`` or 0: all available CPUs)."""
     if n is None:
         n = 0
-    _core.set_num_threads(as_int(n, "num_threads", 0))  # 0 = all CPUs
+    _core.set_num_threads(as_int(n, "num_threads", 0, INT32_MAX))  # 0 = all CPUs
 
 
 def get_num_threads() -> int:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command: Python tests against the installed package, then the C++ tests.
+# The project's test command: Python tests against the installed package, then the C++ tests,
+# then (in CI) the sanitizer run.
 # Run from the repository root after `pip install ".[test]"` (or `pip install -e ".[test]"`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,5 +17,13 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   && ctest --test-dir "$build_dir" --output-on-failure
 cpp_status=$?
 
-echo "pytest exit status: $py_status, ctest exit status: $cpp_status"
-[ "$py_status" -eq 0 ] && [ "$cpp_status" -eq 0 ]
+# CI (and anyone with PYPATCH_SANITIZE_CI=1) also runs the C++ tests and a Python smoke run
+# under ASan + UBSan (tests/run_sanitizers.sh; about 2 CPU-minutes, mostly the build).
+san_status=0
+if [ "${PYPATCH_SANITIZE_CI:-}" = 1 ] || [ "${CI:-}" = true ]; then
+  bash tests/run_sanitizers.sh
+  san_status=$?
+fi
+
+echo "pytest exit status: $py_status, ctest exit status: $cpp_status, sanitizers exit status: $san_status"
+[ "$py_status" -eq 0 ] && [ "$cpp_status" -eq 0 ] && [ "$san_status" -eq 0 ]

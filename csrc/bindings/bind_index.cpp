@@ -1,7 +1,8 @@
 // _core.PatchIndex: thin wrapper; pypatch/index.py validates and documents.
 #include <pybind11/stl.h>  // vector/pair conversions
 
-#include <new>  // std::bad_alloc
+#include <algorithm>  // std::min
+#include <new>        // std::bad_alloc
 
 #include "common.h"
 #include "pypatch/index/linear_transform.h"
@@ -50,6 +51,7 @@ int64_t n_vectors(const CArray<int64_t>& counts) {
 // polling for Ctrl-C (which needs the GIL), so a thread waiting for the lock with the GIL held
 // would deadlock them.
 void bind_index(py::module_& m) {
+  m.attr("max_index_dim") = PatchIndex::kMaxDim;  // what a saved file's reader accepts
   py::class_<PatchIndex>(m, "PatchIndex")
       .def(py::init([](int dim, const std::string& flat_dtype) {
         return std::make_unique<PatchIndex>(dim, parse_flat(flat_dtype));
@@ -116,15 +118,24 @@ void bind_index(py::module_& m) {
         const float* p = checked(q, "queries", 2, -1, ix.dim());
         if (k < 1) throw pypatch::InvalidArgument("k must be >= 1; got " + std::to_string(k));
         const py::ssize_t nq = q.shape(0);
-        CArray<float> scores({nq, static_cast<py::ssize_t>(k)});
-        CArray<int64_t> images({nq, static_cast<py::ssize_t>(k)}), patches({nq, static_cast<py::ssize_t>(k)});
+        // At most one column per image: the outputs are sized by k, so an unclamped
+        // k = 2**31-1 allocated 40 GB of padding on a 100-image index.
+        int64_t n_images;
+        {
+          py::gil_scoped_release nogil;
+          n_images = ix.n_images();
+        }
+        const int kk = static_cast<int>(std::min<int64_t>(k, n_images));
+        CArray<float> scores({nq, static_cast<py::ssize_t>(kk)});
+        CArray<int64_t> images({nq, static_cast<py::ssize_t>(kk)}), patches({nq, static_cast<py::ssize_t>(kk)});
         float* s = scores.mutable_data();
         int64_t* im = images.mutable_data();
         int64_t* pa = patches.mutable_data();
         auto hook = interrupt_hook();
         {
           py::gil_scoped_release nogil;
-          ix.search(nq, p, k, nt, s, im, pa, hook);
+          // An empty index still says it is untrained (no rows are scanned for nq = 0).
+          ix.search(kk > 0 ? nq : 0, p, kk > 0 ? kk : 1, nt, s, im, pa, hook);
         }
         return py::make_tuple(scores, images, patches);
       })

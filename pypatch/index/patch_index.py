@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from pypatch import _core
-from pypatch._checks import as_array, as_int, threads
+from pypatch._checks import INT32_MAX, UINT64_MAX, as_array, as_int, threads
 from pypatch.errors import IndexFormatError, InvalidArgumentError, InvalidTypeError
 from pypatch.index.pq import ProductQuantizer
 
@@ -68,7 +68,8 @@ class PatchIndex:
 
     def __init__(self, dim: int, pq: ProductQuantizer | None = None, *,
                  flat_dtype: str = "float32") -> None:
-        dim = as_int(dim, "dim", 1)
+        # At most what a saved file's reader accepts (2**20), so every index that saves loads.
+        dim = as_int(dim, "dim", 1, _core.max_index_dim)
         if pq is None:
             if flat_dtype not in ("float32", "float16"):
                 raise InvalidArgumentError(f"flat_dtype must be 'float32' or 'float16'; got {flat_dtype!r}")
@@ -156,7 +157,8 @@ class PatchIndex:
             if x.shape[0] < ksub:
                 raise InvalidArgumentError(f"x: training needs at least 2**nbits={ksub} vectors; "
                                            f"got {x.shape[0]}")
-            self._ix.train(x, as_int(iters, "iters", 0), as_int(seed, "seed", 0), threads(num_threads))
+            self._ix.train(x, as_int(iters, "iters", 0, INT32_MAX), as_int(seed, "seed", 0, UINT64_MAX),
+                           threads(num_threads))
         return self
 
     def add(self, vectors: np.ndarray, *, patches_per_image=None, image_offsets=None,
@@ -186,12 +188,13 @@ class PatchIndex:
         """Top-k images per query by their best patch.
 
         queries: (nq, dim) float32, or one (dim,) vector (treated as nq = 1).
-        Returns ``(scores (nq, k) float32, images (nq, k) int64, patches (nq, k) int64)``;
-        ``patches`` is the winning patch's ordinal inside its image. Rows are padded with
-        -inf / -1 / -1 when fewer than k (non-removed, non-empty) images exist.
+        Returns ``(scores (nq, kk) float32, images (nq, kk) int64, patches (nq, kk) int64)``
+        with ``kk = min(k, len(self))`` (k is clamped to the index size; 0 columns for an empty
+        index); ``patches`` is the winning patch's ordinal inside its image. Rows are padded
+        with -inf / -1 / -1 when fewer than kk images are non-removed and non-empty.
         """
         q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
-        k = as_int(k, "k", 1)
+        k = min(as_int(k, "k", 1, None), INT32_MAX)  # any k >= 1: the core clamps it to len()
         return self._ix.search(q, k, threads(num_threads))
 
     # ------------------------------------------------------------------ edits
@@ -253,14 +256,18 @@ class PatchIndex:
             raise InvalidArgumentError(f"metadata must be JSON-serialisable: {e}") from None
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write one versioned file atomically (temporary file, fsync, rename)."""
+        """Write one versioned file atomically (temporary file, fsync, rename). Replacing a file
+        keeps its permissions; through a symlink, the file it points to is replaced and the
+        link kept. Temporaries left by killed saves of this path are removed."""
         self._ix.metadata_json = self._dump_metadata(self._metadata)
         self._ix.save(os.fspath(path))
 
     @classmethod
     def load(cls, path: str | os.PathLike, mmap: bool = True, *, verify: bool = False) -> "PatchIndex":
         """Open a saved index. mmap=True maps the file read-only (codes are not copied; big
-        sections are CRC-checked only with verify=True); mmap=False reads and checks it all."""
+        sections are CRC-checked only with verify=True); mmap=False reads and checks it all.
+        Only regular files load: a FIFO, directory or device raises OSError (without blocking).
+        A mapped file must not be rewritten in place while loaded (SIGBUS; see the README)."""
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"index file not found: {path}")

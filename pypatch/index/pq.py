@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from pypatch import _core
-from pypatch._checks import as_array, as_int, threads
+from pypatch._checks import INT32_MAX, UINT64_MAX, as_array, as_int, threads
 from pypatch.errors import InvalidArgumentError
 
 __all__ = ["ProductQuantizer"]
@@ -25,8 +25,8 @@ class ProductQuantizer:
     the "blocked32_fs4" layout of its fast scan)."""
 
     def __init__(self, dim: int, m: int, nbits: int = 8) -> None:
-        dim = as_int(dim, "dim", 1)
-        m = as_int(m, "m", 1)
+        dim = as_int(dim, "dim", 1, INT32_MAX)
+        m = as_int(m, "m", 1, INT32_MAX)
         nbits = as_int(nbits, "nbits")
         if nbits not in (4, 8):
             raise InvalidArgumentError(f"nbits must be 8 or 4; got {nbits}")
@@ -68,13 +68,16 @@ class ProductQuantizer:
 
     def train(self, x: np.ndarray, iters: int = 25, seed: int = 0, *, num_threads: int | None = None,
               max_points_per_centroid: int = 256) -> "ProductQuantizer":
-        """Train the codebooks on x (n, dim) float32, n >= 2**nbits. Returns self."""
+        """Train the codebooks on x (n, dim) float32, n >= 2**nbits. Returns self.
+
+        Refused (InvalidArgumentError) once an index stores codes made with this quantizer:
+        new centroids would silently change what those codes mean."""
         x = as_array(x, "x", np.float32, 2, self.dim, finite=True)
         if x.shape[0] < self.ksub:
             raise InvalidArgumentError(f"x: training needs at least 2**nbits={self.ksub} vectors; "
                                        f"got {x.shape[0]}")
-        iters = as_int(iters, "iters", 0)
-        seed = as_int(seed, "seed", 0)
+        iters = as_int(iters, "iters", 0, INT32_MAX)
+        seed = as_int(seed, "seed", 0, UINT64_MAX)
         max_points_per_centroid = as_int(max_points_per_centroid, "max_points_per_centroid", 1)
         self._pq.train(x, iters, seed, threads(num_threads), max_points_per_centroid)
         return self

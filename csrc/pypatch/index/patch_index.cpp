@@ -31,7 +31,8 @@ int code_size_of(int dim, StoreKind kind, const ProductQuantizer* pq) {
 
 PatchIndex::PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq)
     : dim_(dim), kind_(kind), pq_(std::move(pq)) {
-  PTCH_CHECK(dim >= 1, "dim must be >= 1; got " + std::to_string(dim));
+  PTCH_CHECK(dim >= 1 && dim <= kMaxDim,
+             "dim must be in 1.." + std::to_string(kMaxDim) + "; got " + std::to_string(dim));
   PTCH_CHECK(kind != StoreKind::PQ || pq_, "a PQ index needs a ProductQuantizer");
   PTCH_CHECK(!pq_ || pq_->dim() == dim, "pq.dim (" + std::to_string(pq_ ? pq_->dim() : 0) +
                                             ") must equal the index dim (" + std::to_string(dim) + ")");
@@ -49,7 +50,7 @@ PatchIndex::~PatchIndex() = default;
 
 void PatchIndex::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
                        const Interrupt& interrupt) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   if (kind_ != StoreKind::PQ || pq_->is_trained()) return;  // flat stores need no training
   pq_->train(n, x, iters, seed, num_threads, 256, interrupt);
 }
@@ -60,32 +61,32 @@ int64_t PatchIndex::storage_bytes(int64_t n) const {
 }
 
 int64_t PatchIndex::n_images() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return images_();
 }
 
 int64_t PatchIndex::n_patches() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return patches_();
 }
 
 bool PatchIndex::is_view() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return file_ != nullptr;
 }
 
 int64_t PatchIndex::n_removed() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return n_removed_;
 }
 
 std::vector<int64_t> PatchIndex::image_offsets() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return offsets_;
 }
 
 std::vector<uint8_t> PatchIndex::removed_mask() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return removed_;
 }
 
@@ -95,7 +96,7 @@ void PatchIndex::check_image_(int64_t image, const char* what) const {
 }
 
 int64_t PatchIndex::image_patches(int64_t image) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   check_image_(image, "");
   return offsets_[image + 1] - offsets_[image];
 }
@@ -107,7 +108,7 @@ void PatchIndex::copy_rows_(int64_t p0, int64_t n, uint8_t* out) const {
 }
 
 void PatchIndex::copy_rows(int64_t p0, int64_t n, uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   PTCH_CHECK(p0 >= 0 && n >= 0 && p0 <= patches_() - n,
              "copy_rows: rows [" + std::to_string(p0) + ", " + std::to_string(p0) + "+" + std::to_string(n) +
                  ") out of range [0, " + std::to_string(patches_()) + ")");
@@ -115,7 +116,7 @@ void PatchIndex::copy_rows(int64_t p0, int64_t n, uint8_t* out) const {
 }
 
 bool PatchIndex::copy_all_rows(int64_t n, uint8_t* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   if (n != patches_()) return false;
   copy_rows_(0, n, out);
   return true;
@@ -152,10 +153,11 @@ void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
 
 int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, int num_threads,
                         const Interrupt& interrupt) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   if (!is_trained()) throw NotTrained("add: the PQ index is not trained; call train() first");
   const int64_t total = append_counts(n_new, counts);
   check_value_range(x, total * dim_, dim_, "add: vectors");  // before any change
+  if (kind_ == StoreKind::PQ && total > 0) pq_->freeze();  // before encoding with it
   std::vector<uint8_t> enc(static_cast<size_t>(total) * code_size_);
   if (kind_ == StoreKind::PQ) {
     pq_->encode(total, x, enc.data(), num_threads, interrupt);
@@ -175,9 +177,10 @@ int64_t PatchIndex::add(int64_t n_new, const int64_t* counts, const float* x, in
 }
 
 int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_t* codes) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   PTCH_CHECK(kind_ == StoreKind::PQ, "add_codes needs a PQ index (this one is a flat store)");
   const int64_t total = append_counts(n_new, counts);
+  if (total > 0) pq_->freeze();
   const int ksub = pq_->ksub();
   for (int64_t i = 0; i < total * code_size_; ++i)
     PTCH_CHECK(codes[i] < ksub, "codes must be < 2**nbits=" + std::to_string(ksub) + "; got " +
@@ -191,7 +194,7 @@ int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_
 
 void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, float* scores,
                         int64_t* images, int64_t* patches, const Interrupt& interrupt) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   PTCH_CHECK(k >= 1, "k must be >= 1; got " + std::to_string(k));
   if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
   check_value_range(q, nq * dim_, dim_, "search: queries");
@@ -210,7 +213,7 @@ void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, floa
 }
 
 void PatchIndex::remove(int64_t n, const int64_t* images) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   for (int64_t i = 0; i < n; ++i)
     check_image_(images[i], "remove: ");
   for (int64_t i = 0; i < n; ++i) {
@@ -220,13 +223,13 @@ void PatchIndex::remove(int64_t n, const int64_t* images) {
 }
 
 bool PatchIndex::is_removed(int64_t image) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   check_image_(image, "");
   return removed_[image] != 0;
 }
 
 std::vector<int64_t> PatchIndex::compact() {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   const int64_t n = images_();
   std::vector<int64_t> mapping(n, -1);
   std::vector<uint8_t> rows(static_cast<size_t>(patches_()) * code_size_), kept;
@@ -251,12 +254,12 @@ std::vector<int64_t> PatchIndex::compact() {
 }
 
 void PatchIndex::reconstruct(int64_t image, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   reconstruct_(image, out);
 }
 
 bool PatchIndex::reconstruct_if(int64_t image, int64_t n_rows, float* out) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   check_image_(image, "reconstruct: ");
   if (offsets_[image + 1] - offsets_[image] != n_rows) return false;
   reconstruct_(image, out);
@@ -283,29 +286,29 @@ void PatchIndex::reconstruct_(int64_t image, float* out) const {
 }
 
 std::string PatchIndex::metadata_json() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return metadata_;
 }
 
 void PatchIndex::set_metadata_json(std::string json) {
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   metadata_ = std::move(json);
 }
 
 void PatchIndex::set_transform(std::shared_ptr<const LinearTransform> t) {
   PTCH_CHECK(!t || t->dim_out() == dim_, "transform dim_out (" + std::to_string(t ? t->dim_out() : 0) +
                                              ") must equal the index dim (" + std::to_string(dim_) + ")");
-  std::unique_lock<std::shared_mutex> lock(mu_);
+  std::unique_lock<FairSharedMutex> lock(mu_);
   transform_ = std::move(t);
 }
 
 std::shared_ptr<const LinearTransform> PatchIndex::transform() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   return transform_;
 }
 
 std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   const int64_t data_bytes = storage_bytes(patches_());
   const int64_t transform_bytes =
       transform_ ? static_cast<int64_t>((transform_->mean().size() + transform_->matrix().size()) * 4) : 0;

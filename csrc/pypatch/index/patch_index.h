@@ -4,7 +4,9 @@
 // each with its best score and the ordinal of the winning patch inside the image.
 //
 // Concurrency: search/reconstruct/save and the getters are const and may run from many threads
-// at once; train/add/remove/compact/set_metadata take an exclusive lock. Every getter that reads
+// at once; train/add/remove/compact/set_metadata take an exclusive lock. The lock is fair to
+// writers (util/fair_shared_mutex.h): an add() waits for the searches already running, not
+// for the ones that arrive after it. Every getter that reads
 // mutable state takes the shared lock and returns a copy (never a reference into vectors that
 // add() may reallocate).
 // Storage may view a loaded file (mmap or eager buffer); the first mutation copies it.
@@ -12,7 +14,7 @@
 #include <cstdint>       // int64_t
 #include <functional>    // interrupt callback
 #include <memory>        // shared_ptr
-#include <shared_mutex>  // reader/writer lock
+#include <shared_mutex>  // shared_lock
 #include <string>        // metadata, paths
 #include <utility>       // pair
 #include <vector>        // owned storage
@@ -20,6 +22,7 @@
 #include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
 #include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
 #include "pypatch/util/huge_page_allocator.h"    // storage streamed by the scans
+#include "pypatch/util/fair_shared_mutex.h"     // the index lock (fair to writers)
 
 namespace pypatch {
 namespace io { class Container; }
@@ -29,10 +32,14 @@ enum class StoreKind : uint32_t { PQ = 0, FlatF32 = 1, FlatF16 = 2 };
 class PatchIndex {
  public:
   using Interrupt = std::function<void()>;
+  /// Largest dim: what a file's reader accepts (PIDX), so every index that saves also loads.
+  static constexpr int kMaxDim = 1 << 20;
 
-  /// Exact flat store (kind FlatF32 or FlatF16).
+  /// Exact flat store (kind FlatF32 or FlatF16). Throws InvalidArgument unless 1 <= dim <= kMaxDim.
   PatchIndex(int dim, StoreKind kind);
-  /// PQ store over `pq` (shared, possibly untrained); pq->dim() must equal dim.
+  /// PQ store over `pq` (shared, possibly untrained); pq->dim() must equal dim. Once the index
+  /// holds codes, the quantizer is frozen (ProductQuantizer::freeze): retraining it would
+  /// silently change what the codes mean.
   PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq);
   ~PatchIndex();
 
@@ -147,7 +154,7 @@ class PatchIndex {
   int64_t n_removed_ = 0;
   std::string metadata_ = "{}";
   std::shared_ptr<const LinearTransform> transform_;  // nullptr: none
-  mutable std::shared_mutex mu_;
+  mutable FairSharedMutex mu_;
 };
 
 }  // namespace pypatch

@@ -179,25 +179,25 @@ class PatchIndex::Writer {
 };
 
 void PatchIndex::save(const std::string& path) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   std::vector<uint8_t> off;
   Writer::build(*this, off).write_atomic(path);
 }
 
 std::vector<uint8_t> PatchIndex::to_bytes() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   std::vector<uint8_t> off;
   return Writer::build(*this, off).to_bytes();
 }
 
 uint64_t PatchIndex::serialized_size() const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   std::vector<uint8_t> off;
   return Writer::build(*this, off).serialized_size();
 }
 
 bool PatchIndex::write_to(void* dst, uint64_t size) const {
-  std::shared_lock<std::shared_mutex> lock(mu_);
+  std::shared_lock<FairSharedMutex> lock(mu_);
   std::vector<uint8_t> off;
   const io::ContainerWriter w = Writer::build(*this, off);
   if (w.serialized_size() != size) return false;  // changed since serialized_size(): caller retries
@@ -239,7 +239,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
                            c->major(), c->minor());
   if (version != kHeaderVersion) bad(name, "invalid PIDX header version " + std::to_string(version));
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
-  if (dim < 1 || dim > (1u << 20)) bad(name, "implausible dim " + std::to_string(dim));
+  if (dim < 1 || dim > static_cast<uint32_t>(kMaxDim)) bad(name, "implausible dim " + std::to_string(dim));
   // Counts must fit the file before anything is sized from them.
   if (n_images >= c->file_bytes() || n_patches > c->file_bytes())
     bad(name, "image/patch counts exceed the file size");
@@ -266,6 +266,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   }
   if (static_cast<uint32_t>(ix->code_size_) != code_size) bad(name, "code size does not match the settings");
   if (!trained && n_patches > 0 && sk == StoreKind::PQ) bad(name, "codes without centroids");
+  if (sk == StoreKind::PQ && n_patches > 0) ix->pq_->freeze();  // its codes are in the file
   if (c->has(kKindTransform)) ix->transform_ = read_transform(*c, dim);
 
   // array<uint64_t> checks the size; the values are read as little-endian bytes.

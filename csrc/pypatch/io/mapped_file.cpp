@@ -6,12 +6,11 @@
 #include <utility>   // std::swap
 
 #include "pypatch/io/io_errors.h"  // IoError
+#include "pypatch/io/open_file.h"  // open_regular_file
 
 #if defined(__unix__) || defined(__APPLE__)
 #define PYPATCH_IO_HAVE_MMAP 1
-#include <fcntl.h>     // open
 #include <sys/mman.h>  // mmap, munmap
-#include <sys/stat.h>  // fstat
 #include <unistd.h>    // close
 #else
 #define PYPATCH_IO_HAVE_MMAP 0
@@ -44,30 +43,18 @@ namespace {
 }  // namespace
 
 MappedFile MappedFile::map(const std::string& path) {
-  int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) fail(path, "open for reading", errno);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    fail(path, "stat", err);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail(path, "map (not a regular file)", EINVAL);
-  }
+  uint64_t size;
+  const int fd = open_regular_file(path, &size);  // never blocks (FIFO), regular files only
   MappedFile out;
-  if (st.st_size > 0) {
-    void* p = ::mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+  if (size > 0) {
+    void* p = ::mmap(nullptr, size_t(size), PROT_READ, MAP_SHARED, fd, 0);
     if (p == MAP_FAILED) {
       const int err = errno;
       ::close(fd);
       fail(path, "mmap", err);
     }
     out.data_ = static_cast<const uint8_t*>(p);
-    out.size_ = size_t(st.st_size);
+    out.size_ = size_t(size);
   }
   ::close(fd);  // the mapping keeps its own reference to the file
   return out;

@@ -11,11 +11,10 @@
 #include "pypatch/io/container.h"
 #include "pypatch/io/crc32.h"          // crc32
 #include "pypatch/io/little_endian.h"  // le::load*
+#include "pypatch/io/open_file.h"      // open_regular_file
 
 #if defined(__unix__) || defined(__APPLE__)
 #define PYPATCH_IO_POSIX 1
-#include <fcntl.h>     // open
-#include <sys/stat.h>  // fstat
 #include <unistd.h>    // pread, close
 #else
 #define PYPATCH_IO_POSIX 0
@@ -262,18 +261,12 @@ Container Container::open(const std::string& path, const OpenOptions& opts) {
     c.map_ = std::move(map);  // the mapping does not move, views stay valid
     return c;
   }
-  int fd;
-  do fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  while (fd < 0 && errno == EINTR);
-  if (fd < 0) os_fail(path, "open for reading", errno);
+  uint64_t actual;
+  const int fd = open_regular_file(path, &actual);  // never blocks (FIFO), regular files only
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }
   } closer{fd};
-  struct stat st;
-  if (::fstat(fd, &st) != 0) os_fail(path, "stat", errno);
-  if (!S_ISREG(st.st_mode)) os_fail(path, "read (not a regular file)", EINVAL);
-  const uint64_t actual = uint64_t(st.st_size);
   uint8_t head[kHeaderBytes];
   const size_t got = pread_full(fd, head, size_t(std::min<uint64_t>(actual, kHeaderBytes)), 0, path);
   check_header(head, got, actual, opts, path);  // before allocating anything file-sized

@@ -1,7 +1,8 @@
 // ContainerWriter: lays sections out at 64-byte aligned offsets after the header and the
 // section table, streams them to memory or to a temporary file while computing their
 // CRCs, and writes the table and header last (so a half-written file has no valid
-// header). The file path is the classic atomic replace: tmp, fsync, rename, fsync dir.
+// header). The file path is the classic atomic replace: tmp, fsync, rename, fsync dir
+// (through symlinks, keeping the replaced file's mode; save_path.h).
 #include <algorithm>  // std::min
 #include <atomic>     // temp-name counter
 #include <cerrno>     // errno
@@ -11,10 +12,13 @@
 #include "pypatch/io/container.h"
 #include "pypatch/io/crc32.h"          // section and header CRCs
 #include "pypatch/io/little_endian.h"  // le::store*
+#include "pypatch/io/save_path.h"      // symlink rule, temp names, stale temps
 
 #if defined(__unix__) || defined(__APPLE__)
 #define PYPATCH_IO_POSIX 1
 #include <fcntl.h>     // open
+#include <sys/file.h>  // flock (marks a live writer's temporary)
+#include <sys/stat.h>  // stat, fchmod (keep the replaced file's mode)
 #include <unistd.h>    // pwrite, fsync, close, unlink, getpid
 #else
 #define PYPATCH_IO_POSIX 0
@@ -234,8 +238,10 @@ class FileOut final : public detail::ByteOut {
 #if PYPATCH_IO_POSIX
 
 void ContainerWriter::write_atomic(const std::string& path) const {
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
-                          std::to_string(g_tmp_counter.fetch_add(1));
+  // Through a symlink: replace the file it points to, keep the link (save_path.h).
+  const std::string target = resolve_save_target(path);
+  remove_stale_temps(target);  // of killed saves; best effort, before this one needs the space
+  const std::string tmp = temp_name(target, static_cast<long>(::getpid()), g_tmp_counter.fetch_add(1));
   int fd;
   do fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
   while (fd < 0 && errno == EINTR);
@@ -243,31 +249,35 @@ void ContainerWriter::write_atomic(const std::string& path) const {
     const int err = errno;
     throw IoError(path + ": cannot create temporary file " + tmp + ": " + errno_text(err), err);
   }
+  // Held until after the rename: tells remove_stale_temps of other processes (even in another
+  // PID namespace) that this temporary's writer is alive. Best effort (some NFS lack flock).
+  ::flock(fd, LOCK_EX | LOCK_NB);
   try {
     FileOut out(fd, tmp);
     serialize(out);
+    // Replacing a file keeps its permissions (a 0600 index stays private).
+    struct stat old;
+    if (::stat(target.c_str(), &old) == 0 && S_ISREG(old.st_mode) && ::fchmod(fd, old.st_mode & 07777) != 0) {
+      const int err = errno;
+      throw IoError(tmp + ": cannot copy the mode of " + target + ": " + errno_text(err), err);
+    }
     if (::fsync(fd) != 0) {
       const int err = errno;
       throw IoError(tmp + ": fsync failed: " + errno_text(err), err);
     }
-    const int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) {
+    if (::rename(tmp.c_str(), target.c_str()) != 0) {
       const int err = errno;
-      throw IoError(tmp + ": close failed: " + errno_text(err), err);
-    }
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      const int err = errno;
-      throw IoError(path + ": cannot replace with " + tmp + ": " + errno_text(err), err);
+      throw IoError(path + ": cannot replace " + target + " with " + tmp + ": " + errno_text(err), err);
     }
   } catch (...) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());  // the old file at `path` was never touched
+    ::close(fd);
+    ::unlink(tmp.c_str());  // the old file at `target` was never touched
     throw;
   }
+  ::close(fd);  // after fsync, a close error cannot lose data; the file is in place
   // Make the rename itself durable. Best effort: the new file is already in place, and
   // some filesystems refuse fsync on directories.
-  const int dfd = ::open(parent_dir(path).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const int dfd = ::open(parent_dir(target).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     ::fsync(dfd);
     ::close(dfd);

@@ -25,9 +25,28 @@ void ProductQuantizer::require_trained(const char* what) const {
                                   ": the quantizer is not trained; call train() or from_centroids()");
 }
 
+void ProductQuantizer::require_not_frozen(const char* what) const {
+  if (state_.load() == kFrozen)
+    throw InvalidArgument(std::string("ProductQuantizer.") + what +
+                          ": this quantizer encodes the codes of an index, and new centroids would "
+                          "silently change what those codes mean; train a new ProductQuantizer "
+                          "and build a new index with it");
+}
+
+void ProductQuantizer::freeze() {
+  int s = state_.load();
+  while (s != kFrozen) {
+    if (s == kWriting)
+      throw InvalidArgument("ProductQuantizer: centroids are being set by another thread while an "
+                            "index adds codes with it; train the quantizer before adding");
+    if (state_.compare_exchange_weak(s, kFrozen)) return;
+  }
+}
+
 void ProductQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
                              int64_t max_points_per_centroid,
                              const std::function<void()>& interrupt) {
+  require_not_frozen("train");  // before the (long) k-means
   PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
                              " training vectors; got " + std::to_string(n));
   PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
@@ -62,6 +81,15 @@ void ProductQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed
 void ProductQuantizer::set_centroids(const float* c) {
   // Bounded centroids keep every table entry and score finite (util/value_limits.h).
   check_value_range(c, static_cast<int64_t>(m_) * ksub_ * dsub_, dsub_, "centroids");
+  int expected = kFree;
+  if (!state_.compare_exchange_strong(expected, kWriting)) {
+    require_not_frozen("set_centroids");
+    throw InvalidArgument("ProductQuantizer.set_centroids: centroids are being set by another thread");
+  }
+  struct Release {  // back to kFree whatever happens (bad_alloc)
+    std::atomic<int>& s;
+    ~Release() { s.store(kFree); }
+  } release{state_};
   centroids_.assign(c, c + static_cast<size_t>(m_) * ksub_ * dsub_);
   centroids_t_.resize(centroids_.size());
   for (int j = 0; j < m_; ++j)

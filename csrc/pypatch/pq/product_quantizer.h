@@ -3,6 +3,7 @@
 // packs 4-bit ones two a byte: index/code_layout_fs4.h).
 // Scores are inner products: score(q, code) = sum_j lut[j][code[j]], lut[j][c] = <q_j, C_j[c]>.
 #pragma once
+#include <atomic>      // frozen state (read by index threads)
 #include <cstdint>     // uint8_t
 #include <functional>  // interrupt
 #include <vector>      // centroids
@@ -21,12 +22,17 @@ class ProductQuantizer {
   int dsub() const { return dsub_; }
   bool is_trained() const { return trained_; }
 
-  /// x: (n, dim) f32. Trains each sub-space with k-means++ and `iters` Lloyd iterations on at
+  /// x: (n, dim) f32. Throws InvalidArgument if frozen (checked before any work). Trains each sub-space with k-means++ and `iters` Lloyd iterations on at
   /// most max_points_per_centroid * ksub rows sampled with the seed (all rows if fewer).
   void train(int64_t n, const float* x, int iters = 25, uint64_t seed = 0, int num_threads = 0,
              int64_t max_points_per_centroid = 256, const std::function<void()>& interrupt = {});
-  /// c: (m, ksub, dsub) f32.
+  /// c: (m, ksub, dsub) f32. Throws InvalidArgument if frozen.
   void set_centroids(const float* c);
+  /// Called by a PatchIndex that stores codes made with this quantizer: from then on
+  /// train/set_centroids are refused (new centroids would silently reinterpret the codes).
+  /// Permanent. Throws InvalidArgument if another thread is setting centroids right now.
+  void freeze();
+  bool is_frozen() const { return state_.load() == kFrozen; }
   /// (m, ksub, dsub) f32; empty until trained.
   const std::vector<float>& centroids() const { return centroids_; }
 
@@ -40,6 +46,9 @@ class ProductQuantizer {
 
  private:
   void require_trained(const char* what) const;
+  void require_not_frozen(const char* what) const;
+  enum : int { kFree = 0, kWriting = 1, kFrozen = 2 };
+  std::atomic<int> state_{kFree};  // kWriting while set_centroids runs
   int dim_, m_, nbits_, ksub_, dsub_;
   bool trained_ = false;
   std::vector<float> centroids_;    // (m, ksub, dsub)

@@ -2,6 +2,7 @@
 #include "pypatch/simd/simd_level.h"
 
 #include <atomic>   // the selected level is read by concurrent searches
+#include <cstdio>   // the one-time warning on stderr
 #include <cstdlib>  // getenv
 #include <mutex>    // call_once
 
@@ -93,12 +94,20 @@ SimdLevel selected_simd_level() {
   std::call_once(g_select_once, [] {
     SimdLevel level = detected_simd_level();
     if (const char* env = std::getenv("PYPATCH_SIMD")) {
-      std::string s(env);
+      const std::string s(env);
       // An unknown or unsupported value falls back to the detected level rather than failing
-      // every search; simd_info() shows what was chosen.
+      // every search, but says so once (here, at first dispatch: never in a static initialiser).
+      const SimdLevel best = level;
       if (s == "scalar") level = SimdLevel::Scalar;
-      else if (s == "avx2" && level >= SimdLevel::AVX2) level = SimdLevel::AVX2;
-      else if (s == "avx512" && level >= SimdLevel::AVX512) level = SimdLevel::AVX512;
+      else if (s == "avx2" && best >= SimdLevel::AVX2) level = SimdLevel::AVX2;
+      else if (s == "avx512" && best >= SimdLevel::AVX512) level = SimdLevel::AVX512;
+      else if (s == "avx2" || s == "avx512")
+        std::fprintf(stderr, "pypatch: warning: PYPATCH_SIMD=%s is not supported by this CPU or "
+                     "build; using '%s'\n", s.c_str(), simd_level_name(best));
+      else if (!s.empty())
+        std::fprintf(stderr, "pypatch: warning: PYPATCH_SIMD='%s' is not a SIMD level; valid values "
+                     "are 'scalar', 'avx2', 'avx512'; using the detected level '%s'\n", s.c_str(),
+                     simd_level_name(best));
     }
     int expected = -1;
     g_selected.compare_exchange_strong(expected, static_cast<int>(level));
