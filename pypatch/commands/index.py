@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from pypatch.commands._args import require_positive
+from pypatch.errors import InvalidArgumentError
 from pypatch.extract.modes import MODES
 
 
@@ -70,7 +71,18 @@ def add_parser(subparsers) -> None:
                    help="auto (default): PQ stores with a PCA also learn an OPQ rotation "
                         "(better recall, longer training); none: PCA only")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads for the model and the search core (default: all cores)")
+                   help="threads for the model and the search core (default: all cores; with "
+                        "--ray: threads per embedding worker, default 1)")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="write a sharded index: --out is a folder of N shard files and a "
+                        "manifest.json, searched as one index (same results)")
+    p.add_argument("--ray", action="store_true",
+                   help="build on a Ray cluster (pip install 'pypatch[ray]'): embedding by a "
+                        "pool of workers, shards written in parallel; a rerun resumes")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --ray: embedding workers (default: the cluster's CPUs / threads)")
     p.set_defaults(func=run)
 
 
@@ -89,7 +101,7 @@ def run(args) -> int:
 
     from pypatch.index.image_index import ImageIndex
 
-    require_positive(args, "threads")
+    require_positive(args, "threads", "shards", "workers")
     source = args.source
     if os.path.isfile(source) and source.lower().endswith(".txt"):
         source = read_path_list(source)
@@ -98,14 +110,27 @@ def run(args) -> int:
     else:
         store, pq = "pq", args.pq or {"m": 32, "nbits": 8}
     start = time.perf_counter()
-    index = ImageIndex.build(source, model=args.model, regions=args.regions, store=store,
-                             pq_m=pq["m"], pq_nbits=pq["nbits"], mode=args.mode,
-                             train_on=args.train_on, train_size=args.train_size,
-                             pca_dim=args.pca_dim,
-                             pca_power="auto" if args.pca_power is None else args.pca_power,
-                             opq=False if args.opq == "none" else "auto",
-                             num_threads=args.threads, progress=True)
-    index.save(args.out)
+    settings = dict(model=args.model, regions=args.regions, store=store, pq_m=pq["m"],
+                    pq_nbits=pq["nbits"], mode=args.mode, train_on=args.train_on,
+                    train_size=args.train_size, pca_dim=args.pca_dim,
+                    pca_power="auto" if args.pca_power is None else args.pca_power,
+                    opq=False if args.opq == "none" else "auto")
+    if args.ray:
+        from pypatch.distributed.ray_build import build_sharded_ray
+
+        index = build_sharded_ray(source, args.out, shards=args.shards or 1,
+                                  ray_address=args.ray_address, workers=args.workers,
+                                  threads_per_worker=args.threads or 1, **settings)
+    elif args.ray_address or args.workers:
+        raise InvalidArgumentError("--ray-address and --workers need --ray")
+    elif args.shards:
+        from pypatch.distributed.sharded_index import ShardedIndex
+
+        index = ShardedIndex.build(source, args.out, shards=args.shards,
+                                   num_threads=args.threads, progress=True, **settings)
+    else:
+        index = ImageIndex.build(source, num_threads=args.threads, progress=True, **settings)
+        index.save(args.out)
     seconds = time.perf_counter() - start
     info = index.info()
     print(f"indexed {info['images']} images ({info['patches']} patches, "

@@ -357,8 +357,11 @@ class ImageIndex(SearchableIndex):
         counts = [len(v) for _, v, _ in pending]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        vectors = np.concatenate([v for _, v, _ in pending])
-        vectors = np.ascontiguousarray(vectors if stored else self.to_stored(vectors))
+        # transformed image by image: an image's stored vectors then do not depend on which
+        # images share its chunk (BLAS may sum differently for other batch shapes), so a
+        # sharded or distributed build stores exactly what one in-process build stores
+        vectors = np.concatenate([v if stored else self.to_stored(v) for _, v, _ in pending])
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._index.add(vectors, image_offsets=offsets)
         for item, _, size in pending:
             self._row[item.id] = len(self._ids)

@@ -100,12 +100,18 @@ class SearchableIndex(abc.ABC):
 
 
 def open_index(path, *, mmap: bool = True, model=None, num_threads: Optional[int] = None,
-               verify: bool = True) -> SearchableIndex:
+               verify: bool = True, ray: bool = False, ray_address=None) -> SearchableIndex:
     """An index file (:class:`~pypatch.ImageIndex`) or a sharded index folder (or its
     ``manifest.json``: :class:`~pypatch.ShardedIndex`), opened for search.
 
-    ``verify``: a sharded index checks every shard's sha256 against its manifest."""
+    ``verify``: a sharded index checks every shard's sha256 against its manifest. ``ray``: a
+    sharded index is served by Ray actors, one per shard (``ray_address``: the cluster)."""
     from pypatch.distributed.manifest import is_sharded
+
+    if ray:
+        from pypatch.distributed.ray_search import RayShardedIndex
+
+        return RayShardedIndex(path, ray_address, num_threads=num_threads, model=model)
 
     if is_sharded(path) or os.path.isdir(os.fspath(path)):
         from pypatch.distributed.sharded_index import ShardedIndex
