@@ -30,6 +30,10 @@ _LAZY = {
     # image-level index
     "ImageIndex": "pypatch.index.image_index",
     "SearchHit": "pypatch.index.results",
+    "SearchableIndex": "pypatch.index.searchable",
+    "open_index": "pypatch.index.searchable",
+    # sharded index (Ray only behind its own entry points)
+    "ShardedIndex": "pypatch.distributed.sharded_index",
     # errors
     "PypatchError": "pypatch.errors",
     "IndexFormatError": "pypatch.errors",
@@ -44,7 +48,7 @@ _LAZY = {
     "TooFewVectorsError": "pypatch.errors",
 }
 # the rooms (extract, index, evaluation) and the public modules reached as pypatch.<name>
-_SUBMODULES = {"extract", "index", "evaluation", "metrics", "models", "errors", "cli"}
+_SUBMODULES = {"extract", "index", "evaluation", "distributed", "metrics", "models", "errors", "cli"}
 
 __all__ = sorted(set(_LAZY) | _SUBMODULES | {"__version__"})
 

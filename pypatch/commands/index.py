@@ -71,7 +71,18 @@ def add_parser(subparsers) -> None:
                    help="auto (default): PQ stores with a PCA also learn an OPQ rotation "
                         "(better recall, longer training); none: PCA only")
     p.add_argument("--threads", type=int, default=None, metavar="N",
-                   help="threads for the model and the search core (default: all cores)")
+                   help="threads for the model and the search core (default: all cores; with "
+                        "--ray: threads per embedding worker, default 1)")
+    p.add_argument("--shards", type=int, default=None, metavar="N",
+                   help="write a sharded index: --out is a folder of N shard files and a "
+                        "manifest.json, searched as one index (same results)")
+    p.add_argument("--ray", action="store_true",
+                   help="build on a Ray cluster (pip install 'pypatch[ray]'): embedding by a "
+                        "pool of workers, shards written in parallel; a rerun resumes")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="with --ray: embedding workers (default: the cluster's CPUs / threads)")
     p.set_defaults(func=run)
 
 
@@ -159,8 +170,12 @@ def run(args) -> int:
     from pypatch.errors import InvalidArgumentError, TooFewVectorsError
     from pypatch.index.model_record import new_embedder
 
-    require_positive(args, "threads")
-    check_out_file(args.out)
+    require_positive(args, "threads", "shards", "workers")
+    if (args.ray_address or args.workers) and not args.ray:
+        raise InvalidArgumentError("--ray-address and --workers need --ray")
+    sharded = bool(args.shards or args.ray)  # --out is then a folder
+    if not sharded:
+        check_out_file(args.out)
     source = args.source
     if os.path.isfile(source) and source.lower().endswith(".txt"):
         source = read_path_list(source)
@@ -172,10 +187,12 @@ def run(args) -> int:
     settings = dict(model=args.model, regions=args.regions, mode=args.mode,
                     train_on=args.train_on, train_size=args.train_size,
                     pca_power="auto" if args.pca_power is None else args.pca_power,
-                    opq=False if args.opq == "none" else "auto",
-                    num_threads=args.threads, progress=True)
-    embedder = _bounded_cache(new_embedder(args.model, args.threads))
+                    opq=False if args.opq == "none" else "auto")
     try:
+        if sharded:
+            index = _build_sharded(args, source, store, pq, settings)
+            return _report(args, index, start)
+        embedder = _bounded_cache(new_embedder(args.model, args.threads))
         return _build_and_save(args, source, store, pq, settings, embedder, start)
     except TooFewVectorsError:
         raise
@@ -183,13 +200,28 @@ def run(args) -> int:
         raise InvalidArgumentError(flag_names(str(exc))) from None
 
 
+def _build_sharded(args, source, store, pq, settings):
+    """--shards N (one process) or --ray (a Ray cluster): a sharded index folder at --out."""
+    settings = dict(settings, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"], pca_dim=args.pca_dim)
+    if args.ray:
+        from pypatch.distributed.ray_build import build_sharded_ray
+
+        return build_sharded_ray(source, args.out, shards=args.shards or 1,
+                                 ray_address=args.ray_address, workers=args.workers,
+                                 threads_per_worker=args.threads or 1, **settings)
+    from pypatch.distributed.sharded_index import ShardedIndex
+
+    return ShardedIndex.build(source, args.out, shards=args.shards, num_threads=args.threads,
+                              progress=True, **settings)
+
+
 def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
     import sys
-    import time
 
     from pypatch.errors import TooFewVectorsError
     from pypatch.index.image_index import ImageIndex
 
+    settings = dict(settings, num_threads=args.threads, progress=True)
     try:
         index = ImageIndex.build(source, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"],
                                  pca_dim=args.pca_dim, embedder=embedder, **settings)
@@ -209,6 +241,13 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
         index = ImageIndex.build(source, store="flat", pca_dim=pca_dim, embedder=embedder,
                                  **settings)
     index.save(args.out)
+    return _report(args, index, start)
+
+
+def _report(args, index, start) -> int:
+    import sys
+    import time
+
     seconds = time.perf_counter() - start
     info = index.info()
     print(f"indexed {info['images']} images ({info['patches']} patches, "

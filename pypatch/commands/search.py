@@ -33,7 +33,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "search", help="search an index with query images",
         description="Rank the indexed images for each query image (optionally cropped to --box).")
-    p.add_argument("index", metavar="INDEX", help="index file written by `pypatch index`")
+    p.add_argument("index", metavar="INDEX", help="index file or sharded index folder written by `pypatch index`")
     p.add_argument("queries", metavar="QUERY", nargs="*", help="query image file(s)")
     p.add_argument("--box", type=parse_box, action="append", default=None,
                    metavar="x0,y0,x1,y1",
@@ -116,11 +116,11 @@ def hit_json(hit) -> dict:
 def run(args) -> int:
     import json
 
-    from pypatch.index.image_index import ImageIndex
+    from pypatch.index.searchable import open_index
 
     require_positive(args, "k", "threads")
     queries = collect_queries(args)
-    index = ImageIndex.load(args.index, mmap=True, model=args.model, num_threads=args.threads)
+    index = open_index(args.index, mmap=True, model=args.model, num_threads=args.threads)
     results = index.search_many(
         [q[1] for q in queries], [q[2] for q in queries], k=args.k,
         rerank=None if args.rerank == "none" else args.rerank,

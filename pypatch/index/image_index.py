@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_
 from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
 from pypatch.extract.modes import MODES
 from pypatch.index.results import SearchHit
+from pypatch.index.searchable import SearchableIndex
 from pypatch.index.sources import SourceItem, iter_source
 from pypatch.index.training import (check_pq, new_patch_index, train_settings, train_store,
                                     training_rows, transform_spec)
@@ -57,11 +58,9 @@ AUTO_PCA_POWER = -0.5
 AUTO_PCA_POWER_SINGLE_PASS = -0.25
 AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
 # ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
-# keyword arguments of search() handed to pypatch.index.rerank.second_stage
-_SECOND_STAGE_ARGS = {"rerank", "refine", "rerank_k", "refine_k", "qe_n", "query_regions"}
 
 
-class ImageIndex:
+class ImageIndex(SearchableIndex):
     """Patch-wise image index (Patchify): build, add, remove, save/load, search.
 
     Create one with :meth:`build` or :meth:`load`. ``len(index)`` is the number of live
@@ -125,6 +124,24 @@ class ImageIndex:
             ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
             large offline benchmark, +3.7 on the small one, for a longer training.
         """
+        self = cls.create(model=model, regions=regions, store=store, pq_m=pq_m,
+                          pq_nbits=pq_nbits, mode=mode, train_on=train_on,
+                          train_size=train_size, num_threads=num_threads, embedder=embedder,
+                          seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq)
+        self._ingest(source, progress=progress, training=not self.is_trained)
+        if len(self._ids) == 0:
+            detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
+            raise InvalidArgumentError(
+                f"source: no usable image; {len(self.skipped)} skipped{detail}")
+        return self
+
+    @classmethod
+    def create(cls, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
+               pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
+               train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
+               seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto") -> "ImageIndex":
+        """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
+        pre-transform: see :meth:`train_embedded`); a flat store without one is ready."""
         choice(store, "store", STORES)
         choice(mode, "mode", MODES)
         choice(train_on, "train_on", TRAIN_ON)
@@ -150,11 +167,6 @@ class ImageIndex:
         self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
                    embedder=embedder, num_threads=num_threads)
         self._grid = grid
-        self._ingest(source, progress=progress, training=(store == "pq" or transform is not None))
-        if len(self._ids) == 0:
-            detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
-            raise InvalidArgumentError(
-                f"source: no usable image; {len(self.skipped)} skipped{detail}")
         return self
 
     def add(self, source, progress: bool = True, replace: bool = False) -> list:
@@ -252,6 +264,97 @@ class ImageIndex:
             log.warning("skipped %d image(s); first: %s: %s", len(self.skipped),
                         *self.skipped[0])
 
+    def train_embedded(self, embedded) -> int:
+        """Train on already embedded images exactly as :meth:`build` would on the same source:
+        ``embedded`` yields ``(vectors (P, D), (w, h))`` in source order; the sample is drawn
+        from the first images until enough training vectors (or the buffer cap) are reached.
+        Returns how many images were consumed (a distributed build embeds only those)."""
+        if self.is_trained:
+            raise InvalidArgumentError("train_embedded: the index is already trained")
+        pending, count, nbytes = [], 0, 0
+        for vectors, size in embedded:
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            size = (int(size[0]), int(size[1]))
+            pending.append((None, vectors, size))
+            count += self._train_vectors_count(vectors, size)
+            nbytes += vectors.nbytes
+            if count >= train_settings(self._meta)[1] or nbytes >= _TRAIN_BUFFER_BYTES:
+                break
+        self._train(pending)
+        return len(pending)
+
+    def add_embedded(self, items, stored: bool = False) -> list:
+        """Append already embedded images: ``items`` yields ``(id, path or None, vectors,
+        (w, h))`` with this index's model and grid (``stored=True``: vectors already went
+        through :meth:`to_stored`). Returns the ids added; duplicates raise."""
+        self._ensure_trained()
+        batch = []
+        for image_id, path, vectors, size in items:
+            image_id = str(image_id)
+            size = (int(size[0]), int(size[1]))
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            if image_id in self._row or any(image_id == b[0].id for b in batch):
+                raise InvalidArgumentError(f"add_embedded: duplicate image id {image_id!r}")
+            if len(vectors) != len(self._cells(size)[0]):
+                raise InvalidArgumentError(
+                    f"add_embedded: {image_id!r} has {len(vectors)} vectors but the grid gives "
+                    f"{len(self._cells(size)[0])} cells for an image of size {size}")
+            batch.append((SourceItem(image_id, path, path), vectors, size))
+        if batch:
+            self._append(batch, stored=stored)
+        return [b[0].id for b in batch]
+
+    def codebooks(self) -> "ImageIndex":
+        """An empty index sharing this one's settings, trained quantizer and pre-transform:
+        saved, it is what every shard of a sharded index is built from."""
+        from pypatch.index.patch_index import PatchIndex
+        from pypatch.index.pq import ProductQuantizer
+
+        self._ensure_trained()
+        pq = self._index.pq
+        native = (PatchIndex(int(self._index.dim), pq=ProductQuantizer.from_centroids(pq.centroids))
+                  if pq is not None else new_patch_index(int(self._index.dim), self._meta["store"]))
+        meta = dict(self._meta, ids=[], paths=[], sizes=[], removed=[])
+        empty = type(self)(native, meta, model=self._model_override, embedder=self._embedder,
+                           num_threads=self._num_threads)
+        empty._transform = self._transform
+        return empty
+
+    def subset(self, ids) -> "ImageIndex":
+        """A new index (same codebooks and pre-transform) holding only the live images ``ids``,
+        in this index's order; their stored codes / vectors are copied, not re-encoded, so
+        each image scores exactly as it does here."""
+        wanted = {str(i) for i in ids}
+        unknown = wanted - set(self._row)
+        if unknown:
+            raise InvalidArgumentError(
+                f"ids: {len(unknown)} image id(s) not in the index, e.g. {sorted(unknown)[0]!r}")
+        rows = [r for r, i in enumerate(self._ids) if i in wanted and i in self._row]
+        out = self.codebooks()
+        if not rows:
+            return out
+        offsets = np.asarray(self._index.image_offsets)
+        counts = np.asarray([offsets[r + 1] - offsets[r] for r in rows], dtype=np.int64)
+        if self._index.pq is not None:
+            codes = self._index._ix.codes()  # the stored bytes: copied, never re-quantised
+            out._index.add_codes(np.concatenate([codes[offsets[r]:offsets[r + 1]] for r in rows]),
+                                 patches_per_image=counts)
+        else:  # reconstruct is exact for flat stores (float16 values round-trip)
+            out._index.add(np.concatenate([self._index.reconstruct(r) for r in rows]),
+                           patches_per_image=counts)
+        for r in rows:
+            out._row[self._ids[r]] = len(out._ids)
+            out._ids.append(self._ids[r])
+            out._paths.append(self._paths[r])
+            out._sizes.append(self._sizes[r])
+        return out
+
+    @property
+    def is_trained(self) -> bool:
+        """True once the PQ codebooks and the pre-transform (those used) are fitted."""
+        store_ready = self._meta["store"]["kind"] != "pq" or bool(self._index.is_trained)
+        return store_ready and (not self._meta.get("transform") or self._transform is not None)
+
     def _train_vectors_count(self, vectors, size) -> int:
         return len(training_rows(self._meta, vectors, self._cells(size)[1]))
 
@@ -275,11 +378,15 @@ class ImageIndex:
         """The fitted :class:`~pypatch.index.transform.PCATransform` (None when not used)."""
         return self._transform
 
-    def _append(self, pending: list) -> None:
+    def _append(self, pending: list, stored: bool = False) -> None:
         counts = [len(v) for _, v, _ in pending]
         offsets = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=offsets[1:])
-        vectors = np.ascontiguousarray(self.to_stored(np.concatenate([v for _, v, _ in pending])))
+        # transformed image by image: an image's stored vectors then do not depend on which
+        # images share its chunk (BLAS may sum differently for other batch shapes), so a
+        # sharded or distributed build stores exactly what one in-process build stores
+        vectors = np.concatenate([v if stored else self.to_stored(v) for _, v, _ in pending])
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         self._index.add(vectors, image_offsets=offsets)
         for item, _, size in pending:
             self._row[item.id] = len(self._ids)
@@ -357,49 +464,6 @@ class ImageIndex:
         return cls(patch_index, meta, model=model, num_threads=num_threads)
 
     # ------------------------------------------------------------------ search
-    def search(self, query, box=None, k: int = 10,
-               num_threads: Optional[int] = None, **second_stage) -> list:
-        """Rank database images for one query (path, PIL image or array).
-
-        The query is one global descriptor of the image, or of ``box`` = ``[x0, y0, x1, y1]``
-        when given. Returns up to ``k`` :class:`SearchHit` s, best first.
-
-        Optional second stage (see :mod:`pypatch.index.rerank`, :mod:`pypatch.index.refine`):
-        ``rerank=None|"qe"|"multipatch"`` (``rerank_k=100``, ``qe_n=5``,
-        ``query_regions="L1"``) and ``refine=False|True|"simmap"|"cells"`` (``refine_k=10``:
-        the top hits get ``box`` refined, ``cell`` stays the grid cell)."""
-        return self.search_many([query], None if box is None else [box], k=k,
-                                num_threads=num_threads, **second_stage)[0]
-
-    def search_many(self, queries: Sequence, boxes: Optional[Sequence] = None, k: int = 10,
-                    num_threads: Optional[int] = None, **second_stage) -> list:
-        """Batch form of :meth:`search`: one list of hits per query."""
-        queries = list(queries)
-        if boxes is None:
-            boxes = [None] * len(queries)
-        boxes = list(boxes)
-        if len(boxes) != len(queries):
-            raise InvalidArgumentError(
-                f"boxes: expected one box (or None) per query ({len(queries)}), got {len(boxes)}")
-        embedder = self._get_embedder()
-        if not queries:
-            return []
-        unknown = set(second_stage) - _SECOND_STAGE_ARGS
-        if unknown:
-            raise InvalidArgumentError(f"search: unexpected keyword argument(s) "
-                                       f"{', '.join(sorted(unknown))}")
-        # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
-        q = np.stack([embedder.embed_query(img, box=b, regions=self._grid, mode=self._meta["mode"])
-                      for img, b in zip(queries, boxes)])
-        if any(v not in (None, False) for v in (second_stage.get("rerank"),
-                                                 second_stage.get("refine"))):
-            from pypatch.index.rerank import second_stage as run_second_stage
-
-            as_int(k, "k", 1)
-            return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
-                                    **second_stage)
-        return self.search_vectors(q, k=k, num_threads=num_threads)
-
     def search_vectors(self, descriptors, k: int = 10,
                        num_threads: Optional[int] = None, stored: bool = False) -> list:
         """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
@@ -456,6 +520,13 @@ class ImageIndex:
     def ids(self) -> list:
         """Ids of the live images, in index order."""
         return [i for r, i in enumerate(self._ids) if self._row.get(i) == r]
+
+    def patch_vectors(self, image_id) -> np.ndarray:
+        """(P, stored dim) float32 stored vectors of one live image (decoded for PQ)."""
+        row = self._row.get(str(image_id))
+        if row is None:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the index")
+        return self._index.reconstruct(row)
 
     @property
     def patch_index(self):
@@ -520,8 +591,7 @@ class ImageIndex:
         return cached
 
     def _ensure_trained(self) -> None:
-        needs_training = self._meta["store"]["kind"] == "pq" or self._meta.get("transform")
-        if needs_training and len(self._ids) == 0:
+        if not self.is_trained:
             raise NotTrainedError("the index has no trained codebooks yet: use ImageIndex.build")
 
     def _get_embedder(self):

@@ -40,6 +40,13 @@ def check_model(recorded: dict, embedder) -> None:
                 stacklevel=3)
 
 
+def same_model(a: dict, b: dict) -> bool:
+    """Do two model records (``meta["model"]``) name the same model (identity keys of the
+    cards)? Sharded indexes refuse shards built with different models."""
+    ca, cb = a.get("card", {}), b.get("card", {})
+    return all(_norm(ca.get(k)) == _norm(cb.get(k)) for k in _CARD_IDENTITY)
+
+
 def _norm(value):
     if isinstance(value, (list, tuple)):
         return [_norm(v) for v in value]

@@ -174,7 +174,7 @@ def refine_hits(index, hits: list, query, method: str = "simmap", refine_k: int 
     for i, h in enumerate(out[:refine_k]):
         if method == "cells":
             info = index.image_info(h.image)
-            scores = index.patch_index.reconstruct(index._row[h.image]) @ index.to_stored(q)
+            scores = index.patch_vectors(h.image) @ index.to_stored(q)
             box = fuse_cells(info["cells"], scores)
         elif h.path is None:
             continue

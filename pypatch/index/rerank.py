@@ -90,17 +90,16 @@ def rerank_hits(index, hits: list, query_vector, method: str, *, k: int,
     _check(method, rerank_k, qe_n)
     if not hits:
         return []
-    pidx = index.patch_index
     if method == "qe":
         top = hits[:qe_n]
-        vecs = [pidx.reconstruct(index._row[h.image])[h.patch] for h in top]
+        vecs = [index.patch_vectors(h.image)[h.patch] for h in top]
         # expanded in the stored space (after the index's pre-transform, if any)
         q2 = expand_query(index.to_stored(query_vector), vecs, [h.score for h in top], alpha)
         return index.search_vectors(q2, k=k, num_threads=num_threads, stored=True)[0]
     if query_patches is None:
         raise InvalidArgumentError("rerank='multipatch' needs the query's patch descriptors")
     head, tail = hits[:rerank_k], hits[rerank_k:]
-    cands = [pidx.reconstruct(index._row[h.image]) for h in head]
+    cands = [index.patch_vectors(h.image) for h in head]
     scores, _ = maxsim_scores(index.to_stored(query_patches), cands)
     order = np.argsort(-scores, kind="stable")  # ties keep the first-stage order
     out = [replace(head[i], score=float(scores[i])) for i in order]

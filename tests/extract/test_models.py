@@ -123,7 +123,7 @@ def test_reading_a_card_and_resolving_never_import_torch(default_model_path, def
     code = (
         "import sys, json, pypatch, pypatch.models as m\n"
         "p = m.resolve_model(sys.argv[1]); card = m.read_model_card(p)\n"
-        "heavy = sorted(k for k in ('torch', 'timm', 'torchvision') if k in sys.modules)\n"
+        "heavy = sorted(k for k in ('torch', 'timm', 'torchvision', 'ray') if k in sys.modules)\n"
         "print(json.dumps({'card': card, 'heavy': heavy}))\n"
     )
     out = json.loads(_run_python(code, default_model_path))

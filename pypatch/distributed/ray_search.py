@@ -1,0 +1,196 @@
+"""Fan-out search of a sharded index on a Ray cluster: one actor per shard.
+
+Each shard is held by one actor (the file mmap'd once, checked against the manifest's sha256
+when the actor starts or restarts). The driver keeps only the codebooks (model record, grid,
+pre-transform): it embeds and transforms the queries, sends them to every shard actor, and
+merges the per-shard top-k with the same exact merge as the local :class:`ShardedIndex`.
+
+Failures: actors restart on death (``max_restarts=-1``) and a call in flight or issued during
+the restart is retried by Ray, so the query waits; a shard that does not answer within
+``timeout_s`` (or whose actor cannot come back) raises :class:`ShardUnavailableError`. An
+answer is never assembled from a subset of the shards.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+from pypatch._checks import as_int
+from pypatch.distributed import manifest as mf
+from pypatch.distributed.merge import merge_topk
+from pypatch.errors import InvalidArgumentError, PypatchError
+from pypatch.index.image_index import ImageIndex
+from pypatch.index.searchable import SearchableIndex
+
+__all__ = ["RayShardedIndex", "ShardUnavailableError", "require_ray"]
+
+
+class ShardUnavailableError(PypatchError, RuntimeError):
+    """A shard actor did not answer (dead, restarting past the timeout): no partial answer."""
+
+
+def require_ray(address=None, num_cpus=None):
+    """The ``ray`` module, connected (``address``: a cluster; None: start or reuse a local one)."""
+    try:
+        import ray
+    except ImportError:
+        raise InvalidArgumentError("Ray is not installed: pip install 'pypatch[ray]'") from None
+    if not ray.is_initialized():
+        kwargs = {"include_dashboard": False, "log_to_driver": False}
+        if address is None and num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(address=address, **kwargs)
+    return ray
+
+
+class _ShardServer:
+    """Holds one shard (mmap'd); made a Ray actor class by :func:`_actor_class`."""
+
+    def __init__(self, folder: str, entry: dict, num_threads: Optional[int]):
+        mf.check_file(folder, entry, verify=True)  # a restarted actor re-checks the file
+        self.index = ImageIndex.load(os.path.join(folder, entry["file"]), mmap=True,
+                                     num_threads=num_threads)
+
+    def search(self, q, k: int, num_threads):
+        """Per query ``(scores, rows, patches, hits)`` of this shard's top-k (None: empty)."""
+        n = len(self.index)
+        if n == 0:
+            return None
+        scores, rows, patches = self.index.patch_index.search(q, k=min(k, n),
+                                                              num_threads=num_threads)
+        return [(s, r, p, self.index._hits(s, r, p)) for s, r, p in zip(scores, rows, patches)]
+
+    def ids(self) -> list:
+        return self.index.ids
+
+    def image_info(self, image_id) -> dict:
+        return self.index.image_info(image_id)
+
+    def patch_vectors(self, image_id):
+        return self.index.patch_vectors(image_id)
+
+    def info(self) -> dict:
+        return self.index.info()
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _actor_class(ray, num_cpus: float):
+    return ray.remote(num_cpus=num_cpus, max_restarts=-1, max_task_retries=-1)(_ShardServer)
+
+
+class RayShardedIndex(SearchableIndex):
+    """A sharded index folder served by Ray actors (same results as :class:`ShardedIndex`).
+
+    ``RayShardedIndex(path, ray_address=None)``; the folder must be readable at the same path
+    from every node (shared storage). ``close()`` stops the actors."""
+
+    def __init__(self, path, ray_address=None, *, num_threads: Optional[int] = None,
+                 timeout_s: float = 60.0, actor_cpus: float = 0, model=None):
+        self._ray = ray = require_ray(ray_address)
+        self._folder = os.path.abspath(mf.folder_of(path))
+        self._manifest = mf.read_manifest(self._folder, verify=True)
+        self._codebooks = ImageIndex.load(
+            os.path.join(self._folder, self._manifest["codebooks"]["file"]), mmap=False,
+            model=model, num_threads=num_threads)
+        self._grid, self._meta = self._codebooks._grid, self._codebooks._meta
+        self._num_threads = num_threads
+        self._timeout = float(timeout_s)
+        cls = _actor_class(ray, actor_cpus)
+        self.actors = [cls.remote(self._folder, entry, num_threads)
+                       for entry in self._manifest["shards"]]
+        self._ids = self._gather([a.ids.remote() for a in self.actors])
+        self._where = {i: s for s, ids in enumerate(self._ids) for i in ids}
+
+    def _gather(self, refs) -> list:
+        ray = self._ray
+        try:
+            return ray.get(refs, timeout=self._timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise ShardUnavailableError(
+                f"{self._folder!r}: a shard did not answer within {self._timeout:g} s "
+                f"(restarting or unreachable); no partial answer") from None
+        except ray.exceptions.RayActorError as exc:
+            raise ShardUnavailableError(f"{self._folder!r}: a shard actor died and cannot "
+                                        f"restart ({type(exc).__name__}); no partial "
+                                        f"answer") from None
+
+    def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
+                       stored: bool = False) -> list:
+        as_int(k, "k", 1)
+        q = np.asarray(descriptors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        want = int(self._codebooks.patch_index.dim) if stored else self._meta["dim"]
+        if q.ndim != 2 or q.shape[1] != want:
+            raise InvalidArgumentError(f"descriptors: expected shape (nq, {want}), got {q.shape}")
+        q = np.ascontiguousarray(q if stored else self.to_stored(q))
+        threads = num_threads if num_threads is not None else self._num_threads
+        parts = self._gather([a.search.remote(q, k, threads) for a in self.actors])
+        out = []
+        for qi in range(len(q)):
+            per_shard = [None if p is None else p[qi] for p in parts]
+            merged = merge_topk([None if p is None else p[:3] for p in per_shard], k)
+            hits = []
+            for rank, (s, row, _, _) in enumerate(merged, 1):
+                _, rows, _, shard_hits = per_shard[s]
+                hit = shard_hits[[int(r) for r in rows if r >= 0].index(row)]
+                hits.append(_with_rank(hit, rank))
+            out.append(hits)
+        return out
+
+    # ------------------------------------------------------------------ introspection
+    def __len__(self) -> int:
+        return len(self._where)
+
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._where
+
+    @property
+    def ids(self) -> list:
+        return [i for ids in self._ids for i in ids]
+
+    def to_stored(self, vectors) -> np.ndarray:
+        return self._codebooks.to_stored(vectors)
+
+    def _actor_of(self, image_id):
+        s = self._where.get(str(image_id))
+        if s is None:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the index")
+        return self.actors[s]
+
+    def image_info(self, image_id) -> dict:
+        return self._gather(self._actor_of(image_id).image_info.remote(str(image_id)))
+
+    def patch_vectors(self, image_id) -> np.ndarray:
+        return self._gather(self._actor_of(image_id).patch_vectors.remote(str(image_id)))
+
+    def info(self) -> dict:
+        infos = self._gather([a.info.remote() for a in self.actors])
+        out = dict(infos[0])
+        n = sum(i["images"] for i in infos)
+        patches = sum(i["patches"] for i in infos)
+        out.update(images=n, patches=patches, removed=sum(i["removed"] for i in infos),
+                   patches_per_image=round(patches / n, 3) if n else 0.0,
+                   format="sharded", num_shards=len(infos), served_by="ray")
+        return out
+
+    def _get_embedder(self):
+        return self._codebooks._get_embedder()
+
+    def set_embedder(self, embedder) -> None:
+        self._codebooks.set_embedder(embedder)
+
+    def close(self) -> None:
+        for a in self.actors:
+            self._ray.kill(a, no_restart=True)
+        self.actors = []
+
+
+def _with_rank(hit, rank: int):
+    from dataclasses import replace
+
+    return replace(hit, rank=rank)

@@ -1,0 +1,341 @@
+"""``ShardedIndex``: a folder of ImageIndex shards searched as one index.
+
+Every shard is an :class:`~pypatch.ImageIndex` file built from the same trained codebooks and
+pre-transform (``codebooks.ptch``), so a query descriptor is transformed once and every shard
+scores its images exactly as one index over all of them would. The shards are searched in
+parallel (a thread each, the native search releases the GIL; files are mmap'd) and their
+top-k lists merged by :func:`~pypatch.distributed.merge.merge_topk`: ids, scores and boxes are
+those of the monolithic index, ties included (global order = shard, then row).
+
+Edits (:meth:`add`, :meth:`remove`) happen in memory like ImageIndex's and are written by
+:meth:`save`: changed shards first (atomic), the manifest last, so a crash leaves the old
+manifest, whose hashes then refuse the half-written state instead of serving it.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Optional
+
+import numpy as np
+
+from pypatch._checks import as_int
+from pypatch.distributed import manifest as mf
+from pypatch.distributed.merge import merge_topk
+from pypatch.errors import IndexFormatError, InvalidArgumentError, ModelMismatchError
+from pypatch.index.image_index import ImageIndex
+from pypatch.index.model_record import same_model
+from pypatch.index.searchable import SearchableIndex
+from pypatch.index.sources import iter_source
+
+__all__ = ["ShardedIndex"]
+
+
+class ShardedIndex(SearchableIndex):
+    """Shards of one collection, searched as one index. Create with :meth:`open`,
+    :meth:`build` or :meth:`from_index`; ``len()`` counts live images of all shards."""
+
+    def __init__(self, folder, manifest: dict, codebooks: ImageIndex, shards: list, *,
+                 num_threads: Optional[int] = None):
+        self._folder = os.fspath(folder)
+        self._manifest = manifest
+        self._codebooks = codebooks
+        self._shards = list(shards)
+        self._files = [e["file"] for e in manifest["shards"]]
+        self._num_threads = num_threads
+        self._dirty: set = set()
+        self._pool = None
+        self._where: dict = {}
+        for s, shard in enumerate(self._shards):
+            for image_id in shard.ids:
+                if image_id in self._where:
+                    raise IndexFormatError(f"{self._folder!r}: image id {image_id!r} is in "
+                                           f"shards {self._where[image_id]} and {s}")
+                self._where[image_id] = s
+        # the query side: grid, mode and model of the codebooks (checked equal in every shard)
+        self._grid = codebooks._grid
+        self._meta = codebooks._meta
+        self.skipped: list = []
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path, mmap: bool = True, model=None, num_threads: Optional[int] = None,
+             verify: bool = True) -> "ShardedIndex":
+        """Open a sharded index folder (or its manifest.json). ``verify``: check every file's
+        sha256 against the manifest (sizes are always checked). Raises IndexFormatError
+        (missing / changed / foreign file), IndexVersionError, ModelMismatchError (a shard
+        built with another model)."""
+        folder = mf.folder_of(path)
+        man = mf.read_manifest(folder, verify=verify)
+        codebooks = ImageIndex.load(os.path.join(folder, man["codebooks"]["file"]), mmap=False,
+                                    model=model, num_threads=num_threads)
+        if not codebooks.is_trained:
+            raise IndexFormatError(f"{folder!r}: {man['codebooks']['file']} holds no trained "
+                                   f"codebooks")
+        if not same_model(man["model"], codebooks._meta["model"]):
+            raise ModelMismatchError(f"{folder!r}: the codebooks were trained with model "
+                                     f"{_label(codebooks._meta['model'])}, the manifest "
+                                     f"records {_label(man['model'])}")
+        shards = []
+        for entry in man["shards"]:
+            shard = ImageIndex.load(os.path.join(folder, entry["file"]), mmap=mmap, model=model,
+                                    num_threads=num_threads)
+            _check_shard(folder, entry, shard, codebooks)
+            shards.append(shard)
+        return cls(folder, man, codebooks, shards, num_threads=num_threads)
+
+    @classmethod
+    def from_index(cls, index: ImageIndex, path, shards: int = 2) -> "ShardedIndex":
+        """Split ``index``'s live images into ``shards`` consecutive runs (codes copied, not
+        re-encoded) and write them as a sharded index folder ``path``."""
+        n = as_int(shards, "shards", 1)
+        ids = index.ids
+        if n > len(ids):
+            raise InvalidArgumentError(f"shards: {n} shards for {len(ids)} images; at most one "
+                                       f"shard per image")
+        bounds = np.linspace(0, len(ids), n + 1).round().astype(int)
+        parts = [index.subset(ids[bounds[i]:bounds[i + 1]]) for i in range(n)]
+        return cls.write(path, index.codebooks(), parts)
+
+    @classmethod
+    def build(cls, source, path, shards: int = 2, **build_args) -> "ShardedIndex":
+        """In one process: :meth:`ImageIndex.build` (same arguments), then :meth:`from_index`.
+        ``index.skipped`` lists the images that could not be used."""
+        index = ImageIndex.build(source, **build_args)
+        out = cls.from_index(index, path, shards=shards)
+        out.skipped = list(index.skipped)
+        return out
+
+    @classmethod
+    def write(cls, path, codebooks: ImageIndex, shards: list) -> "ShardedIndex":
+        """Write ``codebooks`` and the ``shards`` (ImageIndex built from it) as folder ``path``:
+        files first, the manifest last. Returns the written index, opened."""
+        from pypatch import __version__
+
+        folder = os.fspath(path)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise InvalidArgumentError(f"out: {folder!r} exists and is not a folder")
+        os.makedirs(folder, exist_ok=True)
+        codebooks.save(os.path.join(folder, mf.CODEBOOKS))
+        entries = []
+        for i, shard in enumerate(shards):
+            shard.save(os.path.join(folder, mf.shard_name(i)))
+            entries.append(mf.file_entry(folder, mf.shard_name(i), images=len(shard),
+                                         patches=int(shard.patch_index.num_patches)))
+        man = mf.new_manifest(codebooks._meta["model"], mf.file_entry(folder, mf.CODEBOOKS),
+                              entries, __version__)
+        mf.write_json_atomic(os.path.join(folder, mf.MANIFEST), man)
+        return cls.open(folder)
+
+    # ------------------------------------------------------------------ search
+    def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
+                       stored: bool = False) -> list:
+        """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly."""
+        as_int(k, "k", 1)
+        q = np.asarray(descriptors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        want = int(self._codebooks.patch_index.dim) if stored else self._meta["dim"]
+        if q.ndim != 2 or q.shape[1] != want:
+            raise InvalidArgumentError(f"descriptors: expected shape (nq, {want}), got {q.shape}")
+        q = np.ascontiguousarray(q if stored else self.to_stored(q))
+        per_shard = self._fan_out(q, k, num_threads)
+        out = []
+        for qi in range(len(q)):
+            merged = merge_topk([None if r is None else (r[0][qi], r[1][qi], r[2][qi])
+                                 for r in per_shard], k)
+            out.append([replace(self._shards[s]._hits([score], [row], [patch])[0], rank=rank)
+                        for rank, (s, row, patch, score) in enumerate(merged, 1)])
+        return out
+
+    def _fan_out(self, q, k: int, num_threads) -> list:
+        """Per shard ``(scores, rows, patches)`` of all queries (None for an empty shard)."""
+        live = [s for s, shard in enumerate(self._shards) if len(shard)]
+        total = num_threads if num_threads is not None else self._num_threads
+        total = total or os.cpu_count() or 1
+        per = max(1, total // max(1, len(live)))
+
+        def one(s):
+            shard = self._shards[s]
+            return shard.patch_index.search(q, k=min(k, len(shard)), num_threads=per)
+
+        out = [None] * len(self._shards)
+        if len(live) <= 1 or total <= 1:
+            for s in live:
+                out[s] = one(s)
+            return out
+        if self._pool is None or self._pool._max_workers < min(len(live), total):
+            self._pool = ThreadPoolExecutor(min(len(live), total),
+                                            thread_name_prefix="pypatch-shard")
+        for s, result in zip(live, self._pool.map(one, live)):
+            out[s] = result
+        return out
+
+    # ------------------------------------------------------------------ edits
+    def add(self, source, progress: bool = True, new_shard: bool = False) -> list:
+        """Embed and append images to the last shard (or, ``new_shard=True``, to a new one);
+        ids already in any shard are skipped (``index.skipped``). Written by :meth:`save`."""
+        items, self.skipped = [], []
+        for item in iter_source(source):
+            if item.id in self._where or any(item.id == i.id for i in items):
+                self.skipped.append((item.path or item.id, f"duplicate image id {item.id!r}"))
+            else:
+                items.append(item)
+        if new_shard:
+            target = ImageIndex.load(os.path.join(self._folder, self._manifest["codebooks"]["file"]),
+                                     mmap=False, num_threads=self._num_threads)
+            self._shards.append(target)
+            self._files.append(mf.shard_name(len(self._files)))
+        s = len(self._shards) - 1
+        target = self._shards[s]
+        target.set_embedder(self._get_embedder())
+        added = target.add(items, progress=progress)
+        self.skipped += target.skipped
+        for image_id in added:
+            self._where[image_id] = s
+        self._dirty.add(s)
+        return added
+
+    def remove(self, ids) -> int:
+        """Tombstone images by id in whichever shard holds them (written by :meth:`save`)."""
+        if isinstance(ids, (str, int)):
+            ids = [ids]
+        ids = [str(i) for i in ids]
+        unknown = [i for i in ids if i not in self._where]
+        if unknown:
+            raise InvalidArgumentError(
+                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        by_shard: dict = {}
+        for i in dict.fromkeys(ids):
+            by_shard.setdefault(self._where[i], []).append(i)
+        n = 0
+        for s, shard_ids in by_shard.items():
+            n += self._shards[s].remove(shard_ids)
+            self._dirty.add(s)
+            for i in shard_ids:
+                del self._where[i]
+        return n
+
+    def save(self) -> None:
+        """Write the changed shards (atomic each), then the manifest (atomic, last)."""
+        from pypatch import __version__
+
+        entries = list(self._manifest["shards"])
+        for s in sorted(self._dirty):
+            name = self._files[s]
+            self._shards[s].save(os.path.join(self._folder, name))
+            entry = mf.file_entry(self._folder, name, images=len(self._shards[s]),
+                                  patches=int(self._shards[s].patch_index.num_patches))
+            if s < len(entries):
+                entries[s] = entry
+            else:
+                entries.append(entry)
+        man = mf.new_manifest(self._manifest["model"], self._manifest["codebooks"], entries,
+                              __version__)
+        mf.write_json_atomic(os.path.join(self._folder, mf.MANIFEST), man)
+        self._manifest, self._dirty = man, set()
+
+    # ------------------------------------------------------------------ introspection
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._shards)
+
+    def __contains__(self, image_id) -> bool:
+        return str(image_id) in self._where
+
+    def __repr__(self) -> str:
+        return f"ShardedIndex(images={len(self)}, shards={len(self._shards)}, {self._folder!r})"
+
+    @property
+    def ids(self) -> list:
+        """Ids of the live images in global order (shard, then row)."""
+        return [i for shard in self._shards for i in shard.ids]
+
+    @property
+    def shards(self) -> list:
+        """The shards (ImageIndex), in global order."""
+        return list(self._shards)
+
+    @property
+    def folder(self) -> str:
+        return self._folder
+
+    @property
+    def transform(self):
+        return self._codebooks.transform
+
+    def to_stored(self, vectors) -> np.ndarray:
+        return self._codebooks.to_stored(vectors)
+
+    def image_info(self, image_id) -> dict:
+        return self._shard_of(image_id).image_info(image_id)
+
+    def patch_vectors(self, image_id) -> np.ndarray:
+        return self._shard_of(image_id).patch_vectors(image_id)
+
+    def _shard_of(self, image_id) -> ImageIndex:
+        s = self._where.get(str(image_id))
+        if s is None:
+            raise InvalidArgumentError(f"image id {image_id!r} is not in the index")
+        return self._shards[s]
+
+    def info(self) -> dict:
+        """ImageIndex.info() summed over the shards, plus ``shards`` (file, images, patches)."""
+        infos = [s.info() for s in self._shards]
+        out = dict(infos[0])
+        n = sum(i["images"] for i in infos)
+        patches = sum(i["patches"] for i in infos)
+        memory: dict = {}
+        for i in infos:
+            for key, v in i["memory_bytes"].items():
+                memory[key] = memory.get(key, 0) + v
+        out.update(images=n, removed=sum(i["removed"] for i in infos), patches=patches,
+                   patches_per_image=round(patches / n, 3) if n else 0.0,
+                   bytes_per_image=(round(patches * out["bytes_per_patch"] / n + 8, 1)
+                                    if n else 0.0),
+                   memory_bytes=memory, format="sharded", num_shards=len(infos),
+                   shards=[{"file": f, "images": i["images"], "patches": i["patches"]}
+                           for f, i in zip(self._files, infos)])
+        return out
+
+    def _get_embedder(self):
+        embedder = self._codebooks._get_embedder()
+        return embedder
+
+    def set_embedder(self, embedder) -> None:
+        """Use an already constructed :class:`~pypatch.Embedder` (checked against the index)."""
+        self._codebooks.set_embedder(embedder)
+
+
+def _check_shard(folder, entry: dict, shard: ImageIndex, codebooks: ImageIndex) -> None:
+    """A shard must hold what the manifest says, with the codebooks' model, grid, store,
+    quantizer and pre-transform (else its scores would not merge with the others')."""
+    name = entry["file"]
+    meta, ref = shard._meta, codebooks._meta
+    if not same_model(meta["model"], ref["model"]):
+        raise ModelMismatchError(f"{folder!r}: shard {name} was built with model "
+                                 f"{_label(meta['model'])}, the index with {_label(ref['model'])}")
+    for key in ("regions", "mode", "dim"):
+        if meta[key] != ref[key]:
+            raise IndexFormatError(f"{folder!r}: shard {name} has {key}={meta[key]!r}, the "
+                                   f"codebooks {ref[key]!r}")
+    if len(shard) != entry.get("images"):
+        raise IndexFormatError(f"{folder!r}: shard {name} holds {len(shard)} images, the "
+                               f"manifest says {entry.get('images')}")
+    a, b = shard.patch_index, codebooks.patch_index
+    same = a.dim == b.dim and (a.pq is None) == (b.pq is None) and a.flat_dtype == b.flat_dtype
+    if same and a.pq is not None:
+        same = np.array_equal(a.pq.centroids, b.pq.centroids)
+    ta, tb = shard.transform, codebooks.transform
+    if same and (ta is None) != (tb is None):
+        same = False
+    if same and ta is not None:
+        same = np.array_equal(ta.mean, tb.mean) and np.array_equal(ta.matrix, tb.matrix)
+    if not same:
+        raise IndexFormatError(f"{folder!r}: shard {name} was not built with the index's "
+                               f"codebooks / pre-transform")
+
+
+def _label(record: dict) -> str:
+    card = record.get("card", {})
+    return f"{card.get('name')!r} (weights {str(card.get('weights_sha256'))[:12]})"

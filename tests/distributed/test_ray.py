@@ -1,0 +1,136 @@
+"""Ray: distributed build and fan-out search on a real local Ray cluster (2 CPUs).
+
+The reference is the in-process sharded build of the same photos: the Ray build must write
+the same codebooks and byte-identical shard codes although an embedding actor is killed
+mid-batch and the build is interrupted after its first shard and resumed (the finished shard
+is kept, not rewritten). Ray search must answer exactly as the local ShardedIndex, also right
+after a shard actor's process is killed; a shard that cannot come back is a typed error.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ray = pytest.importorskip("ray")
+pytest.importorskip("ray.data")
+skimage_data = pytest.importorskip("skimage.data")
+
+from pypatch import ShardedIndex  # noqa: E402
+from pypatch.distributed import manifest as mf  # noqa: E402
+
+SETTINGS = dict(regions="L1", store="pq", pq_m=8, pq_nbits=4, train_size=256, pca_dim=16,
+                pca_power=-0.5, opq=False)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    import test_ray as this  # the fault hooks below travel to the actors by value
+
+    ray.cloudpickle.register_pickle_by_value(this)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ray_photos")
+    d = skimage_data
+    for name, arr in {"astronaut.jpg": d.astronaut(), "rocket.jpg": d.rocket(),
+                      "coffee.png": d.coffee(), "camera.png": d.camera(),
+                      "chelsea.png": d.chelsea(), "moto.png": d.stereo_motorcycle()[0]}.items():
+        Image.fromarray(arr).save(root / name)
+    (root / "broken.jpg").write_bytes(b"not a jpeg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def local(photos, embedder, tmp_path_factory):
+    return ShardedIndex.build(photos, tmp_path_factory.mktemp("local") / "idx", shards=2,
+                              embedder=embedder, progress=False, **SETTINGS)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def _kill_once(marker, batch):
+    """Kill this embedding actor's process on the first batch any actor sees."""
+    try:
+        os.rename(marker, marker + ".done")  # atomic: exactly one actor wins
+    except FileNotFoundError:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _stop_after(first, s):
+    if s >= first:
+        raise Interrupted(f"stopped after shard {s}")
+
+
+def _codes(index):
+    return [s.patch_index._ix.codes().tobytes() for s in index.shards]
+
+
+def test_build_with_killed_worker_and_resume_equals_local(cluster, photos, local, tmp_path):
+    from pypatch.distributed.ray_build import STATE, build_sharded_ray
+
+    out, marker = tmp_path / "ray", str(tmp_path / "kill-once")
+    open(marker, "w").close()
+    with pytest.raises(Interrupted):
+        build_sharded_ray(photos, out, shards=2, workers=2, batch_size=2,
+                          _on_batch=functools.partial(_kill_once, marker),
+                          _after_shard=functools.partial(_stop_after, 0), **SETTINGS)
+    assert os.path.exists(marker + ".done")  # an actor really was killed mid-embedding
+    assert sorted(os.listdir(out)) == sorted([STATE, mf.CODEBOOKS, mf.shard_name(0)])
+    before = os.stat(out / mf.shard_name(0))
+
+    index = build_sharded_ray(photos, out, shards=2, workers=2, batch_size=2, **SETTINGS)
+    after = os.stat(out / mf.shard_name(0))
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # kept
+    assert not os.path.exists(out / STATE)
+    assert [(os.path.basename(p), r) for p, r in index.skipped] == \
+           [("broken.jpg", "not a recognised image format (corrupt or not an image)")]
+    assert index.ids == local.ids
+    assert np.array_equal(index.shards[0].patch_index.pq.centroids,
+                          local.shards[0].patch_index.pq.centroids)
+    assert _codes(index) == _codes(local)  # byte-identical shards
+    assert np.array_equal(index.transform.matrix, local.transform.matrix)
+
+
+def _same(got, want):
+    assert [[(h.rank, h.image, h.patch, h.box, h.level, np.float32(h.score)) for h in g]
+            for g in got] == \
+           [[(h.rank, h.image, h.patch, h.box, h.level, np.float32(h.score)) for h in w]
+            for w in want]
+
+
+def test_fan_out_search_survives_a_killed_actor(cluster, photos, local, embedder):
+    from pypatch.distributed.ray_search import RayShardedIndex, ShardUnavailableError
+
+    served = RayShardedIndex(local.folder, timeout_s=60)
+    try:
+        served.set_embedder(embedder)
+        local.set_embedder(embedder)
+        rng = np.random.default_rng(0)
+        q = rng.standard_normal((5, embedder.dim)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        queries = [str(photos / "chelsea.png"), str(photos / "rocket.jpg")]
+        for k in (1, 3, 10):
+            _same(served.search_vectors(q, k=k), local.search_vectors(q, k=k))
+        _same(served.search_many(queries, k=4), local.search_many(queries, k=4))
+        assert len(served) == len(local) and served.info()["images"] == 6
+
+        os.kill(ray.get(served.actors[0].pid.remote()), signal.SIGKILL)
+        _same(served.search_vectors(q, k=6), local.search_vectors(q, k=6))  # waited, complete
+
+        ray.kill(served.actors[1], no_restart=True)
+        with pytest.raises(ShardUnavailableError, match="no partial answer"):
+            served.search_vectors(q, k=6)
+    finally:
+        served.close()
