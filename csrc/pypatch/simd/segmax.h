@@ -1,11 +1,15 @@
 // The per-image running max/argmax loop shared by every kernel level; the score functor is
-// the ISA-specific part. Header-only so each kernel TU inlines it with its own flags.
+// the ISA-specific part. Header-only so each kernel TU inlines it with its own flags, and in an
+// unnamed namespace so that each TU keeps its own copy: with external linkage the TUs'
+// instantiations (segmax_blocked<AdcBlockLoads>, compiled with -mavx512f in one TU and baseline
+// flags in another) were one weak symbol, and the linker could hand the scalar path AVX-512 code.
 #pragma once
 #include <cmath>    // INFINITY
 #include <cstdint>  // int64_t
 #include <algorithm>  // std::min
 
 namespace pypatch {
+namespace {
 
 template <class Score>
 inline void segmax(int64_t n_images, const int64_t* off, const Score& score, float* best,
@@ -86,4 +90,5 @@ inline void segmax_blocked(int64_t n_images, const int64_t* off, const BlockScor
   }
 }
 
+}  // namespace
 }  // namespace pypatch
