@@ -21,6 +21,7 @@ COMMANDS = {
     "make-benchmark": "make_benchmark",
     "bench": "bench",
     "demo": "demo",
+    "serve": "serve",
 }
 
 
