@@ -95,7 +95,7 @@ def _content_type(request) -> str:
 
 async def parse_search(request, settings) -> SearchRequest:
     kind = _content_type(request)
-    if kind == "multipart/form-data":
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _search_form(request, settings)
     if kind in ("application/json", ""):
         return _search_json(await read_json(request), settings)
