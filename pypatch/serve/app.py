@@ -4,10 +4,10 @@ Why Starlette on uvicorn: both are small, maintained and widely deployed; Starle
 routing, form parsing and responses without FastAPI's validation layer, which would cost
 per-request time for schemas we check ourselves anyway (:mod:`pypatch.serve.parsing`).
 
-Where the work runs: the event loop only parses, queues and answers. Decoding and resizing a
-query image runs in Starlette's thread pool (many at once), the batched backbone run + native
-scan in each batcher's own thread, and box refinement in one refine thread (its feature-map
-cache is not shared between threads), so a refining request never holds up a batch.
+Where the work runs: the event loop only parses, queues and answers. Decoding a query image,
+the batched backbone run and the native scan run in each batcher's own thread, and box
+refinement in one refine thread (its feature-map cache is not shared between threads), so a
+refining request never holds up a batch.
 """
 from __future__ import annotations
 
@@ -93,7 +93,8 @@ class Server:
             raise ApiError(503, f"server busy: {exc}; retry later", {"Retry-After": "1"}) from None
 
     async def search(self, request):
-        from starlette.concurrency import run_in_threadpool
+        from functools import partial
+
         from starlette.responses import JSONResponse
 
         from pypatch.index.results import hit_json
@@ -103,15 +104,10 @@ class Server:
         if not engine.has_model:
             raise ApiError(400, "this index has no model (a bare PatchIndex): use /search/vectors")
         req = await parse_search(request, self.settings)
-
-        def prepare():
-            image = req.image if isinstance(req.image, bytes) else \
-                read_allowed(req.image, self.settings)
-            return engine.prepare(image, req.box)
-
-        prepared = await run_in_threadpool(prepare)
-        descriptor, hits = await self._submit(self.images, ImageQuery(prepared, req.k, req.refine),
-                                              engine)
+        image = req.image if isinstance(req.image, bytes) else \
+            partial(read_allowed, req.image, self.settings)  # read in the batch's thread
+        descriptor, hits = await self._submit(
+            self.images, ImageQuery(image, req.box, req.k, req.refine), engine)
         if req.refine is not None and hits:
             t0 = time.perf_counter()
             hits = await asyncio.get_running_loop().run_in_executor(

@@ -1,7 +1,8 @@
 """The micro-batcher: concurrent requests -> one batched call -> each caller its own answer.
 
-One asyncio queue and one worker task per kind of work. The worker takes the first waiting
-query, then gathers more for at most ``max_wait_s`` (or until ``max_batch`` rows), and runs the
+One queue and one worker task per kind of work. The worker takes the first waiting query,
+then gathers more for at most ``max_wait_s`` (or until ``max_batch`` rows; no wait while recent
+batches held about one query each: under light load it would only add latency), and runs the
 batch in its own thread: the native scan and onnxruntime release the GIL, so the event loop
 stays free to read, parse and answer other requests meanwhile (and queries arriving during a
 batch form the next one: under load batches fill without waiting). Each queued entry carries
@@ -52,6 +53,7 @@ class MicroBatcher:
         self._waiting: deque = deque()
         self._wake: Optional[asyncio.Event] = None
         self._on_batch = on_batch
+        self._recent_rows = 1.0  # moving average of batch sizes (rows)
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"pypatch-{name}")
         self._task: Optional[asyncio.Task] = None
 
@@ -103,7 +105,10 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         first = await self._next(None)
         batch, rows = [first], first.rows
-        deadline = loop.time() + self.max_wait_s
+        # Under light load (recent batches of about one query) waiting only adds latency:
+        # take what is already queued and go. Under load the wait fills batches.
+        wait = self.max_wait_s if self._recent_rows >= 1.5 else 0.0
+        deadline = loop.time() + wait
         while rows < self.max_batch:
             entry = await self._next(deadline - loop.time())
             if entry is None:
@@ -124,9 +129,11 @@ class MicroBatcher:
             if not batch:
                 continue
             t0 = time.perf_counter()
+            size = sum(e.rows for e in batch)
+            self._recent_rows = 0.8 * self._recent_rows + 0.2 * size
             results = await loop.run_in_executor(self._executor, self._run_isolated, batch)
             if self._on_batch is not None:
-                self._on_batch(sum(e.rows for e in batch), time.perf_counter() - t0)
+                self._on_batch(size, time.perf_counter() - t0)
             for entry, result in zip(batch, results):
                 if entry.future.done():  # the caller gave up meanwhile
                     continue

@@ -12,7 +12,7 @@ Two kinds of file:
   a hit names the image's row number and the ordinal of its winning patch.
 
 Methods marked "batch" run in the batcher's thread (the native scan and onnxruntime release the
-GIL); ``prepare`` runs in the request's own thread (decode and resize in parallel).
+GIL), so the event loop stays free.
 """
 from __future__ import annotations
 
@@ -27,7 +27,8 @@ from pypatch.errors import InvalidArgumentError, ModelMismatchError
 
 @dataclass
 class ImageQuery:
-    prepared: list  # backbone inputs (ImageIndex.prepare_query)
+    image: object  # encoded bytes, or a callable reading them (a checked server-side path)
+    box: Optional[list]
     k: int
     refine: Optional[str]  # None, "simmap" or "cells"
 
@@ -76,10 +77,6 @@ class Engine:
         return self.index is not None
 
     # ------------------------------------------------------------------ per request
-    def prepare(self, image, box) -> list:
-        """Decode, crop and resize one query image (the request's thread)."""
-        return self.index.prepare_query(image, box)
-
     def check_vectors(self, vectors) -> np.ndarray:
         """A (n, D) float32 array of finite values with this index's query dimension."""
         try:
@@ -95,13 +92,28 @@ class Engine:
 
     # ------------------------------------------------------------------ batch
     def search_images(self, queries: list) -> list:
-        """batch: ImageQuery list -> per query (descriptor (D,), first-stage hits): one
-        batched backbone run, one native scan at the largest k asked (a shorter list is its
-        head: the order is total, ties go to the lower image number)."""
-        q = self.index.embed_prepared([x.prepared for x in queries])
-        k = max(x.k for x in queries)
-        hits = self.index.search_vectors(q, k=k, num_threads=self.threads)
-        return [(q[i], h[:x.k]) for i, (x, h) in enumerate(zip(queries, hits))]
+        """batch: ImageQuery list -> per query (descriptor (D,), first-stage hits), or the
+        exception that query raised (a bad image fails alone). Decoding and resizing run here,
+        one query after the other, then one batched backbone run and one native scan at the
+        largest k asked (a shorter list is its head: the order is total, ties go to the lower
+        image number). Decoding here rather than in each request's thread: onnxruntime already
+        uses every core, and decoders beside it made both slower (benchmarks/README.md)."""
+        prepared, out = [], []
+        for x in queries:
+            try:
+                image = x.image() if callable(x.image) else x.image
+                prepared.append(self.index.prepare_query(image, x.box))
+                out.append(None)
+            except Exception as exc:  # noqa: BLE001 - handed to this query's caller
+                out.append(exc)
+        ok = [i for i, r in enumerate(out) if r is None]
+        if ok:
+            q = self.index.embed_prepared(prepared)
+            k = max(queries[i].k for i in ok)
+            hits = self.index.search_vectors(q, k=k, num_threads=self.threads)
+            for j, i in enumerate(ok):
+                out[i] = (q[j], hits[j][:queries[i].k])
+        return out
 
     def refine(self, hits: list, descriptor, method: str) -> list:
         """The CLI's box refinement of the top hits (its own thread: a backbone pass per hit)."""
