@@ -35,7 +35,7 @@ class Server:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.engine = Engine(settings.index, threads=settings.threads,
-                             max_pixels=settings.max_pixels)
+                             max_pixels=settings.max_pixels, onnx_batch=settings.onnx_batch)
         self.metrics = ServerMetrics(self._depths, lambda: {(): self.engine.images})
         wait = settings.max_wait_ms / 1000.0
         common = dict(max_batch=settings.max_batch, max_wait_s=wait, max_queue=settings.max_queue)
@@ -154,7 +154,8 @@ class Server:
             try:
                 new = await loop.run_in_executor(None, lambda: Engine(
                     self.settings.index, threads=self.settings.threads,
-                    max_pixels=self.settings.max_pixels, previous=old))
+                    max_pixels=self.settings.max_pixels, onnx_batch=self.settings.onnx_batch,
+                    previous=old))
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old index serving
                 self.metrics.reloads.inc("failed")
                 status, message = error_status(exc)

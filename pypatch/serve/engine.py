@@ -35,7 +35,8 @@ class ImageQuery:
 
 class Engine:
     def __init__(self, path: str, *, threads: Optional[int] = None,
-                 max_pixels: Optional[int] = None, previous: Optional["Engine"] = None):
+                 max_pixels: Optional[int] = None, onnx_batch: Optional[int] = None,
+                 previous: Optional["Engine"] = None):
         from pypatch.index.meta import META_KEY, read_meta
         from pypatch.index.patch_index import PatchIndex
 
@@ -52,12 +53,12 @@ class Engine:
             from pypatch.index.image_index import ImageIndex
 
             self.index = ImageIndex(patches, read_meta(patches, path), num_threads=threads)
-            self._attach_embedder(previous, max_pixels)
+            self._attach_embedder(previous, max_pixels, onnx_batch)
         self.images = len(self.index) if self.index is not None else \
             len(patches) - patches.num_removed
         self.vector_dim = self.index.info()["dim"] if self.index is not None else int(patches.dim)
 
-    def _attach_embedder(self, previous, max_pixels) -> None:
+    def _attach_embedder(self, previous, max_pixels, onnx_batch) -> None:
         """Load the model now (a server fails at start, not on its first query); a reload
         keeps the previous engine's model when the new index was built with the same one."""
         embedder = None
@@ -71,6 +72,8 @@ class Engine:
             embedder = self.index._get_embedder()
         if max_pixels is not None:
             embedder.max_pixels = int(max_pixels)
+        if onnx_batch is not None:
+            embedder.batch_size = int(onnx_batch)  # inputs per onnxruntime run
 
     @property
     def has_model(self) -> bool:

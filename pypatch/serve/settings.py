@@ -21,6 +21,10 @@ class Settings:
     threads: Optional[int] = None  # native scan and ONNX threads (None: the cores available)
     max_batch: int = 64  # queries gathered into one batched call (1: one call per request)
     max_wait_ms: float = 2.0  # how long a batch waits for more after its first query
+    # query images per onnxruntime run inside a batch: on 2 vCPUs a run of 12 cost 53 ms per
+    # image against 31-36 alone (benchmarks/README.md, Serving), so batches are scanned
+    # together but embedded one by one unless told otherwise
+    onnx_batch: int = 1
     max_queue: int = 1024  # queued queries beyond this are refused at once (503)
     allow_paths: Optional[str] = None  # real path of the one folder image_path may read from
     api_key: Optional[str] = None
@@ -38,6 +42,7 @@ class Settings:
             as_int(self.threads, "--threads", 1)
         as_int(self.max_batch, "--max-batch", 1, 4096)
         as_number(self.max_wait_ms, "--max-wait-ms", 0.0, 1000.0)
+        as_int(self.onnx_batch, "--onnx-batch", 1, 4096)
         as_int(self.max_queue, "--max-queue", 1)
         as_int(self.max_body_bytes, "--max-body-bytes", 1024)
         as_int(self.max_pixels, "--max-pixels", 1)
