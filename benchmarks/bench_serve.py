@@ -114,13 +114,17 @@ class Conn:
         self.host, self.port, self.reader, self.writer = host, port, None, None
 
     async def request(self, path: str, body: bytes, ctype: str) -> tuple:
-        if self.writer is None:
+        reused = self.writer is not None
+        if not reused:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         try:
             self.writer.write(head + body)
             status_line = await self.reader.readline()
+            if not status_line and reused:  # the server closed an idle keep-alive connection
+                self.close()  # as it did: send again on a new one (as HTTP clients do)
+                return await self.request(path, body, ctype)
             status = int(status_line.split()[1])
             length, close = 0, False
             while True:
@@ -170,7 +174,7 @@ async def closed_loop(port, bodies, path, ctype, concurrency, seconds, warmup=1.
             status, _ = await conn.request(path, bodies[i % len(bodies)], ctype)
             t1 = time.perf_counter()
             i += concurrency
-            if t0 >= start + warmup and t1 <= t_end:
+            if start + warmup <= t1 <= t_end:  # completions in the window, whenever started
                 lat.append(t1 - t0)
                 statuses.append(status)
         conn.close()
@@ -355,6 +359,7 @@ def soak(index, bodies, rate, seconds, args, writer, log) -> dict:
     try:
         asyncio.run(closed_loop(server.port, bodies, "/search/vectors", "application/json", 4, 1))
         rss, totals = [server.rss()], {"requests": 0, "ok": 0, "errors": 0, "lost": 0}
+        codes: dict = {}
         p99s, step = [], 30.0
         t_end = time.time() + seconds
         while time.time() < t_end:
@@ -363,14 +368,17 @@ def soak(index, bodies, rate, seconds, args, writer, log) -> dict:
                                       "application/json", rate, part))
             for key in totals:
                 totals[key] += r[key]
+            for code, n in r["statuses"].items():
+                codes[code] = codes.get(code, 0) + n
             p99s.append(r["p99_ms"])
             rss.append(server.rss())
         out = {"endpoint": "vectors", "loop": "soak", "offered_rps": rate, "seconds": seconds,
-               **totals, "rss_start": rss[0], "rss_after_first_step": rss[1],
+               **totals, "statuses": codes, "rss_start": rss[0], "rss_after_first_step": rss[1],
                "rss_end": rss[-1], "rss_max": max(rss), "p99_ms_max_step": max(p99s),
                "p99_ms_median_step": float(np.median(p99s))}
         writer.write(out)
-        log(f"  soak {rate:.0f}/s for {seconds:.0f}s: {totals['ok']} ok, {totals['errors']} errors,"
+        log(f"  soak {rate:.0f}/s for {seconds:.0f}s: {totals['ok']} ok, {totals['errors']} errors "
+            f"{codes},"
             f" {totals['lost']} lost; RSS {common.fmt_bytes(rss[0])} -> "
             f"{common.fmt_bytes(rss[1])} (after {step:.0f}s) -> {common.fmt_bytes(rss[-1])} "
             f"(max {common.fmt_bytes(max(rss))}); p99 per 30 s step: median "
@@ -428,6 +436,8 @@ def main() -> int:
                    help="alternating rounds per point (the median is kept)")
     p.add_argument("--soak-seconds", type=float, default=0.0,
                    help="also hold 80%% of the batched vector peak for this long")
+    p.add_argument("--soak-rate", type=float, default=None,
+                   help="the soak's rate (default 80%% of the batched vector peak)")
     p.add_argument("--work-dir", default=str(WORK))
     p.add_argument("--plot", default=None, metavar="PNG")
     p.add_argument("--out", default=None, help="JSON-lines file (default benchmarks/results/)")
@@ -470,10 +480,11 @@ def main() -> int:
                                         f"(target <= 4)"))
         if args.soak_seconds > 0:
             peak = max(r["rps"] for r in res["on"] if r["loop"] == "closed")
-            s = soak(vpath, bodies, 0.8 * peak, args.soak_seconds, args, writer, log)
+            rate = args.soak_rate or 0.8 * peak
+            s = soak(vpath, bodies, rate, args.soak_seconds, args, writer, log)
             flat = s["rss_end"] <= s["rss_after_first_step"] * 1.05 + (8 << 20)
             checks.append((s["errors"] == 0 and s["lost"] == 0 and flat,
-                           f"soak {args.soak_seconds:.0f} s at 80% of peak: {s['errors']} errors, "
+                           f"soak {args.soak_seconds:.0f} s at {rate:.0f}/s: {s['errors']} errors, "
                            f"{s['lost']} lost, RSS {common.fmt_bytes(s['rss_after_first_step'])} "
                            f"-> {common.fmt_bytes(s['rss_end'])}"))
     if args.only in (None, "image"):
