@@ -22,6 +22,7 @@ COMMANDS = {
     "make-benchmark": "make_benchmark",
     "bench": "bench",
     "demo": "demo",
+    "serve": "serve",
 }
 
 

@@ -108,15 +108,11 @@ def collect_queries(args) -> list:
     return out
 
 
-def hit_json(hit) -> dict:
-    return {"rank": hit.rank, "image": hit.image, "score": round(hit.score, 6),
-            "box": list(hit.box), "cell": list(hit.cell), "level": hit.level}
-
-
 def run(args) -> int:
     import json
 
     from pypatch.index.searchable import open_index
+    from pypatch.index.results import hit_json
 
     require_positive(args, "k", "threads")
     queries = collect_queries(args)

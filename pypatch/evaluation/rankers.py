@@ -30,6 +30,8 @@ import os
 import re
 from typing import Optional
 
+import numpy as np
+
 REGIONS = ("L1", "L2", "L3", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
 _NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?"
@@ -165,6 +167,11 @@ class CachingEmbedder:
         if key not in self._queries:
             self._queries[key] = self._e.embed_query(image, box=box, **kwargs)
         return self._queries[key]
+
+    def embed_queries(self, images, boxes=None, **kwargs):
+        images = list(images)
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        return np.stack([self.embed_query(img, box=b, **kwargs) for img, b in zip(images, boxes)])
 
     def embed_many(self, images, regions="L3", mode="crop", **kwargs):
         from pypatch.extract.grid import parse_regions

@@ -239,15 +239,45 @@ class Embedder:
         ``regions`` / ``mode`` describe the database it will search (see :meth:`query_sizes`;
         the default is the model's input size); ``size`` (an int side or (height, width)) overrides.
         """
+        return self.embed_prepared_queries(
+            [self.prepare_query(image, box, regions=regions, mode=mode, size=size)])[0]
+
+    def embed_queries(self, images: Iterable[Any], boxes: Iterable[Any] | None = None, *,
+                      regions: Any = "L3", mode: str = "crop") -> np.ndarray:
+        """:meth:`embed_query` of many images (``boxes``: one box or None per image) -> (n, D),
+        the backbone run once per batch of :attr:`batch_size` inputs instead of once per query
+        (the same numbers: each row is computed as alone)."""
+        images = list(images)
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise InvalidArgumentError(
+                f"boxes: expected one box (or None) per image ({len(images)}), got {len(boxes)}")
+        return self.embed_prepared_queries(
+            [self.prepare_query(img, b, regions=regions, mode=mode) for img, b in zip(images, boxes)])
+
+    def prepare_query(self, image: Any, box: Any = None, *, regions: Any = "L3", mode: str = "crop",
+                      size: Any = None) -> list[np.ndarray]:
+        """The backbone inputs of one :meth:`embed_query` call, one (1, 3, h, w) array per pass
+        (decode, crop, resize, normalise: no backbone run). A server prepares each query in its
+        own thread and embeds many at once with :meth:`embed_prepared_queries`."""
         img = load_image(image, max_pixels=self.max_pixels)
         b = np.array([[0, 0, img.width, img.height]], np.int32) if box is None else \
             query_box(box, img.width, img.height)
         sizes = self.query_sizes(regions, mode) if size is None else [self._query_hw(size)]
+        return [preprocess_boxes(img, b, hw, self._resample, self._mean, self._std) for hw in sizes]
+
+    def embed_prepared_queries(self, prepared: list) -> np.ndarray:
+        """(n, D) descriptors of queries made by :meth:`prepare_query` with the same regions,
+        mode and size: the inputs of each pass go through the backbone as one batch."""
+        if not prepared or any(len(p) != len(prepared[0]) for p in prepared):
+            raise InvalidArgumentError("prepared: expected one or more queries prepared alike")
         total = 0.0
-        for hw in sizes:
-            x = preprocess_boxes(img, b, hw, self._resample, self._mean, self._std)
-            total = total + l2_normalize(self._run(x, self._emb_out))
-        return self._finish(total)[0]
+        for j in range(len(prepared[0])):
+            x = [p[j] for p in prepared]
+            if any(a.shape != x[0].shape for a in x):
+                raise InvalidArgumentError("prepared: queries were prepared at different sizes")
+            total = total + l2_normalize(self._run(np.concatenate(x), self._emb_out))
+        return self._finish(total)
 
     def _query_hw(self, size: Any) -> tuple[int, int]:
         hw = (size, size) if isinstance(size, (int, np.integer)) and not isinstance(size, bool) else size

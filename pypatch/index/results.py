@@ -44,3 +44,9 @@ class SearchHit:
         """``box`` as ``(x, y, w, h)`` (ILIAS's ``_bbox.txt`` convention)."""
         x0, y0, x1, y1 = self.box
         return (x0, y0, x1 - x0, y1 - y0)
+
+
+def hit_json(hit: SearchHit) -> dict:
+    """One hit as ``pypatch search --json`` and ``pypatch serve`` print it."""
+    return {"rank": hit.rank, "image": hit.image, "score": round(hit.score, 6),
+            "box": list(hit.box), "cell": list(hit.cell), "level": hit.level}

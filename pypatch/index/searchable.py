@@ -87,8 +87,7 @@ class SearchableIndex(abc.ABC):
             raise InvalidArgumentError(f"search: unexpected keyword argument(s) "
                                        f"{', '.join(sorted(unknown))}")
         # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
-        q = np.stack([embedder.embed_query(img, box=b, regions=self._grid, mode=self._meta["mode"])
-                      for img, b in zip(queries, boxes)])
+        q = embedder.embed_queries(queries, boxes, regions=self._grid, mode=self._meta["mode"])
         if any(v not in (None, False) for v in (second_stage.get("rerank"),
                                                  second_stage.get("refine"))):
             from pypatch.index.rerank import second_stage as run_second_stage
@@ -97,6 +96,18 @@ class SearchableIndex(abc.ABC):
             return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
                                     **second_stage)
         return self.search_vectors(q, k=k, num_threads=num_threads)
+
+    def prepare_query(self, query, box=None) -> list:
+        """The backbone inputs of one query for this index (decoded, cropped to ``box``,
+        resized: :meth:`Embedder.prepare_query`), no backbone run; :meth:`embed_prepared` embeds
+        many at once. ``search_vectors(embed_prepared([prepare_query(q, b)]))`` is
+        ``search_many([q], [b])``."""
+        return self._get_embedder().prepare_query(query, box, regions=self._grid,
+                                                  mode=self._meta["mode"])
+
+    def embed_prepared(self, prepared: list) -> np.ndarray:
+        """(n, D) query descriptors of :meth:`prepare_query` results, in one batched backbone run."""
+        return self._get_embedder().embed_prepared_queries(prepared)
 
 
 def open_index(path, *, mmap: bool = True, model=None, num_threads: Optional[int] = None,

@@ -249,6 +249,20 @@ def test_whitening_matches_sklearn_and_round_trips(embedder, default_model_path,
     np.testing.assert_allclose(v, w.apply(embedder.embed_patches(data.coffee(), regions="L0")[0]), atol=1e-5)
 
 
+def test_embed_queries_batches_what_embed_query_does_one_by_one(embedder):
+    # one backbone run for many queries (what `pypatch serve` batches): each row is the query
+    # embedded alone, for boxes, whole images and the multi-scale sizes
+    images = [data.coffee(), data.astronaut(), data.chelsea()]
+    boxes = [(10, 20, 300, 250), None, [50.5, 0, 200, 120.2]]
+    for mode in ("crop", "multi_scale"):
+        alone = np.stack([embedder.embed_query(im, box=b, regions="L2", mode=mode)
+                          for im, b in zip(images, boxes)])
+        batched = embedder.embed_queries(images, boxes, regions="L2", mode=mode)
+        np.testing.assert_allclose(batched, alone, atol=1e-6)
+    with pytest.raises(InvalidArgumentError, match="one box"):
+        embedder.embed_queries(images, boxes[:2])
+
+
 def test_embedding_never_imports_torch(default_model_path):
     code = (
         "import sys, numpy as np\n"
