@@ -8,6 +8,7 @@ Real photos, real index files; `pypatch.cli.main` in process and `python -m pypa
 from __future__ import annotations
 
 import json
+import tempfile
 
 import pytest
 from PIL import Image
@@ -44,7 +45,8 @@ def one_image_index(photo, tmp_path_factory, default_model_path):
     out = tmp_path_factory.mktemp("usability_index") / "one.ptch"
     proc = subprocess.run([sys.executable, "-m", "pypatch", "index", str(photo), "--out", str(out),
                            "--model", str(default_model_path), "--threads", "2"],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tempfile.gettempdir())  # outside the checkout: the installed pypatch
     return out, proc
 
 

@@ -28,13 +28,19 @@ SETTINGS = dict(regions="L1", store="pq", pq_m=8, pq_nbits=4, train_size=256, pc
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
+    # Ray workers start in the driver's working directory and import from it: outside the
+    # checkout they import the installed pypatch (CI installs it non-editable, without a
+    # compiled core in the source tree).
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("ray_cwd"))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     import test_ray as this  # the fault hooks below travel to the actors by value
 
     ray.cloudpickle.register_pickle_by_value(this)
     yield
     ray.shutdown()
+    os.chdir(cwd)
 
 
 @pytest.fixture(scope="module")

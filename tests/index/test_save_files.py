@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -152,7 +153,8 @@ threading.Thread(target=kill_when_writing, daemon=True).start()
 while True:
     ix.save({str(path)!r})
 """
-    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    child = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
+                             cwd=tempfile.gettempdir())  # outside the checkout (CI installs pypatch)
     _, err = child.communicate(timeout=300)
     assert child.returncode == -9, err.decode()
     left = [n for n in os.listdir(tmp_path) if n.startswith("ix.ptch.tmp.")]
