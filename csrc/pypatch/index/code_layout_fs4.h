@@ -10,6 +10,9 @@
 #include <cstdint>  // uint8_t, int64_t
 
 namespace pypatch {
+// Unnamed namespace: the per-ISA kernel TUs include this too, and an inline function with
+// external linkage compiled there could replace the baseline copy at link time.
+namespace {
 
 constexpr int kFs4Block = 32;
 
@@ -43,4 +46,5 @@ inline void fs4_to_rows(const uint8_t* fs4, int64_t p0, int64_t n, int m, uint8_
     for (int j = 0; j < m; ++j) rows[i * m + j] = fs4_get(fs4, p0 + i, j, m);
 }
 
+}  // namespace
 }  // namespace pypatch

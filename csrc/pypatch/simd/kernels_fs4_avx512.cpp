@@ -6,13 +6,17 @@
 // odd number of pairs ends with one 256-bit step.
 #include <immintrin.h>  // AVX-512 intrinsics
 
-#include <vector>  // tables for large m
-
 #include "pypatch/index/code_layout_fs4.h"  // fs4 layout
 #include "pypatch/simd/fastscan4.h"
 #include "pypatch/simd/fastscan4_emit.h"    // Fs4Emitter
 
 namespace pypatch {
+namespace {
+struct HeapTable {  // the tables of a large m (unnamed namespace: this TU's own copy)
+  uint8_t* p = nullptr;
+  ~HeapTable() { delete[] p; }
+};
+}  // namespace
 
 void fs4_scan_avx512(const uint8_t* codes, int m, const uint8_t* qlut, const int64_t* off,
                      int64_t i0, int64_t i1, Fs4Sink* sink) {
@@ -22,9 +26,12 @@ void fs4_scan_avx512(const uint8_t* codes, int m, const uint8_t* qlut, const int
   const int64_t bb = fs4_block_bytes(m);
   // Tables: lo/hi for each double pair (2 * G2 registers; m = 32: 16 registers, 1 KiB).
   alignas(64) uint8_t local[2 * 33 * 64];
-  std::vector<uint8_t> heap;
+  HeapTable heap;  // not std::vector: its out-of-line members would be shared with baseline code
   uint8_t* tab = local;
-  if (G2 > 33) { heap.resize(static_cast<size_t>(2 * G2 * 64 + 64)); tab = heap.data() + (64 - reinterpret_cast<uintptr_t>(heap.data()) % 64) % 64; }
+  if (G2 > 33) {
+    heap.p = new uint8_t[static_cast<size_t>(2 * G2 * 64 + 64)];
+    tab = heap.p + (64 - reinterpret_cast<uintptr_t>(heap.p) % 64) % 64;
+  }
   for (int s = 0; s < G2; ++s)
     for (int h = 0; h < 2; ++h) {  // h = 0: low nibbles (even rows), 1: high nibbles
       // row 4s + h (pair 2s) in lanes 0-1, row 4s + 2 + h (pair 2s + 1) in lanes 2-3
