@@ -13,12 +13,12 @@ Global image order (the tie-break of the merged ranking) is shard order, then ro
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
 
 from pypatch.errors import IndexFormatError, IndexVersionError
+from pypatch.models import file_sha256
 
 MANIFEST = "manifest.json"
 CODEBOOKS = "codebooks.ptch"
@@ -28,14 +28,6 @@ VERSION = 1
 
 def shard_name(i: int) -> str:
     return f"shard-{i:05d}.ptch"
-
-
-def file_sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def file_entry(folder, name: str, **counts) -> dict:

@@ -121,13 +121,7 @@ class RayShardedIndex(SearchableIndex):
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
                        stored: bool = False) -> list:
         as_int(k, "k", 1)
-        q = np.asarray(descriptors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        want = int(self._codebooks.patch_index.dim) if stored else self._meta["dim"]
-        if q.ndim != 2 or q.shape[1] != want:
-            raise InvalidArgumentError(f"descriptors: expected shape (nq, {want}), got {q.shape}")
-        q = np.ascontiguousarray(q if stored else self.to_stored(q))
+        q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
         parts = self._gather([a.search.remote(q, k, threads) for a in self.actors])
         out = []

@@ -133,13 +133,7 @@ class ShardedIndex(SearchableIndex):
                        stored: bool = False) -> list:
         """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly."""
         as_int(k, "k", 1)
-        q = np.asarray(descriptors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        want = int(self._codebooks.patch_index.dim) if stored else self._meta["dim"]
-        if q.ndim != 2 or q.shape[1] != want:
-            raise InvalidArgumentError(f"descriptors: expected shape (nq, {want}), got {q.shape}")
-        q = np.ascontiguousarray(q if stored else self.to_stored(q))
+        q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         per_shard = self._fan_out(q, k, num_threads)
         out = []
         for qi in range(len(q)):

@@ -472,15 +472,7 @@ class ImageIndex(SearchableIndex):
         ``stored=True``: the descriptors are already in the stored space (:meth:`to_stored`,
         e.g. built from reconstructed patches), so the pre-transform is not applied again."""
         as_int(k, "k", 1)
-        q = np.asarray(descriptors, dtype=np.float32)
-        if q.ndim == 1:
-            q = q[None, :]
-        want = int(self._index.dim) if stored else self._meta["dim"]
-        if q.ndim != 2 or q.shape[1] != want:
-            raise InvalidArgumentError(
-                f"descriptors: expected shape (nq, {want}), got {q.shape}")
-        if not stored:
-            q = self.to_stored(q)
+        q = self._stored_queries(descriptors, stored, int(self._index.dim))
         n_live = len(self)
         if n_live == 0:
             return [[] for _ in range(len(q))]

@@ -97,6 +97,18 @@ class SearchableIndex(abc.ABC):
                                     **second_stage)
         return self.search_vectors(q, k=k, num_threads=num_threads)
 
+    def _stored_queries(self, descriptors, stored: bool, stored_dim: int) -> np.ndarray:
+        """``descriptors`` ((nq, D) or (D,)) as C-contiguous float32 rows in the stored space:
+        checked against the model's dimension (``stored_dim`` when ``stored``), then mapped
+        through the pre-transform unless they are already ``stored``."""
+        q = np.asarray(descriptors, dtype=np.float32)
+        if q.ndim == 1:
+            q = q[None, :]
+        want = stored_dim if stored else self._meta["dim"]
+        if q.ndim != 2 or q.shape[1] != want:
+            raise InvalidArgumentError(f"descriptors: expected shape (nq, {want}), got {q.shape}")
+        return np.ascontiguousarray(q if stored else self.to_stored(q))
+
     def prepare_query(self, query, box=None) -> list:
         """The backbone inputs of one query for this index (decoded, cropped to ``box``,
         resized: :meth:`Embedder.prepare_query`), no backbone run; :meth:`embed_prepared` embeds
