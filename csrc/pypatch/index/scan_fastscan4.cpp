@@ -17,8 +17,10 @@
 #include <cmath>       // fabs, ceil, ldexp, isfinite
 #include <functional>  // greater
 #include <queue>       // priority_queue
+#include <utility>     // move
 
 #include "pypatch/index/code_layout_fs4.h"  // fs4 layout
+#include "pypatch/index/quant_candidates.h"  // merge + exact re-score
 #include "pypatch/index/scan.h"
 #include "pypatch/simd/fastscan4.h"         // kernels
 #include "pypatch/util/parallel_for.h"      // threads
@@ -87,18 +89,13 @@ Table4 quantize4(const float* lut, int m) {
   return t;
 }
 
-struct Candidate {
-  int32_t q;
-  int64_t image;
-};
-
 // Per worker and query: the sink the kernel emits into.
 struct QueryState4 : Fs4Sink {
   const uint8_t* removed = nullptr;
   int k = 1;
   int64_t margin = 0;
   std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
-  std::vector<Candidate> cand;
+  std::vector<QuantCandidate> cand;
 
   static void on_emit(Fs4Sink* self, int64_t image, int32_t q) {
     QueryState4& st = *static_cast<QueryState4*>(self);
@@ -110,7 +107,7 @@ struct QueryState4 : Fs4Sink {
       st.threshold = static_cast<int32_t>(std::max<int64_t>(0, st.top.top() - st.margin));
     if (st.cand.size() > static_cast<size_t>(4 * st.k + 256)) {
       const int32_t t = st.threshold;
-      st.cand.erase(std::remove_if(st.cand.begin(), st.cand.end(), [&](const Candidate& c) { return c.q < t; }),
+      st.cand.erase(std::remove_if(st.cand.begin(), st.cand.end(), [&](const QuantCandidate& c) { return c.q < t; }),
                     st.cand.end());
     }
   }
@@ -204,26 +201,16 @@ std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const floa
       scan(s.data, m, tables[qi].q.data(), s.offsets, bounds[task], bounds[task + 1], &state[w][qi]);
   }, interrupt);
 
-  std::vector<TopK> result(nq, TopK(k));
+  std::vector<TopK> result;
+  result.reserve(nq);
   for (int64_t qi = 0; qi < nq; ++qi) {
-    std::vector<Candidate> all;
+    std::vector<QuantCandidate> all;
     for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
-    int64_t t = INT64_MIN / 2;
-    if (static_cast<int>(all.size()) >= k) {
-      std::vector<int32_t> qs(all.size());
-      for (size_t i = 0; i < all.size(); ++i) qs[i] = all[i].q;
-      std::nth_element(qs.begin(), qs.begin() + (k - 1), qs.end(), std::greater<int32_t>());
-      t = qs[k - 1];
-    }
     const Table4& tab = tables[qi];
-    all.erase(std::remove_if(all.begin(), all.end(), [&](const Candidate& c) { return c.q < t - tab.margin; }),
-              all.end());
-    std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) { return a.q > b.q; });
     const float* lut = luts.data() + qi * m * 16;
-    for (const Candidate& c : all) {
-      if (result[qi].full() && tab.upper(c.q) < result[qi].worst().score) break;
-      result[qi].push(rescore4(s, lut, c.image));
-    }
+    result.push_back(rescore_candidates(
+        std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },
+        [&](int64_t image) { return rescore4(s, lut, image); }));
   }
   return result;
 }

@@ -22,8 +22,10 @@
 #include <cmath>      // fabs, ceil, ldexp
 #include <functional> // greater
 #include <queue>      // priority_queue
+#include <utility>    // move
 
 #include "pypatch/index/code_layout.h"  // blocked_pos
+#include "pypatch/index/quant_candidates.h"  // merge + exact re-score
 #include "pypatch/index/scan.h"
 #include "pypatch/simd/kernels.h"       // quant_scan_kernel
 #include "pypatch/util/parallel_for.h"  // threads
@@ -103,15 +105,10 @@ QuantTable quantize(const float* lut, int m) {
   return t;
 }
 
-struct Candidate {
-  int32_t q;  // quantised image score
-  int64_t image;
-};
-
 // Per worker and query: the running k largest Q (min-heap) and the candidate list.
 struct QueryState {
   std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
-  std::vector<Candidate> cand;
+  std::vector<QuantCandidate> cand;
   int64_t threshold(int k) const { return static_cast<int>(top.size()) < k ? INT64_MIN / 2 : top.top(); }
   void offer(int32_t q, int64_t image, int k, int64_t margin) {
     if (q < threshold(k) - margin) return;
@@ -122,7 +119,7 @@ struct QueryState {
   }
   void prune(int k, int64_t margin) {
     const int64_t t = threshold(k) - margin;
-    cand.erase(std::remove_if(cand.begin(), cand.end(), [&](const Candidate& c) { return c.q < t; }),
+    cand.erase(std::remove_if(cand.begin(), cand.end(), [&](const QuantCandidate& c) { return c.q < t; }),
                cand.end());
   }
 };
@@ -194,28 +191,16 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
   }, interrupt);
 
   // Merge candidates, keep those within the margin of the global k-th best, re-score exactly.
-  std::vector<TopK> result(nq, TopK(k));
+  std::vector<TopK> result;
+  result.reserve(nq);
   for (int64_t qi = 0; qi < nq; ++qi) {
-    std::vector<Candidate> all;
+    std::vector<QuantCandidate> all;
     for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
-    int64_t t = INT64_MIN / 2;
-    if (static_cast<int>(all.size()) >= k) {
-      std::vector<int32_t> qs(all.size());
-      for (size_t i = 0; i < all.size(); ++i) qs[i] = all[i].q;
-      std::nth_element(qs.begin(), qs.begin() + (k - 1), qs.end(), std::greater<int32_t>());
-      t = qs[k - 1];
-    }
-    // Best Q first: once a full exact top-k exists, an image whose upper bound is below its
-    // k-th score cannot enter (ties still can, by image index), nor can any later candidate.
     const QuantTable& tab = tables[qi];
-    all.erase(std::remove_if(all.begin(), all.end(), [&](const Candidate& c) { return c.q < t - tab.margin; }),
-              all.end());
-    std::sort(all.begin(), all.end(), [](const Candidate& a, const Candidate& b) { return a.q > b.q; });
     const float* lut = luts + qi * m * 256;
-    for (const Candidate& c : all) {
-      if (result[qi].full() && tab.upper(c.q) < result[qi].worst().score) break;
-      result[qi].push(rescore(s, lut, c.image));
-    }
+    result.push_back(rescore_candidates(
+        std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },
+        [&](int64_t image) { return rescore(s, lut, image); }));
   }
   return result;
 }
