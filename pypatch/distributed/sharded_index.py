@@ -193,13 +193,7 @@ class ShardedIndex(SearchableIndex):
 
     def remove(self, ids) -> int:
         """Tombstone images by id in whichever shard holds them (written by :meth:`save`)."""
-        if isinstance(ids, (str, int)):
-            ids = [ids]
-        ids = [str(i) for i in ids]
-        unknown = [i for i in ids if i not in self._where]
-        if unknown:
-            raise InvalidArgumentError(
-                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        ids = self._known_ids(ids)
         by_shard: dict = {}
         for i in dict.fromkeys(ids):
             by_shard.setdefault(self._where[i], []).append(i)

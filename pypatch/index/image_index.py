@@ -398,13 +398,7 @@ class ImageIndex(SearchableIndex):
     def remove(self, ids) -> int:
         """Tombstone images by id (excluded from search at once; space is reclaimed by
         :meth:`compact` or :meth:`save`). Returns how many were removed."""
-        if isinstance(ids, (str, int)):
-            ids = [ids]
-        ids = [str(i) for i in ids]
-        unknown = [i for i in ids if i not in self._row]
-        if unknown:
-            raise InvalidArgumentError(
-                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        ids = self._known_ids(ids)
         rows = sorted({self._row[i] for i in ids})
         self._index.remove(np.asarray(rows, dtype=np.int64))
         for r in rows:

@@ -97,6 +97,15 @@ class SearchableIndex(abc.ABC):
                                     **second_stage)
         return self.search_vectors(q, k=k, num_threads=num_threads)
 
+    def _known_ids(self, ids) -> list:
+        """``ids`` (one id or an iterable) as strings, each an image in the index (remove())."""
+        ids = [str(i) for i in ([ids] if isinstance(ids, (str, int)) else ids)]
+        unknown = [i for i in ids if i not in self]
+        if unknown:
+            raise InvalidArgumentError(
+                f"ids: {len(unknown)} unknown or already removed image id(s), e.g. {unknown[0]!r}")
+        return ids
+
     def _stored_queries(self, descriptors, stored: bool, stored_dim: int) -> np.ndarray:
         """``descriptors`` ((nq, D) or (D,)) as C-contiguous float32 rows in the stored space:
         checked against the model's dimension (``stored_dim`` when ``stored``), then mapped
