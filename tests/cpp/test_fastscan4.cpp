@@ -92,7 +92,7 @@ Case make(int m, int n_images, int max_patches, int kind, unsigned seed) {
 std::vector<int> usable() {
   std::vector<int> v;
   for (SimdLevel l : compiled_simd_levels())
-    if (l <= detected_simd_level()) v.push_back(static_cast<int>(l));
+    if (simd_level_usable(l)) v.push_back(static_cast<int>(l));
   return v;
 }
 
@@ -232,7 +232,7 @@ TEST(fs4_search_takes_the_fast_scan_where_it_can_and_the_exact_path_elsewhere) {
     std::vector<float> ref_s, got_s;
     CHECK(!searched_quantised(ix, SimdLevel::Scalar, q.data(), ref_i, ref_s));
     for (SimdLevel l : compiled_simd_levels()) {
-      if (l == SimdLevel::Scalar || l > detected_simd_level()) continue;
+      if (l == SimdLevel::Scalar || !simd_level_usable(l)) continue;
       CHECK(searched_quantised(ix, l, q.data(), got_i, got_s) == (m <= 257));
       CHECK(got_i == ref_i && got_s == ref_s);
     }

@@ -28,7 +28,7 @@ const float kInf = std::numeric_limits<float>::infinity();
 std::vector<SimdLevel> usable() {
   std::vector<SimdLevel> v;
   for (SimdLevel l : compiled_simd_levels())
-    if (l <= detected_simd_level()) v.push_back(l);
+    if (simd_level_usable(l)) v.push_back(l);
   return v;
 }
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {

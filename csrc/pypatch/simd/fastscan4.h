@@ -2,7 +2,8 @@
 // layout (index/code_layout_fs4.h), a u8 table per query held in registers (pshufb), u16 sums,
 // and the per-image max taken inside the kernel behind a threshold, so that a block whose 32
 // patches all score below it costs one compare. Kernels: kernels_fs4_scalar.cpp (reference,
-// baseline flags), kernels_fs4_avx2.cpp, kernels_fs4_avx512.cpp; all emit the same sequence.
+// baseline flags), kernels_fs4_avx2.cpp, kernels_fs4_avx512.cpp, kernels_fs4_neon.cpp (aarch64);
+// all emit the same sequence.
 #pragma once
 #include <cstdint>  // fixed-width ints
 
@@ -32,11 +33,13 @@ void fs4_scan_avx2(const uint8_t* codes, int m, const uint8_t* qlut, const int64
                    int64_t i0, int64_t i1, Fs4Sink* sink);
 void fs4_scan_avx512(const uint8_t* codes, int m, const uint8_t* qlut, const int64_t* off,
                      int64_t i0, int64_t i1, Fs4Sink* sink);
+void fs4_scan_neon(const uint8_t* codes, int m, const uint8_t* qlut, const int64_t* off,
+                   int64_t i0, int64_t i1, Fs4Sink* sink);
 
-/// The kernel of the selected SIMD level: AVX-512 (BW) or AVX2; nullptr at scalar, where the
-/// search takes the exact float path.
+/// The kernel of the selected SIMD level: AVX-512 (BW), AVX2 or NEON; nullptr at scalar, where
+/// the search takes the exact float path.
 Fs4ScanFn fastscan4_kernel();
-/// "avx512", "avx2" or "" (none: exact float scan).
+/// "avx512", "avx2", "neon" or "" (none: exact float scan).
 const char* fastscan4_kernel_name();
 /// The kernel of one level, for tests ("scalar" gives the reference); nullptr if not compiled
 /// or not supported by this CPU.

@@ -8,7 +8,7 @@
 namespace pypatch {
 
 const KernelTable& kernels_for(SimdLevel level) {
-  if (level > detected_simd_level())
+  if (!simd_level_usable(level))
     throw InvalidArgument(std::string("SIMD level '") + simd_level_name(level) +
                           "' is not available on this build/CPU");
   switch (level) {
@@ -30,7 +30,10 @@ QuantScanFn quant_scan_kernel() {
   if (level == SimdLevel::AVX512 && cpu_has_avx512vbmi()) return qscan_blocks_avx512vbmi;
 #endif
 #ifdef PYPATCH_HAVE_AVX2
-  if (level >= SimdLevel::AVX2) return qscan_blocks_avx2;
+  if (level == SimdLevel::AVX2 || level == SimdLevel::AVX512) return qscan_blocks_avx2;
+#endif
+#ifdef PYPATCH_HAVE_NEON
+  if (level == SimdLevel::NEON) return qscan_blocks_neon;
 #endif
   (void)level;
   return nullptr;
@@ -44,6 +47,9 @@ const char* quant_scan_kernel_name() {
 #ifdef PYPATCH_HAVE_AVX2
   if (f == qscan_blocks_avx2) return "avx2";
 #endif
+#ifdef PYPATCH_HAVE_NEON
+  if (f == qscan_blocks_neon) return "neon";
+#endif
   (void)f;
   return "";
 }
@@ -55,6 +61,9 @@ QuantSegmaxFn quant_segmax_kernel() {
 #endif
 #ifdef PYPATCH_HAVE_AVX2
   if (f == qscan_blocks_avx2) return qsegmax_u16_avx2;
+#endif
+#ifdef PYPATCH_HAVE_NEON
+  if (f == qscan_blocks_neon) return qsegmax_u16_neon;
 #endif
   (void)f;
   return qsegmax_u16_scalar;

@@ -39,7 +39,9 @@ struct KernelTable {
                           const float* q, float* best, int32_t* arg);
 };
 
-/// Kernels of the selected level (see simd_level.h).
+/// Kernels of the selected level (see simd_level.h). The float kernels have no NEON version:
+/// at neon this is the scalar table (GCC auto-vectorises its 32-lane loops at the aarch64
+/// baseline anyway); only the quantised scans below have NEON kernels.
 const KernelTable& kernels();
 /// Kernels of one level; throws InvalidArgument if not compiled or not supported here.
 const KernelTable& kernels_for(SimdLevel level);
@@ -54,8 +56,8 @@ const KernelTable& kernel_table_avx512();
 using QuantScanFn = void (*)(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0,
                              int64_t b1, uint16_t* out);
 /// The AVX-512 VBMI kernel when it is compiled, the CPU has VBMI and the selected level is
-/// AVX-512; the AVX2 kernel at AVX2 (and at AVX-512 without VBMI); nullptr at scalar (callers
-/// then use the exact float kernels).
+/// AVX-512; the AVX2 kernel at AVX2 (and at AVX-512 without VBMI); the NEON kernel at neon
+/// (aarch64); nullptr at scalar (callers then use the exact float kernels).
 QuantScanFn quant_scan_kernel();
 void qscan_blocks_scalar(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
                          uint16_t* out);
@@ -63,12 +65,15 @@ void qscan_blocks_avx512vbmi(const uint8_t* codes, int m, const uint8_t* qlut, i
                              int64_t b1, uint16_t* out);
 void qscan_blocks_avx2(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
                        uint16_t* out);
-/// Name of the kernel quant_scan_kernel() returns: "avx512vbmi", "avx2" or "" (none).
+void qscan_blocks_neon(const uint8_t* codes, int m, const uint8_t* qlut, int64_t b0, int64_t b1,
+                       uint16_t* out);
+/// Name of the kernel quant_scan_kernel() returns: "avx512vbmi", "avx2", "neon" or "" (none).
 const char* quant_scan_kernel_name();
 /// out[i] = max of sc[off[i] .. off[i+1]) (u16 scores indexed by absolute patch), -1 if empty.
 using QuantSegmaxFn = void (*)(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
 void qsegmax_u16_avx512vbmi(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
 void qsegmax_u16_avx2(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
+void qsegmax_u16_neon(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
 void qsegmax_u16_scalar(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out);
 /// The segmented max matching quant_scan_kernel() (scalar when that is nullptr).
 QuantSegmaxFn quant_segmax_kernel();

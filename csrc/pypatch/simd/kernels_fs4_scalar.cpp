@@ -1,5 +1,5 @@
-// The 4-bit fast scan: scalar reference kernel and dispatch (baseline flags). The AVX2 and
-// AVX-512 kernels must emit exactly what this one emits (tests/cpp/test_fastscan4.cpp).
+// The 4-bit fast scan: scalar reference kernel and dispatch (baseline flags). The AVX2, AVX-512
+// and NEON kernels must emit exactly what this one emits (tests/cpp/test_fastscan4.cpp).
 #include "pypatch/index/code_layout_fs4.h"  // fs4 layout
 #include "pypatch/simd/fastscan4.h"
 #include "pypatch/simd/fastscan4_emit.h"    // Fs4Emitter
@@ -29,12 +29,15 @@ void fs4_scan_scalar(const uint8_t* codes, int m, const uint8_t* qlut, const int
 }
 
 Fs4ScanFn fastscan4_kernel_for(int level) {
-  if (level > static_cast<int>(detected_simd_level())) return nullptr;
+  if (!simd_level_usable(static_cast<SimdLevel>(level))) return nullptr;
 #ifdef PYPATCH_HAVE_AVX512
   if (level == static_cast<int>(SimdLevel::AVX512)) return fs4_scan_avx512;
 #endif
 #ifdef PYPATCH_HAVE_AVX2
   if (level == static_cast<int>(SimdLevel::AVX2)) return fs4_scan_avx2;
+#endif
+#ifdef PYPATCH_HAVE_NEON
+  if (level == static_cast<int>(SimdLevel::NEON)) return fs4_scan_neon;
 #endif
   if (level == static_cast<int>(SimdLevel::Scalar)) return fs4_scan_scalar;
   return nullptr;
@@ -53,6 +56,9 @@ const char* fastscan4_kernel_name() {
 #endif
 #ifdef PYPATCH_HAVE_AVX2
   if (f == fs4_scan_avx2) return "avx2";
+#endif
+#ifdef PYPATCH_HAVE_NEON
+  if (f == fs4_scan_neon) return "neon";
 #endif
   (void)f;
   return "";

@@ -1,4 +1,5 @@
-// cpuid + xgetbv detection. Built with baseline flags: no AVX instruction runs here.
+// cpuid + xgetbv detection (x86); on aarch64 NEON (ASIMD) is part of the base ISA, so there
+// is nothing to probe. Built with baseline flags: no AVX instruction runs here.
 #include "pypatch/simd/simd_level.h"
 
 #include <atomic>   // the selected level is read by concurrent searches
@@ -12,12 +13,15 @@
 #include <cpuid.h>  // __get_cpuid_count
 #define PYPATCH_X86 1
 #endif
+#if defined(__aarch64__) || defined(_M_ARM64)
+#define PYPATCH_ARM64 1
+#endif
 
 namespace pypatch {
 namespace {
 
 struct CpuFeatures {
-  bool avx2 = false, avx512 = false, vbmi = false;
+  bool avx2 = false, avx512 = false, vbmi = false, neon = false;
 };
 
 CpuFeatures probe_cpu() {
@@ -38,6 +42,9 @@ CpuFeatures probe_cpu() {
   f.avx512 = f.avx2 && zmm_os && f512 && dq && bw && vl;
   f.vbmi = f.avx512 && ((c >> 1) & 1);
 #endif
+#ifdef PYPATCH_ARM64
+  f.neon = true;  // mandatory in AArch64 (the ABI passes vectors in its registers)
+#endif
   return f;
 }
 
@@ -57,6 +64,7 @@ const char* simd_level_name(SimdLevel level) {
   switch (level) {
     case SimdLevel::AVX2: return "avx2";
     case SimdLevel::AVX512: return "avx512";
+    case SimdLevel::NEON: return "neon";
     default: return "scalar";
   }
 }
@@ -65,7 +73,9 @@ SimdLevel parse_simd_level(const std::string& name) {
   if (name == "scalar") return SimdLevel::Scalar;
   if (name == "avx2") return SimdLevel::AVX2;
   if (name == "avx512") return SimdLevel::AVX512;
-  throw InvalidArgument("SIMD level must be one of 'scalar', 'avx2', 'avx512'; got '" + name + "'");
+  if (name == "neon") return SimdLevel::NEON;
+  throw InvalidArgument("SIMD level must be one of 'scalar', 'avx2', 'avx512', 'neon'; got '" + name +
+                        "'");
 }
 
 std::vector<SimdLevel> compiled_simd_levels() {
@@ -76,6 +86,9 @@ std::vector<SimdLevel> compiled_simd_levels() {
 #ifdef PYPATCH_HAVE_AVX512
   v.push_back(SimdLevel::AVX512);
 #endif
+#ifdef PYPATCH_HAVE_NEON
+  v.push_back(SimdLevel::NEON);
+#endif
   return v;
 }
 
@@ -84,8 +97,20 @@ SimdLevel detected_simd_level() {
   for (SimdLevel l : compiled_simd_levels()) {
     if (l == SimdLevel::AVX2 && cpu().avx2) best = l;
     if (l == SimdLevel::AVX512 && cpu().avx512) best = l;
+    if (l == SimdLevel::NEON && cpu().neon) best = l;
   }
   return best;
+}
+
+bool simd_level_usable(SimdLevel level) {
+  const SimdLevel best = detected_simd_level();
+  switch (level) {  // x86 levels nest (avx512 implies avx2); neon stands alone
+    case SimdLevel::Scalar: return true;
+    case SimdLevel::AVX2: return best == SimdLevel::AVX2 || best == SimdLevel::AVX512;
+    case SimdLevel::AVX512: return best == SimdLevel::AVX512;
+    case SimdLevel::NEON: return best == SimdLevel::NEON;
+  }
+  return false;  // not a level
 }
 
 bool cpu_has_avx512vbmi() { return cpu().vbmi; }
@@ -98,15 +123,14 @@ SimdLevel selected_simd_level() {
       // An unknown or unsupported value falls back to the detected level rather than failing
       // every search, but says so once (here, at first dispatch: never in a static initialiser).
       const SimdLevel best = level;
-      if (s == "scalar") level = SimdLevel::Scalar;
-      else if (s == "avx2" && best >= SimdLevel::AVX2) level = SimdLevel::AVX2;
-      else if (s == "avx512" && best >= SimdLevel::AVX512) level = SimdLevel::AVX512;
-      else if (s == "avx2" || s == "avx512")
+      const bool known = s == "scalar" || s == "avx2" || s == "avx512" || s == "neon";
+      if (known && simd_level_usable(parse_simd_level(s))) level = parse_simd_level(s);
+      else if (known)
         std::fprintf(stderr, "pypatch: warning: PYPATCH_SIMD=%s is not supported by this CPU or "
                      "build; using '%s'\n", s.c_str(), simd_level_name(best));
       else if (!s.empty())
         std::fprintf(stderr, "pypatch: warning: PYPATCH_SIMD='%s' is not a SIMD level; valid values "
-                     "are 'scalar', 'avx2', 'avx512'; using the detected level '%s'\n", s.c_str(),
+                     "are 'scalar', 'avx2', 'avx512', 'neon'; using the detected level '%s'\n", s.c_str(),
                      simd_level_name(best));
     }
     int expected = -1;
@@ -116,7 +140,7 @@ SimdLevel selected_simd_level() {
 }
 
 void set_simd_level(SimdLevel level) {
-  if (level > detected_simd_level())
+  if (!simd_level_usable(level))
     throw InvalidArgument(std::string("SIMD level '") + simd_level_name(level) +
                           "' is not compiled in or not supported by this CPU (best: '" +
                           simd_level_name(detected_simd_level()) + "')");
