@@ -122,3 +122,74 @@ TEST(scan_task_bounds_match_lower_bound) {
       CHECK(b[t] == std::lower_bound(off.begin(), off.begin() + n_images, t * per_task) - off.begin());
   }
 }
+
+#include <cstring>
+
+#include "pypatch/simd/kernels.h"
+#include "pypatch/simd/simd_level.h"
+
+// PQ searches at every usable SIMD level (8-bit: the quantised scan, VBMI / AVX2 / NEON;
+// 4-bit: the fast scan, AVX-512 / AVX2 / NEON) return what scalar (the exact float path)
+// returns, bit for bit: odd m, images of 0..70 patches (blocks spanning images), duplicated
+// images (exact ties at the k-th place), removed images (the best ones included), 1 and 2
+// threads. The quantised path must really run at every level above scalar.
+TEST(pq_search_every_level_equals_scalar_with_ties_and_removed_images) {
+  struct Guard {  // restores the selected level
+    SimdLevel saved = selected_simd_level();
+    ~Guard() { set_simd_level(saved); }
+  } guard;
+  for (int nbits : {8, 4}) {
+    for (int m : {5, 16}) {
+      const int dim = 2 * m, ksub = 1 << nbits, n_img = 400;
+      std::mt19937 g(static_cast<unsigned>(nbits * 100 + m));
+      auto pq = std::make_shared<ProductQuantizer>(dim, m, nbits);
+      pq->set_centroids(randn(static_cast<size_t>(m) * ksub * 2, 40 + m).data());
+      PatchIndex ix(dim, pq);
+      std::vector<int64_t> counts(n_img);
+      std::vector<uint8_t> codes;
+      for (int i = 0; i < n_img; ++i) {
+        if (i % 9 == 4) {  // a copy of the previous image: same codes, exact tie
+          counts[i] = counts[i - 1];
+          codes.insert(codes.end(), codes.end() - counts[i] * m, codes.end());
+          continue;
+        }
+        counts[i] = i % 23 == 0 ? 0 : static_cast<int64_t>(g() % 71);
+        for (int64_t k = 0; k < counts[i] * m; ++k) codes.push_back(static_cast<uint8_t>(g() % ksub));
+      }
+      ix.add_codes(n_img, counts.data(), codes.data());
+      const auto q = randn(dim, 50 + m);
+      auto search = [&](SimdLevel level, int k, int threads, std::vector<float>& s, std::vector<int64_t>& im,
+                        std::vector<int64_t>& pa) {
+        set_simd_level(level);
+        s.assign(k, 0.f);
+        im.assign(k, 0);
+        pa.assign(k, 0);
+        ix.search(1, q.data(), k, threads, s.data(), im.data(), pa.data());
+      };
+      std::vector<float> rs, gs;
+      std::vector<int64_t> ri, gi, rp, gp;
+      search(SimdLevel::Scalar, 3, 1, rs, ri, rp);
+      std::vector<int64_t> gone(ri.begin(), ri.end());  // the three best images...
+      for (int64_t i = 5; i < n_img; i += 11) gone.push_back(i);  // ...and some others
+      ix.remove(static_cast<int64_t>(gone.size()), gone.data());
+      for (int k : {1, 10, 50}) {
+        search(SimdLevel::Scalar, k, 1, rs, ri, rp);
+        for (int64_t i : ri) CHECK(i < 0 || !ix.is_removed(i));
+        for (SimdLevel l : compiled_simd_levels()) {
+          if (l == SimdLevel::Scalar || !simd_level_usable(l)) continue;
+          for (int threads : {1, 2}) {
+            const int64_t fs0 = fastscan4_quantised_searches();
+            search(l, k, threads, gs, gi, gp);
+            if (nbits == 4) CHECK(fastscan4_quantised_searches() == fs0 + 1);
+            if (nbits == 8) CHECK(quant_scan_kernel() != nullptr);
+            const bool same = std::memcmp(gs.data(), rs.data(), 4 * k) == 0 && gi == ri && gp == rp;
+            if (!same)
+              std::fprintf(stderr, "nbits=%d m=%d k=%d level=%s threads=%d differs from scalar\n", nbits, m, k,
+                           simd_level_name(l), threads);
+            CHECK(same);
+          }
+        }
+      }
+    }
+  }
+}
