@@ -5,8 +5,8 @@
 // an index past 63 gives 0 (tbl) or keeps the destination (tbx). So qlut[c] for 16 codes is
 // tbl(row[0:64], c), then tbx(row[64:128], c ^ 64), tbx(row[128:192], c ^ 128),
 // tbx(row[192:256], c ^ 192): the xor brings exactly the codes of that quarter into 0..63 and
-// leaves every other code at 64 or above. 7 ops per 16 lookups, against ~35 per 32 for the
-// AVX2 pshufb + blend tree. The bytes are widened straight into u16 lane-order accumulators
+// leaves every other code at 64 or above. 7 ops per 16 lookups (+ 4 four-register loads of
+// the row per 64), against ~35 per 32 for the AVX2 pshufb + blend tree. The bytes are widened straight into u16 lane-order accumulators
 // (uaddw/uaddw2), which wrap mod 2^16 exactly as the scalar kernel's u16 sums do (no wrap for
 // m <= 257).
 #include <arm_neon.h>  // NEON intrinsics
@@ -18,23 +18,17 @@
 namespace pypatch {
 namespace {
 
-struct Row256 {
-  uint8x16x4_t q[4];  // entries 64 r .. 64 r + 63 in q[r]
-};
-
-inline Row256 load_row(const uint8_t* t) {
-  Row256 r;
-  for (int k = 0; k < 4; ++k)
-    for (int i = 0; i < 4; ++i) r.q[k].val[i] = vld1q_u8(t + 64 * k + 16 * i);
-  return r;
-}
-
-// qlut[c] for 16 codes.
-inline uint8x16_t lookup256(const Row256& r, uint8x16_t c) {
-  uint8x16_t v = vqtbl4q_u8(r.q[0], c);
-  v = vqtbx4q_u8(v, r.q[1], veorq_u8(c, vdupq_n_u8(64)));
-  v = vqtbx4q_u8(v, r.q[2], veorq_u8(c, vdupq_n_u8(128)));
-  return vqtbx4q_u8(v, r.q[3], veorq_u8(c, vdupq_n_u8(192)));
+// qlut[c] for 64 codes (four registers) from one 256-byte table row t, a quarter at a time:
+// each quarter is loaded straight into the four consecutive registers tbl/tbx read (ld1 x4; a
+// struct of all 16 registers made GCC 12 copy the row through the stack).
+inline void lookup256x4(const uint8_t* t, const uint8x16_t c[4], uint8x16_t v[4]) {
+  uint8x16x4_t q = vld1q_u8_x4(t);
+  for (int k = 0; k < 4; ++k) v[k] = vqtbl4q_u8(q, c[k]);
+  for (int r = 1; r < 4; ++r) {
+    q = vld1q_u8_x4(t + 64 * r);
+    const uint8x16_t x = vdupq_n_u8(static_cast<uint8_t>(64 * r));
+    for (int k = 0; k < 4; ++k) v[k] = vqtbx4q_u8(v[k], q, veorq_u8(c[k], x));
+  }
 }
 
 }  // namespace
@@ -51,11 +45,12 @@ void qscan_blocks_neon(const uint8_t* codes, int m, const uint8_t* qlut, int64_t
     const uint8_t* t = qlut;
     for (int j = 0; j < m; ++j, c += 64, t += 256) {
       __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<uintptr_t>(c) + pf), 0, 3);
-      const Row256 row = load_row(t);
-      for (int k = 0; k < 4; ++k) {  // patches 16 k .. 16 k + 15
-        const uint8x16_t v = lookup256(row, vld1q_u8(c + 16 * k));
-        acc[2 * k] = vaddw_u8(acc[2 * k], vget_low_u8(v));
-        acc[2 * k + 1] = vaddw_high_u8(acc[2 * k + 1], v);
+      uint8x16_t x[4], v[4];
+      for (int k = 0; k < 4; ++k) x[k] = vld1q_u8(c + 16 * k);  // patches 16 k .. 16 k + 15
+      lookup256x4(t, x, v);
+      for (int k = 0; k < 4; ++k) {
+        acc[2 * k] = vaddw_u8(acc[2 * k], vget_low_u8(v[k]));
+        acc[2 * k + 1] = vaddw_high_u8(acc[2 * k + 1], v[k]);
       }
     }
     uint16_t* o = out + (b - b0) * 64;
@@ -63,9 +58,9 @@ void qscan_blocks_neon(const uint8_t* codes, int m, const uint8_t* qlut, int64_t
   }
 }
 
-// Reads only inside [off[i], off[i+1]): full 8-wide chunks, then one chunk ending at the
-// image's end that overlaps the previous one (max is idempotent); images shorter than 8 are
-// read one by one. sc may end right after the last image, so nothing past it is touched.
+// Reads only inside [off[i], off[i+1]): 16-wide then 8-wide chunks, and one 8-wide chunk
+// ending at the image's end that overlaps the previous ones (max is idempotent); images shorter
+// than 8 are read one by one. sc may end right after the last image, so nothing past it is touched.
 void qsegmax_u16_neon(int64_t n_images, const int64_t* off, const uint16_t* sc, int32_t* out) {
   for (int64_t i = 0; i < n_images; ++i) {
     const int64_t p0 = off[i], end = off[i + 1], n = end - p0;
