@@ -18,7 +18,7 @@ import pypatch
 
 
 def _levels():
-    order = ["scalar", "avx2", "avx512"]
+    order = ["scalar", "avx2", "avx512", "neon"]  # x86 levels or neon, never both
     info = pypatch.simd_info()
     best = order.index(info["detected"])
     return [lv for lv in info["compiled"] if order.index(lv) <= best]

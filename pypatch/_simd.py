@@ -1,7 +1,7 @@
 """SIMD level and thread-count controls of the native core.
 
 ``simd_info()`` reports what was compiled, what this CPU supports and what the kernels use;
-the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512`` (read once, at first use) or
+the environment variable ``PYPATCH_SIMD=scalar|avx2|avx512|neon`` (read once, at first use) or
 ``set_simd_level`` (tests and benchmarks) chooses a lower level; any other value of the variable
 keeps the detected level and prints one warning on stderr.
 """
@@ -15,17 +15,20 @@ __all__ = ["simd_info", "set_simd_level", "set_num_threads", "get_num_threads"]
 
 
 def simd_info() -> dict:
-    """Return ``{"compiled": [levels...], "detected": level, "selected": level, "quant_scan": name}``.
+    """Return ``{"compiled": [levels...], "detected": level, "selected": level, "quant_scan": name,
+    "fastscan4": name}``.
 
-    ``quant_scan`` names the kernel of the quantised 8-bit PQ scan at the selected level
-    ("avx512vbmi", "avx2", or "" at scalar, where the exact float scan runs alone); every
-    level returns bit-identical search results.
+    Levels: "scalar", "avx2", "avx512" on x86-64; "scalar", "neon" on aarch64. ``quant_scan``
+    names the kernel of the quantised 8-bit PQ scan at the selected level ("avx512vbmi",
+    "avx2", "neon", or "" at scalar, where the exact float scan runs alone) and ``fastscan4``
+    that of the 4-bit fast scan ("avx512", "avx2", "neon" or ""); every level returns
+    bit-identical search results.
     """
     return dict(_core.simd_info())
 
 
 def set_simd_level(level: str) -> None:
-    """Force the kernels of ``level`` ("scalar", "avx2" or "avx512") for every later call.
+    """Force the kernels of ``level`` ("scalar", "avx2", "avx512" or "neon") for every later call.
 
     Raises InvalidArgumentError if the level is unknown, not compiled in, or not supported by
     this CPU (see ``simd_info()["detected"]``).

@@ -5,7 +5,7 @@ import contextlib
 
 import pypatch
 
-_ORDER = ["scalar", "avx2", "avx512"]
+_ORDER = ["scalar", "avx2", "avx512", "neon"]  # a build has x86 levels or neon, never both
 
 
 def usable_levels() -> list[str]:

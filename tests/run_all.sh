@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command: Python tests against the installed package, then the C++ tests,
-# then (in CI) the sanitizer run.
+# then (in CI) the sanitizer run and the aarch64 run.
 # Run from the repository root after `pip install ".[test]"` (or `pip install -e ".[test]"`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -25,5 +25,15 @@ if [ "${PYPATCH_SANITIZE_CI:-}" = 1 ] || [ "${CI:-}" = true ]; then
   san_status=$?
 fi
 
-echo "pytest exit status: $py_status, ctest exit status: $cpp_status, sanitizers exit status: $san_status"
-[ "$py_status" -eq 0 ] && [ "$cpp_status" -eq 0 ] && [ "$san_status" -eq 0 ]
+# CI (and anyone with PYPATCH_AARCH64_CI=1) also cross-compiles the core and the C++ tests for
+# aarch64 and runs them under qemu-user, NEON kernels against scalar (tests/run_aarch64.sh;
+# about 1 CPU-minute, mostly the build; skipped with a message without the cross toolchain).
+arm_status=0
+if [ "${PYPATCH_AARCH64_CI:-}" = 1 ] || [ "${CI:-}" = true ]; then
+  bash tests/run_aarch64.sh
+  arm_status=$?
+fi
+
+echo "pytest exit status: $py_status, ctest exit status: $cpp_status, sanitizers exit status: $san_status," \
+     "aarch64 exit status: $arm_status"
+[ "$py_status" -eq 0 ] && [ "$cpp_status" -eq 0 ] && [ "$san_status" -eq 0 ] && [ "$arm_status" -eq 0 ]

@@ -60,6 +60,10 @@ def test_levels_name_their_fastscan4_kernel():
     if "avx512" in usable_levels():
         with simd_level("avx512"):
             assert pypatch.simd_info()["fastscan4"] == "avx512"
+    if "neon" in usable_levels():  # aarch64: both quantised scans have NEON kernels
+        with simd_level("neon"):
+            assert pypatch.simd_info()["fastscan4"] == "neon"
+            assert pypatch.simd_info()["quant_scan"] == "neon"
 
 
 @pytest.mark.parametrize("kind", ["random", "clustered"])
