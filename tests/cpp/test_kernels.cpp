@@ -1,12 +1,14 @@
 // Every compiled+supported SIMD level against the scalar reference, exactly, on integer data
 // (and every quantised-scan kernel: VBMI, AVX2, NEON);
 // segmax semantics (empty images, first patch wins ties); binary16 conversion.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "pypatch/errors.h"
 #include "pypatch/index/code_layout.h"
 #include "pypatch/simd/kernels.h"
 #include "test_main.h"
@@ -129,6 +131,31 @@ TEST(half_conversion_round_trips_every_value) {
   CHECK(half_to_float(float_to_half(1.0f)) == 1.0f);
   CHECK(float_to_half(1e6f) == 0x7c00);            // overflow -> inf
   CHECK(half_to_float(float_to_half(1.0f + 1.0f / 4096)) == 1.0f);  // ties to even
+}
+
+// The x86 levels nest; neon stands alone: a level of the other family (or one not compiled)
+// is never usable, set_simd_level refuses it and leaves the selection alone.
+TEST(only_compiled_and_supported_levels_can_be_selected) {
+  const SimdLevel before = selected_simd_level();
+  const std::vector<SimdLevel> compiled = compiled_simd_levels();
+  for (SimdLevel l : {SimdLevel::Scalar, SimdLevel::AVX2, SimdLevel::AVX512, SimdLevel::NEON}) {
+    const bool in_build = std::find(compiled.begin(), compiled.end(), l) != compiled.end();
+    if (!in_build) CHECK(!simd_level_usable(l));
+    if (simd_level_usable(l)) {
+      set_simd_level(l);
+      CHECK(selected_simd_level() == l);
+      CHECK(&kernels() == &kernels_for(l));
+    } else {
+      CHECK_THROWS(set_simd_level(l), InvalidArgument);
+      CHECK_THROWS(kernels_for(l), InvalidArgument);
+    }
+  }
+  CHECK(simd_level_usable(SimdLevel::Scalar) && simd_level_usable(detected_simd_level()));
+  CHECK(!simd_level_usable(static_cast<SimdLevel>(7)) && !simd_level_usable(static_cast<SimdLevel>(-1)));
+#if defined(__aarch64__) && defined(PYPATCH_HAVE_NEON)
+  CHECK(detected_simd_level() == SimdLevel::NEON && !simd_level_usable(SimdLevel::AVX2));
+#endif
+  set_simd_level(before);
 }
 
 TEST(quantised_scan_kernels_exist_where_expected) {
