@@ -47,6 +47,10 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
 /// the exact float path; q: (nq, dim) f32. Same results as exact float ADC, bit for bit.
 std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
                                       int num_threads, const std::function<void()>& interrupt);
+/// The same from precomputed float tables luts: (nq, m, 16) (the inverted file computes them
+/// once per query for all the lists it probes).
+std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const float* luts, int k,
+                                           int num_threads, const std::function<void()>& interrupt);
 /// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
 /// process: lets tests check which path ran, since both return the same results.
 int64_t fastscan4_quantised_searches();
