@@ -345,22 +345,23 @@ def test_damaged_ivf_sections_raise_index_format_error():
     def set_image(i, v):
         return lambda b: struct.pack_into("<I", b, 4 * i, v)
 
-    cases = {
-        "image out of range": ("IVFI", set_image(0, 40)),
-        "huge image": ("IVFI", set_image(0, 0xFFFFFFFF)),
-        "unsorted list": ("IVFI", lambda b: (struct.pack_into("<I", b, 4 * e0, 39),)),
-        "ordinal past its image": ("IVFO", lambda b: b.__setitem__(0, 255)),
-        "list offsets past the patches": ("IVFN", lambda b: struct.pack_into("<Q", b, 8, 10**9)),
-        "list offsets decrease": ("IVFN", lambda b: struct.pack_into("<Q", b, 8 * 8, 0)),
-        "centroid NaN": ("IVFC", lambda b: struct.pack_into("<f", b, 0, float("nan"))),
-        "centroid too large": ("IVFC", lambda b: struct.pack_into("<f", b, 4, 1e30)),
-        "nlist": ("PIDX", lambda b: struct.pack_into("<I", b, 56, 0)),
-        "nlist past the sections": ("PIDX", lambda b: struct.pack_into("<I", b, 56, 9)),
-        "nprobe above nlist": ("PIDX", lambda b: struct.pack_into("<I", b, 60, 9)),
-        "layout": ("PIDX", lambda b: struct.pack_into("<I", b, 28, 2)),
+    cases = {  # what: (section, edit, the loader's message)
+        "image out of range": ("IVFI", set_image(0, 40), "names image 40 of 40"),
+        "huge image": ("IVFI", set_image(0, 0xFFFFFFFF), "names image"),
+        "unsorted list": ("IVFI", lambda b: (struct.pack_into("<I", b, 4 * e0, 39),), "not sorted"),
+        "ordinal past its image": ("IVFO", lambda b: b.__setitem__(0, 255), "ordinal 255 but image"),
+        "list offsets past the patches": ("IVFN", lambda b: struct.pack_into("<Q", b, 8, 10**9),
+                                          "exceeds the patch count"),
+        "list offsets decrease": ("IVFN", lambda b: struct.pack_into("<Q", b, 8 * 8, 0), "decrease"),
+        "centroid NaN": ("IVFC", lambda b: struct.pack_into("<f", b, 0, float("nan")), "IVFC holds a NaN"),
+        "centroid too large": ("IVFC", lambda b: struct.pack_into("<f", b, 4, 1e30), "IVFC holds"),
+        "nlist": ("PIDX", lambda b: struct.pack_into("<I", b, 56, 0), "implausible nlist 0"),
+        "nlist past the sections": ("PIDX", lambda b: struct.pack_into("<I", b, 56, 9), "IVF"),
+        "nprobe above nlist": ("PIDX", lambda b: struct.pack_into("<I", b, 60, 9), "nprobe 9 outside"),
+        "layout": ("PIDX", lambda b: struct.pack_into("<I", b, 28, 2), "needs nbits = 4"),
     }
-    for what, (kind, edit) in cases.items():
-        with pytest.raises(IndexFormatError):
+    for what, (kind, edit, message) in cases.items():
+        with pytest.raises(IndexFormatError, match=message):
             pypatch.PatchIndex.from_bytes(_damaged(data, kind, edit))
             pytest.fail(what)
     # a patch listed twice (and so another one missing): copy entry e0 + 1 over entry e0 + 0
