@@ -123,9 +123,15 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
   const int64_t lut_size = static_cast<int64_t>(m) * ksub;
   std::vector<int32_t> probes(static_cast<size_t>(nq * nprobe));
   std::vector<float> luts(static_cast<size_t>(nq * lut_size));
+  const bool fs4 = pq.nbits() == 4;
+  const bool quantised8 = !fs4 && ksub == 256 && m <= 256 && quant_scan_kernel() != nullptr;
+  // 8-bit: each query's table is quantised once for all the lists it probes (it cost as much
+  // as scanning a 3k-patch list).
+  std::vector<QuantTable> qtables(quantised8 ? nq : 0);
   parallel_for(nq, resolve_num_threads(num_threads, nq), [&](int64_t qi, int) {
     s.cq->probe(q + qi * dim, nprobe, probes.data() + qi * nprobe);
     pq.compute_lut(q + qi * dim, luts.data() + qi * lut_size);
+    if (quantised8) qtables[qi] = quantize_lut8(luts.data() + qi * lut_size, m);
   }, interrupt);
 
   // Invert: for each list, the queries probing it (ascending), as a CSR over lists; slot_of
@@ -148,25 +154,25 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
   std::vector<std::vector<IvfHit>> hits(probes.size());
   const int nt = resolve_num_threads(num_threads, static_cast<int64_t>(todo.size()));
   std::vector<Scratch> scratch(nt);
-  const bool fs4 = pq.nbits() == 4;
-  const bool quantised8 = !fs4 && ksub == 256 && m <= 256 && quant_scan_kernel() != nullptr;
   parallel_for(static_cast<int64_t>(todo.size()), nt, [&](int64_t t, int w) {
     const int l = todo[t];
     const int64_t n = s.lists->size[l];
     const uint32_t* img = s.lists->images[l];
     Scratch& sc = scratch[w];
-    sc.runs.clear();
-    sc.removed.clear();
-    int64_t n_removed = 0;
-    for (int64_t e = 0; e < n; ++e)
-      if (e == 0 || img[e] != img[e - 1]) {
-        sc.runs.push_back(e);
-        const uint8_t r = s.removed ? s.removed[img[e]] : 0;
-        sc.removed.push_back(r);
-        n_removed += r;
-      }
-    const int64_t n_runs = static_cast<int64_t>(sc.runs.size());
-    sc.runs.push_back(n);
+    if (static_cast<int64_t>(sc.runs.size()) < n + 1) {
+      sc.runs.resize(n + 1);
+      sc.removed.resize(n);
+    }
+    int64_t n_runs = 0, n_removed = 0;
+    int64_t* runs = sc.runs.data();
+    runs[n_runs++] = 0;
+    for (int64_t e = 1; e < n; ++e) {
+      runs[n_runs] = e;
+      n_runs += img[e] != img[e - 1];
+    }
+    runs[n_runs] = n;
+    if (s.removed)
+      for (int64_t r = 0; r < n_runs; ++r) n_removed += sc.removed[r] = s.removed[img[runs[r]]];
     ScanSetup ss{StoreKind::PQ, dim, m, &pq, s.lists->codes[l], sc.runs.data(), n_runs,
                  n_removed ? sc.removed.data() : nullptr, n_removed};
     const int64_t nql = qoff[l + 1] - qoff[l];
@@ -180,9 +186,19 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
       lp = sc.luts.data();
     }
     // One thread per list: the parallelism is across lists.
-    const std::vector<TopK> top = fs4 ? scan_topk_fastscan4_luts(ss, nql, lp, k, 1, {})
-                                  : quantised8 ? scan_topk_quantized(ss, nql, lp, k, 1, {})
-                                               : scan_topk_exact(ss, nql, nullptr, lp, k, 1, {});
+    std::vector<TopK> top;
+    if (fs4) {
+      top = scan_topk_fastscan4_luts(ss, nql, lp, k, 1, {});
+    } else if (quantised8) {
+      const QuantTable* tp[64];
+      std::vector<const QuantTable*> many;
+      const QuantTable** t = tp;
+      if (nql > 64) { many.resize(nql); t = many.data(); }
+      for (int64_t i = 0; i < nql; ++i) t[i] = &qtables[qlist[qoff[l] + i]];
+      top = scan_topk_quantized_tables(ss, nql, lp, t, k, 1, {});
+    } else {
+      top = scan_topk_exact(ss, nql, nullptr, lp, k, 1, {});
+    }
     const uint8_t* ord = s.lists->ords[l];
     for (int64_t i = 0; i < nql; ++i) {
       std::vector<IvfHit>& out = hits[qoff[l] + i];
