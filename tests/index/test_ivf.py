@@ -432,3 +432,43 @@ def test_golden_files_load_and_answer_as_recorded(name):
             np.testing.assert_array_equal(got[1], want["images"])
             np.testing.assert_array_equal(got[2], want["patches"])
         _same(ix.search(want["queries"], k=10), _reference(ix, want["queries"], 10, ix.nprobe))
+
+
+def test_image_index_subset_keeps_each_patch_in_its_list(embedder):
+    from pypatch import ImageIndex
+
+    rng = np.random.default_rng(1)
+    n, dim = 60, embedder.dim
+    vecs = _unit(rng, n * 5, dim).reshape(n, 5, dim)
+    sizes = [(200 + i, 150) for i in range(n)]
+    index = ImageIndex.create(regions="L1", store="pq", pq_m=16, train_size=256, embedder=embedder,
+                              opq=False)
+    if not index.is_trained:
+        index.train_embedded(zip(vecs, sizes))
+    index.add_embedded((f"img{i:03d}", None, vecs[i], sizes[i]) for i in range(n))
+    # the same images in an inverted-file PatchIndex (same quantizer and codes)
+    flat = index._index
+    ivf = pypatch.PatchIndex(flat.dim, flat.pq, nlist=4)
+    ivf.set_coarse_centroids(_unit(rng, 4, flat.dim))
+    ivf.add(np.concatenate([flat.reconstruct(i) for i in range(len(flat))]), image_offsets=flat.image_offsets)
+    ivf.nprobe = 2
+    index._index = ivf
+    keep = [f"img{i:03d}" for i in range(0, n, 3)]
+    sub = index.subset(keep)
+    assert sub._index.is_ivf and sub._index.nlist == 4 and sub._index.nprobe == 2
+    np.testing.assert_array_equal(sub._index.coarse_centroids, ivf.coarse_centroids)
+    rows = [index.ids.index(i) for i in keep]
+    lists = ivf.patch_lists()
+    off = ivf.image_offsets
+    np.testing.assert_array_equal(sub._index.patch_lists(),
+                                  np.concatenate([lists[off[r]:off[r + 1]] for r in rows]))
+    # every kept image scores as before: the subset's ranking is the original one filtered
+    q = _unit(rng, 3, flat.dim)
+    for nprobe in (1, 2, 4):
+        s_all, i_all, p_all = ivf.search(q, k=n, nprobe=nprobe)
+        s_sub, i_sub, p_sub = sub._index.search(q, k=n, nprobe=nprobe)
+        for r in range(len(q)):
+            kept = np.isin(i_all[r], rows)
+            np.testing.assert_array_equal(s_sub[r][i_sub[r] >= 0], s_all[r][kept])
+            np.testing.assert_array_equal(np.asarray(rows)[i_sub[r][i_sub[r] >= 0]], i_all[r][kept])
+            np.testing.assert_array_equal(p_sub[r][i_sub[r] >= 0], p_all[r][kept])
