@@ -279,6 +279,22 @@ void PatchIndex::ivf_materialize_() {
 void PatchIndex::ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t* rows, const int32_t* assign) {
   ivf_materialize_();
   const int m = code_size_;
+  // Reserve what this batch adds to each list: one big add holds exactly its bytes (a
+  // doubling vector would hold up to 2x), repeated small adds grow by at least 1/4.
+  std::vector<int64_t> add_n(nlist_, 0);
+  int64_t total = 0;
+  for (int64_t i = 0; i < n_new; ++i) total += counts[i];
+  for (int64_t q = 0; q < total; ++q) ++add_n[assign[q]];
+  for (int l = 0; l < nlist_; ++l) {
+    if (!add_n[l]) continue;
+    IvfLists::Owned& L = lists_.owned[l];
+    const size_t want = L.images.size() + static_cast<size_t>(add_n[l]);
+    if (want <= L.images.capacity()) continue;
+    const size_t cap = std::max(want, L.images.capacity() + L.images.capacity() / 4);
+    L.images.reserve(cap);
+    L.ords.reserve(cap);
+    L.codes.reserve(static_cast<size_t>(storage_bytes(static_cast<int64_t>(cap))));
+  }
   int64_t p = 0;
   for (int64_t i = 0; i < n_new; ++i) {
     const uint32_t image = static_cast<uint32_t>(images_() + i);
@@ -425,6 +441,11 @@ std::vector<int64_t> PatchIndex::compact() {
     for (int l = 0; l < nlist_; ++l) {
       IvfLists::Owned kept;
       const int64_t nl = lists_.size[l];
+      int64_t n_kept = 0;
+      for (int64_t e = 0; e < nl; ++e) n_kept += !removed_[lists_.images[l][e]];
+      kept.images.reserve(static_cast<size_t>(n_kept));  // exact: memory_usage counts capacity
+      kept.ords.reserve(static_cast<size_t>(n_kept));
+      kept.codes.reserve(static_cast<size_t>(storage_bytes(n_kept)));
       for (int64_t e = 0; e < nl; ++e) {
         const uint32_t img = lists_.images[l][e];
         if (removed_[img]) continue;
@@ -527,9 +548,13 @@ std::shared_ptr<const LinearTransform> PatchIndex::transform() const {
 std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
   std::shared_lock<FairSharedMutex> lock(mu_);
   if (nlist_ > 0) {
-    int64_t code_bytes = 0;
-    for (int l = 0; l < nlist_; ++l) code_bytes += storage_bytes(lists_.size[l]);
-    const int64_t ids = patches_() * 5;
+    // Owned lists count their capacity (what they hold in memory), mapped ones their size.
+    int64_t code_bytes = 0, ids = 0;
+    for (int l = 0; l < nlist_; ++l) {
+      const IvfLists::Owned& o = lists_.owned[l];
+      code_bytes += file_ ? storage_bytes(lists_.size[l]) : static_cast<int64_t>(o.codes.capacity());
+      ids += file_ ? 5 * lists_.size[l] : static_cast<int64_t>(4 * o.images.capacity() + o.ords.capacity());
+    }
     const int64_t transform_bytes =
         transform_ ? static_cast<int64_t>((transform_->mean().size() + transform_->matrix().size()) * 4) : 0;
     return {
