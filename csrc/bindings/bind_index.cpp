@@ -3,6 +3,7 @@
 
 #include <algorithm>  // std::min
 #include <new>        // std::bad_alloc
+#include <optional>   // add_codes lists
 
 #include "common.h"
 #include "pypatch/index/linear_transform.h"
@@ -52,11 +53,48 @@ int64_t n_vectors(const CArray<int64_t>& counts) {
 // would deadlock them.
 void bind_index(py::module_& m) {
   m.attr("max_index_dim") = PatchIndex::kMaxDim;  // what a saved file's reader accepts
+  m.attr("max_nlist") = PatchIndex::kMaxNlist;
   py::class_<PatchIndex>(m, "PatchIndex")
       .def(py::init([](int dim, const std::string& flat_dtype) {
         return std::make_unique<PatchIndex>(dim, parse_flat(flat_dtype));
       }), py::arg("dim"), py::arg("flat_dtype"))
       .def(py::init<int, std::shared_ptr<pypatch::ProductQuantizer>>(), py::arg("dim"), py::arg("pq"))
+      .def(py::init<int, std::shared_ptr<pypatch::ProductQuantizer>, int>(), py::arg("dim"), py::arg("pq"),
+           py::arg("nlist"))
+      .def_property_readonly("nlist", &PatchIndex::nlist)
+      .def_property("nprobe", &PatchIndex::nprobe, &PatchIndex::set_nprobe)
+      .def_property_readonly("coarse_centroids", [](const PatchIndex& ix) {
+        std::vector<float> c;
+        {
+          py::gil_scoped_release nogil;
+          c = ix.coarse_centroids();
+        }
+        const py::ssize_t d = ix.dim(), n = static_cast<py::ssize_t>(c.size()) / d;
+        CArray<float> out({n, d});
+        std::copy(c.begin(), c.end(), out.mutable_data());
+        return out;
+      })
+      .def("set_coarse_centroids", [](PatchIndex& ix, const CArray<float>& c) {
+        const float* p = checked(c, "coarse centroids", 2, ix.nlist(), ix.dim());
+        py::gil_scoped_release nogil;
+        ix.set_coarse_centroids(p);
+      })
+      .def("patch_lists", [](const PatchIndex& ix) {
+        return vector_without_gil<int32_t>([&] { return ix.patch_lists(); });
+      })
+      .def("probe", [](const PatchIndex& ix, const CArray<float>& q, int nprobe) {
+        const float* p = checked(q, "queries", 2, -1, ix.dim());
+        const py::ssize_t nq = q.shape(0);
+        std::vector<int32_t> v;
+        {
+          py::gil_scoped_release nogil;
+          v = ix.probe(nq, p, nprobe);
+        }
+        const py::ssize_t w = nq ? static_cast<py::ssize_t>(v.size()) / nq : std::min(nprobe, ix.nlist());
+        CArray<int32_t> out({nq, w});
+        std::copy(v.begin(), v.end(), out.mutable_data());
+        return out;
+      })
       .def_property_readonly("dim", &PatchIndex::dim)
       .def_property_readonly("kind", [](const PatchIndex& ix) { return kind_name(ix.kind()); })
       .def_property_readonly("code_size", &PatchIndex::code_size)
@@ -107,14 +145,16 @@ void bind_index(py::module_& m) {
         py::gil_scoped_release nogil;
         return ix.add(n, c, p, nt, hook);
       })
-      .def("add_codes", [](PatchIndex& ix, const CArray<uint8_t>& codes, const CArray<int64_t>& counts) {
+      .def("add_codes", [](PatchIndex& ix, const CArray<uint8_t>& codes, const CArray<int64_t>& counts,
+                           const std::optional<CArray<int32_t>>& lists) {
         const int64_t* c = checked(counts, "patch counts", 1);
         const uint8_t* p = checked(codes, "codes", 2, n_vectors(counts), ix.code_size());
+        const int32_t* l = lists ? checked(*lists, "lists", 1, n_vectors(counts)) : nullptr;
         const int64_t n = counts.shape(0);
         py::gil_scoped_release nogil;
-        return ix.add_codes(n, c, p);
-      })
-      .def("search", [](const PatchIndex& ix, const CArray<float>& q, int k, int nt) {
+        return ix.add_codes(n, c, p, l);
+      }, py::arg("codes"), py::arg("counts"), py::arg("lists") = py::none())
+      .def("search", [](const PatchIndex& ix, const CArray<float>& q, int k, int nt, int nprobe) {
         const float* p = checked(q, "queries", 2, -1, ix.dim());
         if (k < 1) throw pypatch::InvalidArgument("k must be >= 1; got " + std::to_string(k));
         const py::ssize_t nq = q.shape(0);
@@ -135,10 +175,10 @@ void bind_index(py::module_& m) {
         {
           py::gil_scoped_release nogil;
           // An empty index still says it is untrained (no rows are scanned for nq = 0).
-          ix.search(kk > 0 ? nq : 0, p, kk > 0 ? kk : 1, nt, s, im, pa, hook);
+          ix.search(kk > 0 ? nq : 0, p, kk > 0 ? kk : 1, nt, s, im, pa, hook, nprobe);
         }
         return py::make_tuple(scores, images, patches);
-      })
+      }, py::arg("q"), py::arg("k"), py::arg("nt"), py::arg("nprobe") = 0)
       .def("remove", [](PatchIndex& ix, const CArray<int64_t>& images) {
         const int64_t* p = checked(images, "images", 1);
         py::gil_scoped_release nogil;

@@ -313,12 +313,22 @@ class ImageIndex(SearchableIndex):
         self._ensure_trained()
         pq = self._index.pq
         native = (PatchIndex(int(self._index.dim), pq=ProductQuantizer.from_centroids(pq.centroids))
-                  if pq is not None else new_patch_index(int(self._index.dim), self._meta["store"]))
+                  if pq is not None and not self._index.is_ivf
+                  else new_patch_index(int(self._index.dim), self._meta["store"]) if pq is None
+                  else self._index_ivf_codebooks(PatchIndex, ProductQuantizer))
         meta = dict(self._meta, ids=[], paths=[], sizes=[], removed=[])
         empty = type(self)(native, meta, model=self._model_override, embedder=self._embedder,
                            num_threads=self._num_threads)
         empty._transform = self._transform
         return empty
+
+    def _index_ivf_codebooks(self, PatchIndex, ProductQuantizer):
+        """An empty inverted-file PatchIndex with this one's quantizer, coarse centroids and nprobe."""
+        ix = self._index
+        native = PatchIndex(int(ix.dim), pq=ProductQuantizer.from_centroids(ix.pq.centroids), nlist=ix.nlist)
+        native.set_coarse_centroids(ix.coarse_centroids)
+        native.nprobe = ix.nprobe
+        return native
 
     def subset(self, ids) -> "ImageIndex":
         """A new index (same codebooks and pre-transform) holding only the live images ``ids``,
@@ -337,8 +347,13 @@ class ImageIndex(SearchableIndex):
         counts = np.asarray([offsets[r + 1] - offsets[r] for r in rows], dtype=np.int64)
         if self._index.pq is not None:
             codes = self._index._ix.codes()  # the stored bytes: copied, never re-quantised
+            # IVF: each patch keeps its list (same coarse centroids), so every image scores
+            # exactly as here for any nprobe.
+            lists = self._index.patch_lists() if self._index.is_ivf else None
             out._index.add_codes(np.concatenate([codes[offsets[r]:offsets[r + 1]] for r in rows]),
-                                 patches_per_image=counts)
+                                 patches_per_image=counts,
+                                 lists=None if lists is None else
+                                 np.concatenate([lists[offsets[r]:offsets[r + 1]] for r in rows]))
         else:  # reconstruct is exact for flat stores (float16 values round-trip)
             out._index.add(np.concatenate([self._index.reconstruct(r) for r in rows]),
                            patches_per_image=counts)

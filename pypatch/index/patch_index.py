@@ -7,6 +7,13 @@ the ordinal of the winning patch, and returns the top-k images ordered by score,
 the lower image index. Storage: ``pq=None`` is the exact flat store (``flat_dtype`` float32 or
 float16); a ``ProductQuantizer`` stores ``m`` bytes per patch.
 
+Inverted file (``nlist=N``, PQ only): a coarse k-means quantizer of N centroids splits the
+patches into N lists (nearest centroid in L2); ``search`` probes the ``nprobe`` lists nearest
+each query and ranks images by the max over their *probed* patches, exactly as the exhaustive
+ADC scan restricted to those patches would (codes are not residuals: they equal the exhaustive
+index's codes for the same quantizer). Storage per patch: the code plus 5 bytes (u32 image,
+u8 ordinal), so an IVF index holds at most 256 patches per image.
+
 Thread safety: ``search`` may run from many Python threads at once (the GIL is released);
 ``add``/``train``/``remove``/``compact`` take an exclusive lock inside the core.
 """
@@ -67,17 +74,23 @@ class PatchIndex:
     float (flat) results, whatever the SIMD level."""
 
     def __init__(self, dim: int, pq: ProductQuantizer | None = None, *,
-                 flat_dtype: str = "float32") -> None:
+                 flat_dtype: str = "float32", nlist: int | None = None) -> None:
         # At most what a saved file's reader accepts (2**20), so every index that saves loads.
         dim = as_int(dim, "dim", 1, _core.max_index_dim)
         if pq is None:
+            if nlist is not None:
+                raise InvalidArgumentError("nlist (an inverted file) needs a PQ store: pass "
+                                           "pq=ProductQuantizer(dim, m)")
             if flat_dtype not in ("float32", "float16"):
                 raise InvalidArgumentError(f"flat_dtype must be 'float32' or 'float16'; got {flat_dtype!r}")
             self._ix = _core.PatchIndex(dim, flat_dtype)
         elif isinstance(pq, ProductQuantizer):
             if pq.dim != dim:
                 raise InvalidArgumentError(f"pq.dim ({pq.dim}) must equal dim ({dim})")
-            self._ix = _core.PatchIndex(dim, pq._pq)
+            if nlist is None:
+                self._ix = _core.PatchIndex(dim, pq._pq)
+            else:
+                self._ix = _core.PatchIndex(dim, pq._pq, as_int(nlist, "nlist", 1, _core.max_nlist))
         else:
             raise InvalidTypeError(f"pq must be a ProductQuantizer or None; got {type(pq).__name__}")
         self._metadata: dict = {}
@@ -107,6 +120,60 @@ class PatchIndex:
         """The quantizer (shared, not copied), or None for a flat store."""
         core_pq = self._ix.pq
         return None if core_pq is None else ProductQuantizer._from_core(core_pq)
+
+    @property
+    def nlist(self) -> int:
+        """Lists of the inverted file; 0 for an exhaustive index."""
+        return int(self._ix.nlist)
+
+    @property
+    def is_ivf(self) -> bool:
+        """True for an inverted-file index (``nlist`` given)."""
+        return self._ix.nlist > 0
+
+    @property
+    def nprobe(self) -> int:
+        """Lists a search probes by default (IVF; 0 for an exhaustive index). Default
+        ``min(nlist, 16)``; values above nlist are stored as nlist."""
+        return int(self._ix.nprobe) if self._ix.nlist > 0 else 0
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self._ix.nlist == 0:
+            raise InvalidArgumentError("nprobe: this index is exhaustive (no inverted file; pass nlist=)")
+        self._ix.nprobe = min(as_int(value, "nprobe", 1, None), self._ix.nlist)
+
+    @property
+    def coarse_centroids(self) -> np.ndarray | None:
+        """(nlist, dim) float32 copy of the coarse centroids; None if exhaustive or untrained."""
+        if self._ix.nlist == 0:
+            return None
+        c = self._ix.coarse_centroids
+        return c if c.shape[0] else None
+
+    def set_coarse_centroids(self, centroids: np.ndarray) -> None:
+        """Use coarse centroids trained elsewhere (e.g. shared by shards or a benchmark):
+        (nlist, dim) float32, finite. Only while the index holds no patches."""
+        if self._ix.nlist == 0:
+            raise InvalidArgumentError("set_coarse_centroids: this index is exhaustive (no inverted file)")
+        c = as_array(centroids, "centroids", np.float32, 2, self.dim, finite=True)
+        if c.shape[0] != self._ix.nlist:
+            raise InvalidArgumentError(f"centroids: expected {self._ix.nlist} rows (nlist); got {c.shape[0]}")
+        self._ix.set_coarse_centroids(c)
+
+    def patch_lists(self) -> np.ndarray:
+        """IVF: (num_patches,) int32 list of every patch, in patch order (one pass over all lists)."""
+        if self._ix.nlist == 0:
+            raise InvalidArgumentError("patch_lists: this index is exhaustive (no inverted file)")
+        return self._ix.patch_lists()
+
+    def probe(self, queries: np.ndarray, nprobe: int | None = None) -> np.ndarray:
+        """IVF: (nq, min(nprobe, nlist)) int32 lists a search would probe, nearest first."""
+        if self._ix.nlist == 0:
+            raise InvalidArgumentError("probe: this index is exhaustive (no inverted file)")
+        q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
+        n = self.nprobe if nprobe is None else min(as_int(nprobe, "nprobe", 1, None), self._ix.nlist)
+        return self._ix.probe(q, n)
 
     @property
     def flat_dtype(self) -> str | None:
@@ -150,13 +217,19 @@ class PatchIndex:
     # ------------------------------------------------------------------ building
     def train(self, x: np.ndarray, *, iters: int = 25, seed: int = 0,
               num_threads: int | None = None) -> "PatchIndex":
-        """PQ only: train the codebooks on x (n, dim) float32 unless already trained."""
+        """PQ only: train the codebooks on x (n, dim) float32 unless already trained.
+        IVF: first the coarse quantizer (k-means on at most 256 * nlist rows of x sampled with
+        the seed), unless trained or set; then the PQ on the same vectors (not residuals)."""
         if self._ix.kind == "pq" and not self._ix.is_trained:
             x = as_array(x, "x", np.float32, 2, self.dim, finite=True)
             ksub = self._ix.pq.ksub
-            if x.shape[0] < ksub:
+            if x.shape[0] < ksub and not self._ix.pq.is_trained:
                 raise InvalidArgumentError(f"x: training needs at least 2**nbits={ksub} vectors; "
                                            f"got {x.shape[0]}")
+            nlist = self._ix.nlist
+            if nlist and self.coarse_centroids is None and x.shape[0] < nlist:
+                raise InvalidArgumentError(f"x: training the coarse quantizer needs at least "
+                                           f"nlist={nlist} vectors; got {x.shape[0]}")
             self._ix.train(x, as_int(iters, "iters", 0, INT32_MAX), as_int(seed, "seed", 0, UINT64_MAX),
                            threads(num_threads))
         return self
@@ -174,18 +247,40 @@ class PatchIndex:
         first = self._ix.add(vectors, counts, threads(num_threads))
         return np.arange(first, first + counts.size, dtype=np.int64)
 
-    def add_codes(self, codes: np.ndarray, *, patches_per_image=None, image_offsets=None) -> np.ndarray:
-        """PQ only: append codes (n_patches, m) uint8 encoded elsewhere with the same quantizer."""
+    def add_codes(self, codes: np.ndarray, *, patches_per_image=None, image_offsets=None,
+                  lists: np.ndarray | None = None) -> np.ndarray:
+        """PQ only: append codes (n_patches, m) uint8 encoded elsewhere with the same quantizer.
+        IVF: ``lists`` (n_patches,) gives each patch's list (e.g. :meth:`patch_lists` of an index
+        with the same coarse centroids: exact, no arithmetic); without it each patch goes to the
+        list nearest its decoded vector (which may differ from the list its float vector had)."""
         if self._ix.kind != "pq":
             raise InvalidArgumentError("add_codes needs a PQ index; this one is a flat store")
         codes = as_array(codes, "codes", np.uint8, 2, self._ix.code_size)
         counts = _counts(codes.shape[0], patches_per_image, image_offsets)
-        first = self._ix.add_codes(codes, counts)
+        if lists is not None:
+            if self._ix.nlist == 0:
+                raise InvalidArgumentError("add_codes: lists are for an inverted-file index; this one is exhaustive")
+            lists = np.asarray(lists)
+            if lists.ndim != 1 or (lists.size and lists.dtype.kind not in "iu"):
+                raise InvalidTypeError("lists must be a 1-d integer array (one list per patch)")
+            if lists.shape[0] != codes.shape[0]:
+                raise InvalidArgumentError(f"lists: expected {codes.shape[0]} entries (one per patch); "
+                                           f"got {lists.shape[0]}")
+            if lists.size and (lists.min() < 0 or lists.max() >= self._ix.nlist):
+                raise InvalidArgumentError(f"lists: values must be in [0, {self._ix.nlist}); got "
+                                           f"{int(lists.min())}..{int(lists.max())}")
+            lists = np.ascontiguousarray(lists, dtype=np.int32)
+        first = self._ix.add_codes(codes, counts, lists)
         return np.arange(first, first + counts.size, dtype=np.int64)
 
     # ------------------------------------------------------------------ search
-    def search(self, queries: np.ndarray, k: int = 10, num_threads: int | None = None):
+    def search(self, queries: np.ndarray, k: int = 10, num_threads: int | None = None,
+               nprobe: int | None = None):
         """Top-k images per query by their best patch.
+
+        IVF: probes ``nprobe`` lists per query (default :attr:`nprobe`; above nlist means all)
+        and ranks images by the max over their probed patches (images with none are absent).
+        ``nprobe`` is ignored by an exhaustive index.
 
         queries: (nq, dim) float32, or one (dim,) vector (treated as nq = 1).
         Returns ``(scores (nq, kk) float32, images (nq, kk) int64, patches (nq, kk) int64)``
@@ -195,7 +290,8 @@ class PatchIndex:
         """
         q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
         k = min(as_int(k, "k", 1, None), INT32_MAX)  # any k >= 1: the core clamps it to len()
-        return self._ix.search(q, k, threads(num_threads))
+        n = 0 if nprobe is None else min(as_int(nprobe, "nprobe", 1, None), INT32_MAX)
+        return self._ix.search(q, k, threads(num_threads), n)
 
     # ------------------------------------------------------------------ edits
     def remove(self, images) -> None:
@@ -213,7 +309,8 @@ class PatchIndex:
         return self._ix.compact()
 
     def reconstruct(self, image: int) -> np.ndarray:
-        """(patches of the image, dim) float32 stored vectors (decoded for PQ)."""
+        """(patches of the image, dim) float32 stored vectors (decoded for PQ). IVF: a binary
+        search per list finds the image's entries (O(nlist log(list size)))."""
         return self._ix.reconstruct(as_int(image, "image"))
 
     # ------------------------------------------------------------------ pre-transform
@@ -301,5 +398,7 @@ class PatchIndex:
     def __repr__(self) -> str:
         store = f"pq(m={self._ix.pq.m}, nbits={self._ix.pq.nbits})" if self._ix.kind == "pq" \
             else f"flat({self._ix.kind})"
+        if self._ix.nlist:
+            store += f", ivf(nlist={self._ix.nlist}, nprobe={self._ix.nprobe})"
         return (f"PatchIndex(dim={self.dim}, {store}, images={len(self)}, "
                 f"patches={self.num_patches}, removed={self.num_removed})")

@@ -52,7 +52,8 @@ from _ptch_bytes import section_table  # noqa: E402
 
 GOLDEN = [TESTS / "data" / "format_v1" / "flat_float16.ptch",
           TESTS / "data" / "format_v1" / "pq_m4_nbits8.ptch",
-          TESTS / "data" / "format_v2" / "flat_pca8_l1.ptch"]
+          TESTS / "data" / "format_v2" / "flat_pca8_l1.ptch",
+          TESTS / "data" / "format_ivf" / "ivf4.ptch"]
 U32_EDGES = [0, 1, 2, 3, 4, 7, 8, 16, 63, 64, 65, 255, 256, 4096, 4097, 1 << 20, (1 << 20) + 1,
              (1 << 31) - 1, 1 << 31, (1 << 32) - 1]
 U64_EDGES = U32_EDGES + [1 << 32, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, (1 << 64) - 64]
@@ -60,7 +61,7 @@ BYTE_EDGES = [0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF, 0x20, 0x22, 0x7B, 0x7D, 0x5B, 
 FLOAT_EDGES = [float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38, 1e-45, 0.0, -0.0,
                65504.0, 65536.0]
 PIDX_FIELDS = [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 8),
-               (40, 8), (48, 8)]  # csrc/pypatch/index/patch_index_io.cpp HeaderFields
+               (40, 8), (48, 8), (56, 4), (60, 4)]  # csrc/pypatch/index/patch_index_io.cpp HeaderFields
 XFRM_FIELDS = [(0, 4), (4, 4), (8, 4), (12, 4)]
 HEADER_FIELDS = [(8, 2), (10, 2), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 8), (40, 8)]
 TABLE_FIELDS = [(0, 4), (4, 4), (8, 8), (16, 8), (24, 4), (28, 4)]
@@ -102,6 +103,12 @@ def make_seeds(root: Path) -> list:
             ix.set_transform(rng.standard_normal(16).astype(np.float32),
                              np.ascontiguousarray(q, dtype=np.float32))
         save(f"patch_pq{nbits}", ix)
+    for nbits in (8, 4):  # inverted files: PIDX version 2, IVFC/IVFN/IVFI/IVFO, per-list CODE
+        ix = PatchIndex(16, ProductQuantizer(16, 4, nbits=nbits), nlist=3)
+        ix.train(train, iters=2)
+        ix.add(x, patches_per_image=counts)
+        ix.remove([1, 4])
+        save(f"patch_ivf{nbits}", ix)
     save("image_flat_l1", fake_image_index("flat", "L1"), True)
     save("image_pq_rmac_xfrm", fake_image_index("pq", "rmac1", pca_dim=8), True)
     save("image_flat16_sliding", fake_image_index("flat16", "sliding", sizes=[(40, 30), (25, 60)]),
@@ -253,7 +260,11 @@ def _fields(r: random.Random, kind: str, size: int) -> list:
               "XFRM": [(o, n, "u") for o, n in XFRM_FIELDS] + [(64 + 4 * r.randrange(8), 4, "f")],
               "IOFF": [(at(8), 8, "u")],
               "VECS": [(at(4), 4, "f"), (at(2), 2, "h")],
-              "PQCB": [(at(4), 4, "f")]}.get(kind, [(r.randrange(size), 1, "u")])
+              "PQCB": [(at(4), 4, "f")],
+              "IVFC": [(at(4), 4, "f")],
+              "IVFN": [(at(8), 8, "u")],
+              "IVFI": [(at(4), 4, "u")],
+              "IVFO": [(at(1), 1, "u")]}.get(kind, [(r.randrange(size), 1, "u")])
     return [(o, n, t) for o, n, t in fields if o + n <= size] or [(0, 1, "u")]
 
 
@@ -296,7 +307,7 @@ def m_sections(r, data, seed):
     elif op == "grow":
         secs[i] = (kind, flags, body + bytes(r.choice([1, 4, 8, 64])))
     elif op == "add":
-        secs.insert(r.randrange(len(secs) + 1), (r.choice(["ZZZZ", "XFRM", "PQCB", "TOMB"]), 0,
+        secs.insert(r.randrange(len(secs) + 1), (r.choice(["ZZZZ", "XFRM", "PQCB", "TOMB", "IVFC"]), 0,
                                                  r.randbytes(r.choice([0, 4, 64, 200]))))
     else:
         j = r.randrange(len(secs))

@@ -11,6 +11,7 @@
 // add() may reallocate).
 // Storage may view a loaded file (mmap or eager buffer); the first mutation copies it.
 #pragma once
+#include <atomic>        // nprobe
 #include <cstdint>       // int64_t
 #include <functional>    // interrupt callback
 #include <memory>        // shared_ptr
@@ -19,6 +20,7 @@
 #include <utility>       // pair
 #include <vector>        // owned storage
 
+#include "pypatch/index/ivf.h"               // CoarseQuantizer, IvfLists (inverted file)
 #include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
 #include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
 #include "pypatch/util/huge_page_allocator.h"    // storage streamed by the scans
@@ -41,14 +43,37 @@ class PatchIndex {
   /// holds codes, the quantizer is frozen (ProductQuantizer::freeze): retraining it would
   /// silently change what the codes mean.
   PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq);
+  /// Inverted file over patches (ivf.h) with nlist >= 1 lists of PQ codes; nlist = 0 is the
+  /// exhaustive index above. Throws InvalidArgument for nlist < 0 or > kMaxNlist.
+  PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq, int nlist);
   ~PatchIndex();
+  static constexpr int kMaxNlist = 1 << 20;
+
+  /// 0 for an exhaustive index.
+  int nlist() const { return nlist_; }
+  bool is_ivf() const { return nlist_ > 0; }
+  /// Lists probed by a search that passes nprobe = 0 (IVF only; default min(nlist, 16)).
+  int nprobe() const { return nprobe_.load(); }
+  /// Throws InvalidArgument unless IVF and n >= 1; n > nlist is stored as nlist.
+  void set_nprobe(int n);
+  /// (nlist, dim) f32 coarse centroids; empty until trained.
+  std::vector<float> coarse_centroids() const;
+  /// IVF only, while the index holds no patches: c (nlist, dim) f32 finite, |x| <= 1e15
+  /// (trained elsewhere, e.g. shared by shards). Throws InvalidArgument otherwise.
+  void set_coarse_centroids(const float* c);
+  /// IVF only: (n_patches) list of every patch, in patch order (scans every list once).
+  std::vector<int32_t> patch_lists() const;
+  /// IVF only: (nq, nprobe) lists a search probes, nearest first.
+  std::vector<int32_t> probe(int64_t nq, const float* q, int nprobe) const;
 
   int dim() const { return dim_; }
   StoreKind kind() const { return kind_; }
   /// Bytes per patch: m (PQ), 4*dim (f32), 2*dim (f16).
   int code_size() const { return code_size_; }
   std::shared_ptr<const ProductQuantizer> pq() const { return pq_; }
-  bool is_trained() const { return kind_ != StoreKind::PQ || pq_->is_trained(); }
+  bool is_trained() const {
+    return kind_ != StoreKind::PQ || (pq_->is_trained() && (nlist_ == 0 || cq_ != nullptr));
+  }
   int64_t n_images() const;
   int64_t n_patches() const;
   /// (n_images + 1) CSR offsets: image i owns patches [off[i], off[i+1]) (a snapshot).
@@ -67,19 +92,25 @@ class PatchIndex {
   bool copy_all_rows(int64_t n, uint8_t* out) const;
   bool is_view() const;
 
-  /// PQ only: trains the quantizer on x (n, dim) unless it is already trained.
+  /// PQ only: trains the quantizer on x (n, dim) unless it is already trained. IVF: first the
+  /// coarse quantizer (k-means on at most 256 * nlist rows sampled with the seed; n >= nlist),
+  /// unless set; then the PQ on the same raw vectors (codes are not residuals: ivf.h).
   void train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
              const Interrupt& interrupt = {});
   /// Appends n_new images; counts[i] patches each, vectors x (sum(counts), dim) f32.
   /// Returns the index of the first new image.
   int64_t add(int64_t n_new, const int64_t* counts, const float* x, int num_threads,
               const Interrupt& interrupt = {});
-  /// PQ only: appends pre-encoded codes (sum(counts), m) u8 (each < 2**nbits).
-  int64_t add_codes(int64_t n_new, const int64_t* counts, const uint8_t* codes);
+  /// PQ only: appends pre-encoded codes (sum(counts), m) u8 (each < 2**nbits). IVF: lists
+  /// (sum(counts)) gives each patch's list (e.g. patch_lists() of an index with the same coarse
+  /// centroids); nullptr assigns each patch by its decoded vector.
+  int64_t add_codes(int64_t n_new, const int64_t* counts, const uint8_t* codes,
+                    const int32_t* lists = nullptr);
 
   /// q: (nq, dim) f32; outputs (nq, k): scores (-inf padding), images and patches (-1 padding).
+  /// IVF: probes nprobe lists per query (0: nprobe(); clamped to nlist); ignored otherwise.
   void search(int64_t nq, const float* q, int k, int num_threads, float* scores, int64_t* images,
-              int64_t* patches, const Interrupt& interrupt = {}) const;
+              int64_t* patches, const Interrupt& interrupt = {}, int nprobe = 0) const;
 
   /// Tombstones images (excluded from search; counts unchanged until compact()).
   void remove(int64_t n, const int64_t* images);
@@ -124,11 +155,13 @@ class PatchIndex {
   static std::unique_ptr<PatchIndex> from_bytes(const void* data, size_t size);
 
   /// Bytes by part: "codes" (or "vectors"), "image_offsets", "removed", "centroids",
-  /// "metadata", "transform", and "mapped" (bytes of storage that are views of a file, not owned).
+  /// "metadata", "transform", and "mapped" (bytes of storage that are views of a file, not owned);
+  /// IVF adds "ivf_ids" (5 bytes a patch: u32 image, u8 ordinal), "ivf_lists" (per-list
+  /// bookkeeping) and "coarse_centroids" (the centroids, their transposed copy and norms).
   std::vector<std::pair<std::string, int64_t>> memory_usage() const;
 
  private:
-  PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq);
+  PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq, int nlist = 0);
   static std::unique_ptr<PatchIndex> from_container(std::shared_ptr<io::Container> c);
   class Writer;                       // builds the file sections (patch_index_io.cpp)
   // Unlocked reads for callers that already hold mu_ (shared_mutex is not recursive).
@@ -141,6 +174,11 @@ class PatchIndex {
   void materialize();                 // copy a file view into owned storage
   int64_t append_counts(int64_t n_new, const int64_t* counts);  // validate, extend offsets
   void append_rows(const uint8_t* rows, int64_t n);  // n patches, row-major
+  // IVF: append n_new images' rows (row-major codes) to the lists `assign` gives each patch.
+  void ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t* rows, const int32_t* assign);
+  void ivf_check_counts_(int64_t n_new, const int64_t* counts) const;
+  void ivf_materialize_();
+  void ivf_copy_rows_(int64_t p0, int64_t n, uint8_t* out) const;
 
   int dim_;
   StoreKind kind_;
@@ -154,6 +192,10 @@ class PatchIndex {
   int64_t n_removed_ = 0;
   std::string metadata_ = "{}";
   std::shared_ptr<const LinearTransform> transform_;  // nullptr: none
+  int nlist_ = 0;                                   // 0: exhaustive
+  std::atomic<int> nprobe_{0};
+  std::shared_ptr<const CoarseQuantizer> cq_;       // IVF, once trained or set
+  IvfLists lists_;                                  // IVF storage (view_ stays empty)
   mutable FairSharedMutex mu_;
 };
 

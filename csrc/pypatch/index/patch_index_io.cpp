@@ -14,6 +14,19 @@
 //   XFRM  optional LinearTransform: 64-byte header (u32 version = 1, u32 kind = 1 "centre,
 //         project, L2-normalise", u32 dim_in, u32 dim_out = the index dim, zeros), then f32
 //         mean (dim_in) and f32 matrix (dim_out, dim_in) row-major, packed (no padding)
+//   Inverted file (PIDX version 2, written only for an IVF index, so an older pypatch refuses
+//   it with "upgrade pypatch"; version 1 files are exhaustive and load as before):
+//   PIDX  bytes 56..59 u32 nlist (>= 1), 60..63 u32 default nprobe (1..nlist)
+//   IVFC  f32 (nlist, dim) coarse centroids (present once trained)
+//   IVFN  u64 (nlist + 1) list offsets in entries (little-endian): list l holds entries
+//         [off[l], off[l+1]) of IVFI/IVFO; off[nlist] = n_patches
+//   IVFI  u32 (n_patches) image of each entry, lists concatenated; ascending within a list
+//   IVFO  u8 (n_patches) patch ordinal of each entry; (image, ordinal) strictly ascending
+//         within a list, ordinal < that image's patch count, every patch exactly once
+//   CODE  each list's codes in the index's layout (blocked64 / blocked32_fs4) from entry 0 of
+//         the list, padded to whole blocks, lists concatenated in order
+//   IVFC/IVFN/IVFI/IVFO are CRC-checked and validated on every load (O(n_patches), 5 bytes a
+//   patch: an entry pointing outside its image would make the scan read past a code list).
 // PIDX and IOFF are read and written byte by byte in little-endian (io/little_endian.h), so a
 // file means the same on any host. PQCB/CODE/VECS are the host's floats and bytes as-is (they
 // are viewed in place; every supported host is little-endian).
@@ -42,7 +55,11 @@ namespace {
 constexpr uint32_t kKindHeader = io::fourcc("PIDX");
 constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
 constexpr uint32_t kKindTransform = io::fourcc("XFRM");
-constexpr uint32_t kHeaderVersion = 1;
+constexpr uint32_t kHeaderVersion = 2;     // newest read; 1 = exhaustive, 2 = inverted file
+constexpr uint32_t kIvfCentroids = io::fourcc("IVFC");
+constexpr uint32_t kIvfListOffsets = io::fourcc("IVFN");
+constexpr uint32_t kIvfImages = io::fourcc("IVFI");
+constexpr uint32_t kIvfOrdinals = io::fourcc("IVFO");
 constexpr size_t kHeaderSize = 64;
 // XFRM header: version, transform kind (1 = LinearTransform), dim_in, dim_out; 64 bytes so
 // the floats that follow start 64-aligned.
@@ -63,6 +80,8 @@ struct HeaderFields {
   uint64_t n_images;    // 32
   uint64_t n_patches;   // 40
   uint64_t n_removed;   // 48
+  uint32_t nlist;       // 56 (version 2 only)
+  uint32_t nprobe;      // 60 (version 2 only)
 };
 
 void put32(std::vector<uint8_t>& b, size_t off, uint32_t v) { io::le::store32(b.data() + off, v); }
@@ -134,16 +153,125 @@ std::shared_ptr<const LinearTransform> read_transform(const io::Container& c, ui
   }
 }
 
+// The "user" entry of META (always its last key).
+std::string user_metadata(const io::Container& c) {
+  const std::string_view meta = c.string(io::kind::kMeta);
+  const size_t key = meta.find("\"user\": ");
+  const size_t end = meta.rfind('}');
+  if (key == std::string_view::npos || end == std::string_view::npos || end < key + 8)
+    bad(c.name(), "META has no \"user\" entry");
+  return std::string(meta.substr(key + 8, end - key - 8));
+}
+
 }  // namespace
 
 class PatchIndex::Writer {
  public:
   // offsets_le: storage for IOFF (little-endian u64), kept alive by the caller until written.
-  static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint8_t>& offsets_le) {
+  // IVFC, IVFN, IVFI, IVFO, CODE: the lists streamed straight from memory (no copy).
+  static void add_ivf_sections(const PatchIndex& ix, io::ContainerWriter& w, std::vector<uint8_t>& list_off_le) {
+    const int nl = ix.nlist_;
+    const IvfLists& L = ix.lists_;
+    if (ix.cq_) w.add_view(kIvfCentroids, ix.cq_->centroids().data(), ix.cq_->centroids().size() * 4);
+    list_off_le.assign(static_cast<size_t>(nl + 1) * 8, 0);
+    uint64_t acc = 0, code_bytes = 0;
+    for (int l = 0; l < nl; ++l) {
+      acc += static_cast<uint64_t>(L.size[l]);
+      code_bytes += static_cast<uint64_t>(ix.storage_bytes(L.size[l]));
+      io::le::store64(list_off_le.data() + 8 * (l + 1), acc);
+    }
+    w.add_view(kIvfListOffsets, list_off_le.data(), list_off_le.size());
+    // (empty lists are skipped: their pointers may be null)
+    w.add_producer(kIvfImages, acc * 4, [&ix](io::SectionSink& out) {
+      for (int l = 0; l < ix.nlist_; ++l)
+        if (ix.lists_.size[l]) out.write(ix.lists_.images[l], static_cast<size_t>(ix.lists_.size[l]) * 4);
+    });
+    w.add_producer(kIvfOrdinals, acc, [&ix](io::SectionSink& out) {
+      for (int l = 0; l < ix.nlist_; ++l)
+        if (ix.lists_.size[l]) out.write(ix.lists_.ords[l], static_cast<size_t>(ix.lists_.size[l]));
+    });
+    w.add_producer(io::kind::kCodes, code_bytes, [&ix](io::SectionSink& out) {
+      for (int l = 0; l < ix.nlist_; ++l)
+        if (ix.lists_.size[l]) out.write(ix.lists_.codes[l], static_cast<size_t>(ix.storage_bytes(ix.lists_.size[l])));
+    });
+  }
+
+  // Reads and validates the IVF sections of a version-2 file into ix (views into c).
+  static void read_ivf(io::Container& c, PatchIndex& ix, const std::vector<int64_t>& off, uint64_t n_patches) {
+    const std::string& name = c.name();
+    const int nl = ix.nlist_;
+    for (uint32_t k : {kIvfListOffsets, kIvfImages, kIvfOrdinals}) c.verify_crc(k);
+    if (c.has(kIvfCentroids)) {
+      c.verify_crc(kIvfCentroids);
+      const uint64_t n = static_cast<uint64_t>(nl) * ix.dim_;
+      const float* cents = c.array<float>(kIvfCentroids, n);
+      if (first_out_of_range(cents, static_cast<int64_t>(n)) != static_cast<int64_t>(n))
+        bad(name, "IVFC holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
+      ix.cq_ = std::make_shared<const CoarseQuantizer>(nl, ix.dim_, cents);
+    } else if (n_patches > 0) {
+      bad(name, "inverted lists without coarse centroids (no IVFC section)");
+    }
+    const uint8_t* loff = reinterpret_cast<const uint8_t*>(c.array<uint64_t>(kIvfListOffsets, static_cast<uint64_t>(nl) + 1));
+    std::vector<int64_t> lo(static_cast<size_t>(nl) + 1);
+    for (int l = 0; l <= nl; ++l) {
+      const uint64_t v = io::le::load64(loff + 8 * static_cast<size_t>(l));
+      if (v > n_patches) bad(name, "IVFN list offset " + std::to_string(l) + " exceeds the patch count");
+      lo[l] = static_cast<int64_t>(v);
+      if (l > 0 && lo[l] < lo[l - 1]) bad(name, "IVFN list offsets decrease at list " + std::to_string(l - 1));
+    }
+    if (lo[0] != 0 || static_cast<uint64_t>(lo[nl]) != n_patches) bad(name, "IVFN list offsets do not span the patches");
+    const uint32_t* images = c.array<uint32_t>(kIvfImages, n_patches);
+    const uint8_t* ords = c.array<uint8_t>(kIvfOrdinals, n_patches);
+    // Every entry inside its image, (image, ordinal) strictly ascending in a list, and every
+    // patch exactly once (a bit per patch).
+    const int64_t n_images = static_cast<int64_t>(off.size()) - 1;
+    std::vector<uint64_t> seen((n_patches + 63) / 64, 0);
+    for (int l = 0; l < nl; ++l)
+      for (int64_t e = lo[l]; e < lo[l + 1]; ++e) {
+        const uint32_t im = images[e];
+        const uint8_t o = ords[e];
+        if (static_cast<int64_t>(im) >= n_images)
+          bad(name, "IVFI entry " + std::to_string(e) + " names image " + std::to_string(im) + " of " + std::to_string(n_images));
+        if (o >= off[im + 1] - off[im])
+          bad(name, "IVFO entry " + std::to_string(e) + ": ordinal " + std::to_string(o) + " but image " +
+                        std::to_string(im) + " has " + std::to_string(off[im + 1] - off[im]) + " patches");
+        if (e > lo[l] && (im < images[e - 1] || (im == images[e - 1] && o <= ords[e - 1])))
+          bad(name, "inverted list " + std::to_string(l) + " is not sorted by (image, ordinal) at entry " + std::to_string(e));
+        const uint64_t p = static_cast<uint64_t>(off[im] + o);
+        if (seen[p / 64] >> (p % 64) & 1) bad(name, "patch " + std::to_string(p) + " is in two inverted lists");
+        seen[p / 64] |= uint64_t{1} << (p % 64);
+      }
+    // n_patches entries, each a distinct patch of [0, n_patches): every patch is there.
+    uint64_t code_bytes = 0;
+    for (int l = 0; l < nl; ++l) code_bytes += static_cast<uint64_t>(ix.storage_bytes(lo[l + 1] - lo[l]));
+    const uint8_t* codes = c.array<uint8_t>(io::kind::kCodes, code_bytes);
+    IvfLists& L = ix.lists_;
+    L.owned.assign(nl, IvfLists::Owned{});
+    L.size.resize(nl);
+    L.codes.resize(nl);
+    L.images.resize(nl);
+    L.ords.resize(nl);
+    uint64_t at = 0;
+    for (int l = 0; l < nl; ++l) {
+      L.size[l] = lo[l + 1] - lo[l];
+      L.codes[l] = codes + at;
+      L.images[l] = images + lo[l];
+      L.ords[l] = ords + lo[l];
+      at += static_cast<uint64_t>(ix.storage_bytes(L.size[l]));
+    }
+  }
+
+  static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint8_t>& offsets_le,
+                                   std::vector<uint8_t>& list_off_le) {
     const bool pq = ix.kind_ == StoreKind::PQ;
     const bool trained = pq && ix.pq_->is_trained();
     std::vector<uint8_t> h(kHeaderSize, 0);
-    put32(h, 0, kHeaderVersion);
+    const bool ivf = ix.nlist_ > 0;
+    put32(h, 0, ivf ? 2 : 1);
+    if (ivf) {
+      put32(h, 56, static_cast<uint32_t>(ix.nlist_));
+      put32(h, 60, static_cast<uint32_t>(ix.nprobe_.load()));
+    }
     put32(h, 4, static_cast<uint32_t>(ix.kind_));
     put32(h, 8, static_cast<uint32_t>(ix.dim_));
     put32(h, 12, pq ? ix.pq_->m() : 0);
@@ -160,7 +288,11 @@ class PatchIndex::Writer {
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
                        ", \"n_images\": " + std::to_string(ix.images_()) +
                        ", \"n_patches\": " + std::to_string(ix.patches_()) +
-                       ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\", \"user\": " + ix.metadata_ + "}";
+                       ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\"" +
+                       (ivf ? ", \"ivf\": {\"nlist\": " + std::to_string(ix.nlist_) + ", \"nprobe\": " +
+                                  std::to_string(ix.nprobe_.load()) + ", \"ids\": \"u32 image + u8 ordinal\"}"
+                            : std::string()) +
+                       ", \"user\": " + ix.metadata_ + "}";
     offsets_le.assign(ix.offsets_.size() * 8, 0);
     for (size_t i = 0; i < ix.offsets_.size(); ++i)
       io::le::store64(offsets_le.data() + 8 * i, static_cast<uint64_t>(ix.offsets_[i]));
@@ -170,8 +302,12 @@ class PatchIndex::Writer {
     if (trained)
       w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
     if (ix.transform_) add_transform_section(w, ix.transform_);
-    w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
-               static_cast<size_t>(ix.storage_bytes(ix.patches_())));
+    if (ivf) {
+      add_ivf_sections(ix, w, list_off_le);
+    } else {
+      w.add_view(pq ? io::kind::kCodes : io::kind::kVectors, ix.view_,
+                 static_cast<size_t>(ix.storage_bytes(ix.patches_())));
+    }
     w.add_view(io::kind::kImageOffsets, offsets_le.data(), offsets_le.size());
     w.add_view(kKindRemoved, ix.removed_.data(), ix.removed_.size());
     return w;
@@ -180,26 +316,26 @@ class PatchIndex::Writer {
 
 void PatchIndex::save(const std::string& path) const {
   std::shared_lock<FairSharedMutex> lock(mu_);
-  std::vector<uint8_t> off;
-  Writer::build(*this, off).write_atomic(path);
+  std::vector<uint8_t> off, loff;
+  Writer::build(*this, off, loff).write_atomic(path);
 }
 
 std::vector<uint8_t> PatchIndex::to_bytes() const {
   std::shared_lock<FairSharedMutex> lock(mu_);
-  std::vector<uint8_t> off;
-  return Writer::build(*this, off).to_bytes();
+  std::vector<uint8_t> off, loff;
+  return Writer::build(*this, off, loff).to_bytes();
 }
 
 uint64_t PatchIndex::serialized_size() const {
   std::shared_lock<FairSharedMutex> lock(mu_);
-  std::vector<uint8_t> off;
-  return Writer::build(*this, off).serialized_size();
+  std::vector<uint8_t> off, loff;
+  return Writer::build(*this, off, loff).serialized_size();
 }
 
 bool PatchIndex::write_to(void* dst, uint64_t size) const {
   std::shared_lock<FairSharedMutex> lock(mu_);
-  std::vector<uint8_t> off;
-  const io::ContainerWriter w = Writer::build(*this, off);
+  std::vector<uint8_t> off, loff;
+  const io::ContainerWriter w = Writer::build(*this, off, loff);
   if (w.serialized_size() != size) return false;  // changed since serialized_size(): caller retries
   w.write_to(dst, static_cast<size_t>(size));
   return true;
@@ -232,12 +368,20 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
   const uint32_t layout = get32(h, 28);
   const uint64_t n_images = get64(h, 32), n_patches = get64(h, 40);
+  const uint32_t nlist = version == 2 ? get32(h, 56) : 0, nprobe = version == 2 ? get32(h, 60) : 0;
   if (version > kHeaderVersion)  // written by a newer pypatch: same rule as a newer container major
     throw io::VersionError(name + ": PatchIndex header version " + std::to_string(version) +
                                " is newer than this pypatch reads (" + std::to_string(kHeaderVersion) +
                                "); upgrade pypatch",
                            c->major(), c->minor());
-  if (version != kHeaderVersion) bad(name, "invalid PIDX header version " + std::to_string(version));
+  if (version != 1 && version != 2) bad(name, "invalid PIDX header version " + std::to_string(version));
+  if (version == 2) {  // inverted file
+    if (kind != static_cast<uint32_t>(StoreKind::PQ)) bad(name, "an inverted file needs a PQ store");
+    if (nlist < 1 || nlist > static_cast<uint32_t>(kMaxNlist)) bad(name, "implausible nlist " + std::to_string(nlist));
+    if (nprobe < 1 || nprobe > nlist) bad(name, "nprobe " + std::to_string(nprobe) + " outside 1..nlist");
+    if (layout != 1 && layout != 2) bad(name, "an inverted file needs code layout 1 or 2; got " + std::to_string(layout));
+    if (n_images >= kIvfMaxImages) bad(name, "an inverted file holds fewer than 2**32 images");
+  }
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
   if (dim < 1 || dim > static_cast<uint32_t>(kMaxDim)) bad(name, "implausible dim " + std::to_string(dim));
   // Counts must fit the file before anything is sized from them.
@@ -257,7 +401,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
           bad(name, "PQCB holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
         pq->set_centroids(cents);
       }
-      ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq)));
+      ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq), static_cast<int>(nlist)));
     } else {
       ix.reset(new PatchIndex(static_cast<int>(dim), sk, nullptr));
     }
@@ -282,8 +426,22 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
     bad(name, "image offsets do not span the patches");
   for (uint64_t i = 0; i < n_images; ++i) {
     if (off[i + 1] < off[i]) bad(name, "image offsets decrease at image " + std::to_string(i));
-    if (off[i + 1] - off[i] > static_cast<int64_t>(std::numeric_limits<int32_t>::max()))
+    if (off[i + 1] - off[i] > (nlist ? kIvfMaxPatchesPerImage : static_cast<int64_t>(std::numeric_limits<int32_t>::max())))
       bad(name, "image " + std::to_string(i) + " has too many patches");
+  }
+  if (nlist > 0) {
+    ix->nprobe_ = static_cast<int>(nprobe);
+    if (layout == 2 && nbits != 4) bad(name, "code layout 2 (blocked32_fs4) needs nbits = 4");
+    if (layout == 1 && nbits != 8) bad(name, "an inverted file of 4-bit codes needs code layout 2");
+    Writer::read_ivf(*c, *ix, off, n_patches);
+    const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
+    ix->offsets_.assign(off.begin(), off.end());
+    ix->removed_.assign(removed, removed + n_images);
+    ix->n_removed_ = 0;
+    for (uint64_t i = 0; i < n_images; ++i) ix->n_removed_ += ix->removed_[i] ? 1 : 0;
+    ix->metadata_ = user_metadata(*c);
+    ix->file_ = std::move(c);
+    return ix;
   }
   const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
   if (layout > 2 || (layout >= 1 && sk != StoreKind::PQ))
@@ -320,12 +478,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   ix->removed_.assign(removed, removed + n_images);
   ix->n_removed_ = 0;
   for (uint64_t i = 0; i < n_images; ++i) ix->n_removed_ += ix->removed_[i] ? 1 : 0;
-  const std::string_view meta = c->string(io::kind::kMeta);
-  const size_t key = meta.find("\"user\": ");
-  const size_t end = meta.rfind('}');
-  if (key == std::string_view::npos || end == std::string_view::npos || end < key + 8)
-    bad(name, "META has no \"user\" entry");
-  ix->metadata_ = std::string(meta.substr(key + 8, end - key - 8));
+  ix->metadata_ = user_metadata(*c);
   if (sk == StoreKind::PQ && nbits == 4 && !fs4) {  // older one-code-a-byte 4-bit file
     ix->owned_.assign(static_cast<size_t>(fs4_bytes(n_patches, m)), 0);
     std::vector<uint8_t> row(m);

@@ -43,10 +43,33 @@ std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q
 std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt);
 
+/// A query's 8-bit table quantised for the two-stage scan (scan_quantized.cpp): the bounds
+/// that make its result exact.
+struct QuantTable {
+  bool usable = true;      // false: the bounds below cannot be trusted; use the float kernels
+  std::vector<uint8_t> q;  // (m, 256)
+  int64_t margin = 0;      // candidate window below the k-th best Q, in table units
+  double base = 0;         // sum_j min_j
+  double scale = 1;
+  double err = 0;          // |exact float score - (base + scale * Q)| <= err, for every patch
+  /// Upper bound of the exact score of an image whose quantised score is qv.
+  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
+};
+QuantTable quantize_lut8(const float* lut, int m);
+/// scan_topk_quantized with the tables already quantised (tables[qi] for luts row qi): the
+/// inverted file quantises a query's table once for every list it probes.
+std::vector<TopK> scan_topk_quantized_tables(const ScanSetup& s, int64_t nq, const float* luts,
+                                             const QuantTable* const* tables, int k, int num_threads,
+                                             const std::function<void()>& interrupt);
+
 /// 4-bit PQ over "blocked32_fs4" codes (scan_fastscan4.cpp): fast scan + exact re-score, or
 /// the exact float path; q: (nq, dim) f32. Same results as exact float ADC, bit for bit.
 std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
                                       int num_threads, const std::function<void()>& interrupt);
+/// The same from precomputed float tables luts: (nq, m, 16) (the inverted file computes them
+/// once per query for all the lists it probes).
+std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const float* luts, int k,
+                                           int num_threads, const std::function<void()>& interrupt);
 /// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
 /// process: lets tests check which path ran, since both return the same results.
 int64_t fastscan4_quantised_searches();

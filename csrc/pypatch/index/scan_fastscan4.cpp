@@ -174,14 +174,21 @@ std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const floa
   parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
   std::vector<float> luts(static_cast<size_t>(nq * m * 16));
   for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * m * 16);
+  return scan_topk_fastscan4_luts(s, nq, luts.data(), k, num_threads, interrupt);
+}
+
+std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const float* luts, int k,
+                                           int num_threads, const std::function<void()>& interrupt) {
+  const int m = s.pq->m();
+  const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
   const Fs4ScanFn scan = fastscan4_kernel();
   bool quantised = scan != nullptr && m <= 257;
   std::vector<Table4> tables;
   for (int64_t i = 0; quantised && i < nq; ++i) {
-    tables.push_back(quantize4(luts.data() + i * m * 16, m));
+    tables.push_back(quantize4(luts + i * m * 16, m));
     quantised = tables.back().ok;
   }
-  if (!quantised) return exact_float4(s, nq, luts.data(), k, num_threads, interrupt);
+  if (!quantised) return exact_float4(s, nq, luts, k, num_threads, interrupt);
   g_quantised_searches.fetch_add(1, std::memory_order_relaxed);
 
   const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
@@ -207,7 +214,7 @@ std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const floa
     std::vector<QuantCandidate> all;
     for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
     const Table4& tab = tables[qi];
-    const float* lut = luts.data() + qi * m * 16;
+    const float* lut = luts + qi * m * 16;
     result.push_back(rescore_candidates(
         std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },
         [&](int64_t image) { return rescore4(s, lut, image); }));

@@ -35,18 +35,9 @@ namespace {
 
 constexpr int64_t kTaskBlocks = 64;  // 64 blocks of 64 patches per task
 
-struct QuantTable {
-  bool usable = true;      // false: the bounds below cannot be trusted; use the float kernels
-  std::vector<uint8_t> q;  // (m, 256)
-  int64_t margin = 0;      // candidate window below the k-th best Q, in table units
-  double base = 0;         // sum_j min_j
-  double scale = 1;
-  double err = 0;          // |exact float score - (base + scale * Q)| <= err, for every patch
-  /// Upper bound of the exact score of an image whose quantised score is qv.
-  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
-};
+}  // namespace
 
-QuantTable quantize(const float* lut, int m) {
+QuantTable quantize_lut8(const float* lut, int m) {
   QuantTable t;
   t.q.resize(static_cast<size_t>(m) * 256);
   std::vector<float> lo(m);
@@ -105,6 +96,8 @@ QuantTable quantize(const float* lut, int m) {
   return t;
 }
 
+namespace {
+
 // Per worker and query: the running k largest Q (min-heap) and the candidate list.
 struct QueryState {
   std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
@@ -152,15 +145,26 @@ Hit rescore(const ScanSetup& s, const float* lut, int64_t image) {
 
 std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
+  const int m = s.pq->m();
+  std::vector<QuantTable> tables;
+  std::vector<const QuantTable*> ptrs;
+  tables.reserve(nq);
+  for (int64_t qi = 0; qi < nq; ++qi) {
+    tables.push_back(quantize_lut8(luts + qi * m * 256, m));
+    if (!tables.back().usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
+  }
+  for (const QuantTable& t : tables) ptrs.push_back(&t);
+  return scan_topk_quantized_tables(s, nq, luts, ptrs.data(), k, num_threads, interrupt);
+}
+
+std::vector<TopK> scan_topk_quantized_tables(const ScanSetup& s, int64_t nq, const float* luts,
+                                             const QuantTable* const* tables, int k, int num_threads,
+                                             const std::function<void()>& interrupt) {
   const QuantScanFn qscan = quant_scan_kernel();
   const QuantSegmaxFn qsegmax = quant_segmax_kernel();
   const int m = s.pq->m();
-  std::vector<QuantTable> tables;
-  tables.reserve(nq);
-  for (int64_t qi = 0; qi < nq; ++qi) {
-    tables.push_back(quantize(luts + qi * m * 256, m));
-    if (!tables.back().usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
-  }
+  for (int64_t qi = 0; qi < nq; ++qi)
+    if (!tables[qi]->usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
 
   const std::vector<int64_t> bounds = scan_task_bounds(s, kTaskBlocks * kCodeBlock);
   const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
@@ -180,12 +184,12 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
     const uint16_t* sc = buf[w].data() - b0 * kCodeBlock;  // indexed by absolute patch
     int32_t* iq = image_q[w].data();
     for (int64_t qi = 0; qi < nq; ++qi) {
-      qscan(s.data, m, tables[qi].q.data(), b0, b1, buf[w].data());
+      qscan(s.data, m, tables[qi]->q.data(), b0, b1, buf[w].data());
       qsegmax(i1 - i0, s.offsets + i0, sc, iq);
       QueryState& st = state[w][qi];
       for (int64_t i = i0; i < i1; ++i) {
         if (iq[i - i0] < 0 || (s.removed && s.removed[i])) continue;  // empty or removed
-        st.offer(iq[i - i0], i, k, tables[qi].margin);
+        st.offer(iq[i - i0], i, k, tables[qi]->margin);
       }
     }
   }, interrupt);
@@ -196,7 +200,7 @@ std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const floa
   for (int64_t qi = 0; qi < nq; ++qi) {
     std::vector<QuantCandidate> all;
     for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
-    const QuantTable& tab = tables[qi];
+    const QuantTable& tab = *tables[qi];
     const float* lut = luts + qi * m * 256;
     result.push_back(rescore_candidates(
         std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },

@@ -1,0 +1,90 @@
+// The inverted file over patches (issue 11): a coarse quantizer of nlist centroids in the
+// index's space, and nlist lists holding (image u32, patch ordinal u8, PQ code) per patch.
+//
+// Codes are NOT residuals: a list holds exactly the codes the exhaustive index would hold for
+// the same quantizer, so an IVF search equals the exhaustive ADC scan restricted to the
+// probed patches, and exhaustive and IVF indexes (and shards) can share one quantizer.
+// (Measured with faiss IndexIVFPQ as a proxy, benchmarks/ivf_residual_choice.py.)
+//
+// Assignment is to the nearest centroid in L2, computed as argmin_c ||c||^2 - 2 <x, c> (the
+// same order as ||x - c||^2 up to rounding) with the lut_ip kernel, which is bit-exact across
+// SIMD levels: a patch lands in the same list, and a query probes the same lists, at every
+// level. Ties go to the lower list.
+//
+// Each list is sorted by (image, ordinal): adds append larger image numbers, compact keeps the
+// order. So an image's entries in one list are contiguous ("runs"), and a list is a small CSR
+// store whose "images" are those runs, scanned by the exhaustive scan's own code.
+#pragma once
+#include <cstdint>     // fixed-width ints
+#include <functional>  // interrupt
+#include <vector>
+
+#include "pypatch/index/topk.h"  // TopK
+
+namespace pypatch {
+
+class ProductQuantizer;
+
+/// Largest patch ordinal + 1 an IVF entry can hold (u8 ordinals).
+constexpr int64_t kIvfMaxPatchesPerImage = 256;
+/// Largest image number + 1 (u32 image ids).
+constexpr int64_t kIvfMaxImages = int64_t{1} << 32;
+
+class CoarseQuantizer {
+ public:
+  CoarseQuantizer() = default;
+  /// c: (nlist, dim) f32.
+  CoarseQuantizer(int nlist, int dim, const float* c);
+  int nlist() const { return nlist_; }
+  int dim() const { return dim_; }
+  const std::vector<float>& centroids() const { return c_; }
+  /// x: (n, dim) -> out: (n) nearest list.
+  void assign(int64_t n, const float* x, int32_t* out, int num_threads,
+              const std::function<void()>& interrupt = {}) const;
+  /// q: (dim) -> out: the nprobe nearest lists, nearest first (ties: lower list first).
+  void probe(const float* q, int nprobe, int32_t* out) const;
+
+ private:
+  static constexpr int kChunk = 64;  // centroids per transposed chunk (64 KB at dim 256)
+  // d[c] = ||c||^2 - 2 <x, c> for the centroids of chunk ch (ip: scratch of kChunk).
+  void chunk_scores(const float* x, int ch, float* ip, float* d) const;
+  int nlist_ = 0, dim_ = 0;
+  std::vector<float> c_;       // (nlist, dim)
+  std::vector<float> norms_;   // ||c||^2
+  std::vector<float> chunks_;  // chunk ch: (dim, n_ch) transposed, at ch * kChunk * dim
+};
+
+/// nlist lists; each one either owned (vectors) or a view into a loaded file.
+struct IvfLists {
+  struct Owned {
+    std::vector<uint8_t> codes;    // blocked64 (8-bit) or blocked32_fs4 (4-bit), whole blocks
+    std::vector<uint32_t> images;  // ascending
+    std::vector<uint8_t> ords;     // ascending within an image
+  };
+  std::vector<int64_t> size;               // entries per list
+  std::vector<const uint8_t*> codes;       // views (into owned or a file)
+  std::vector<const uint32_t*> images;
+  std::vector<const uint8_t*> ords;
+  std::vector<Owned> owned;                // empty while viewing a file
+
+  int nlist() const { return static_cast<int>(size.size()); }
+  int64_t total() const;
+  void reset(int nlist);                   // nlist empty owned lists
+  void point_at_owned();                   // views = owned storage
+};
+
+struct IvfSearchSetup {
+  const ProductQuantizer* pq;
+  int dim;
+  const CoarseQuantizer* cq;
+  const IvfLists* lists;
+  const uint8_t* removed;  // (n_images) mask or nullptr
+};
+
+/// Top-k per query over the patches of the nprobe lists nearest each query: per image the max
+/// over its probed patches (lowest ordinal on ties), images by (score desc, image asc); the
+/// same scores, bit for bit, as the exhaustive scan restricted to those patches.
+std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q, int k, int nprobe,
+                             int num_threads, const std::function<void()>& interrupt);
+
+}  // namespace pypatch
