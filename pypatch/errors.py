@@ -23,7 +23,7 @@ class InvalidArgumentError(PypatchError, ValueError):
 class TooFewVectorsError(InvalidArgumentError):
     """Too few training vectors for what the store must learn (PQ codebooks, a PCA).
 
-    ``needed`` and ``got`` are the counts; ``what`` is ``"pq"`` or ``"pca"``. The message names
+    ``needed`` and ``got`` are the counts; ``what`` is ``"pq"``, ``"pca"`` or ``"ivf"``. The message names
     the Python arguments of ``ImageIndex.build``; the CLI names its own flags."""
 
     def __init__(self, message: str, *, what: str, needed: int, got: int):

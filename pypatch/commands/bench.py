@@ -19,6 +19,13 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patches", type=int, default=30, help="patches per image (default 30)")
     p.add_argument("--dim", type=int, default=384, help="descriptor dimension (default 384)")
     p.add_argument("--m", type=int, default=32, help="PQ sub-quantizers (default 32)")
+    p.add_argument("--nbits", type=int, choices=(4, 8), default=8,
+                   help="bits per PQ code (4: the fast scan; default 8)")
+    p.add_argument("--nlist", type=int, default=None, metavar="N",
+                   help="also time an inverted file of N lists over the same codes, and its "
+                        "recall@k against the exhaustive PQ scan (random vectors do not cluster: "
+                        "the worst case for an inverted file)")
+    p.add_argument("--nprobe", type=int, default=16, help="lists probed with --nlist (default 16)")
     p.add_argument("--queries", type=int, default=64, help="queries in the batch (default 64)")
     p.add_argument("--k", type=int, default=10, help="results per query")
     p.add_argument("--threads", type=int, default=None, metavar="N",
@@ -30,7 +37,8 @@ def add_parser(subparsers) -> None:
 def _check(args) -> None:
     from pypatch.errors import InvalidArgumentError
 
-    require_positive(args, "images", "patches", "dim", "m", "queries", "k", "threads")
+    require_positive(args, "images", "patches", "dim", "m", "queries", "k", "threads", "nlist",
+                     "nprobe")
     if args.dim % args.m:
         raise InvalidArgumentError(f"--m {args.m} must divide --dim {args.dim}")
 
@@ -92,19 +100,29 @@ def run(args) -> int:
     print(f"{args.images} images x {args.patches} patches, dim {args.dim}, k {args.k}, "
           f"threads {args.threads or 'all'}, SIMD {simd_info().get('selected')}", flush=True)
     queries = _unit(rng, args.queries, args.dim)
-    pq = PatchIndex(args.dim, pq=ProductQuantizer(args.dim, args.m, nbits=8))
-    n_train = min(n_patches, _TRAIN_PER_CENTROID * 256)
-    _say(f"training PQ m={args.m} on {n_train} vectors", t0)
-    pq.train(_unit(rng, n_train, args.dim), num_threads=args.threads)
-    flat = PatchIndex(args.dim, pq=None, flat_dtype="float16")
+    pq = PatchIndex(args.dim, pq=ProductQuantizer(args.dim, args.m, nbits=args.nbits))
+    n_train = min(n_patches, _TRAIN_PER_CENTROID * max(256, args.nlist or 0))
+    _say(f"training PQ m={args.m} nbits={args.nbits} on {n_train} vectors", t0)
+    sample = _unit(rng, n_train, args.dim)
+    pq.train(sample, num_threads=args.threads)
+    code_bytes = args.patches * args.m * args.nbits // 8
+    stores = [(f"pq {args.m}x{args.nbits}", pq, code_bytes + 8),
+              ("flat float16", PatchIndex(args.dim, pq=None, flat_dtype="float16"),
+               args.patches * args.dim * 2 + 8)]
+    if args.nlist:  # the same codebooks, so its codes are the exhaustive store's codes
+        ivf = PatchIndex(args.dim, pq=ProductQuantizer.from_centroids(pq.pq.centroids),
+                         nlist=args.nlist)
+        _say(f"training {args.nlist} coarse centroids", t0)
+        ivf.train(sample, num_threads=args.threads)
+        ivf.nprobe = args.nprobe
+        # per patch: its code + u32 image + u8 ordinal; per image: offset + removed flag
+        stores.append((f"ivf{args.nlist} p{ivf.nprobe}", ivf, code_bytes + 5 * args.patches + 9))
     for start in range(0, args.images, _CHUNK_IMAGES):
         n = min(_CHUNK_IMAGES, args.images - start)
         _say(f"adding images {start + 1}-{start + n} of {args.images}", t0)
         x = _unit(rng, n * args.patches, args.dim)
-        pq.add(x, patches_per_image=args.patches)
-        flat.add(x, patches_per_image=args.patches)
-    stores = [(f"pq m={args.m}", pq, args.patches * args.m + 8),
-              ("flat float16", flat, args.patches * args.dim * 2 + 8)]
+        for _, index, _ in stores:
+            index.add(x, patches_per_image=args.patches, num_threads=args.threads)
     print(f"{'store':<14} {'bytes/image':>11} {'1 query ms':>11} {'batch ms/query':>15} "
           f"{'patches/s (1 query)':>20}", flush=True)
     for name, index, bpi in stores:
@@ -115,6 +133,12 @@ def run(args) -> int:
                       warm_up=False)
         print(f"{name:<14} {bpi:>11} {1e3 * one:>11.3f} {1e3 * batch / len(queries):>15.3f} "
               f"{n_patches / one:>20.3g}", flush=True)
+    if args.nlist:
+        exact = pq.search(queries, k=args.k, num_threads=args.threads)[1]
+        found = stores[-1][1].search(queries, k=args.k, num_threads=args.threads)[1]
+        recall = np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(exact, found)])
+        print(f"ivf{args.nlist} p{args.nprobe}: recall@{args.k} of images vs the exhaustive "
+              f"PQ scan {recall:.3f} (random vectors)", flush=True)
     _say("done", t0)
     print("full comparison vs faiss/numba: python benchmarks/bench_search.py (source checkout)")
     return 0

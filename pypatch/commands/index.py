@@ -22,6 +22,21 @@ def parse_pq(text: str) -> dict:
     return out
 
 
+def parse_ivf(text: str) -> dict:
+    """``"nlist=auto,nprobe=16"`` (either key optional) -> {"nlist": "auto", "nprobe": 16}."""
+    out = {"nlist": "auto", "nprobe": None}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        value = value.strip()
+        ok = key in out and (value.isdigit() and int(value) > 0 or (key == "nlist" and value == "auto"))
+        if not sep or not ok:
+            raise argparse.ArgumentTypeError(
+                f"expected nlist=N|auto,nprobe=P with positive integers (e.g. nlist=auto,nprobe=16), "
+                f"got {text!r}")
+        out[key] = value if value == "auto" else int(value)
+    return out
+
+
 def parse_pca_dim(text: str):
     """``"auto"`` -> "auto", ``"none"`` -> None, ``"256"`` -> 256 (ImageIndex.build's pca_dim)."""
     low = text.strip().lower()
@@ -49,6 +64,12 @@ def add_parser(subparsers) -> None:
                        help="product-quantised store (the default, m=32, nbits=8)")
     store.add_argument("--flat", action="store_true", help="exact float32 store (no compression)")
     store.add_argument("--flat16", action="store_true", help="exact float16 store")
+    p.add_argument("--ivf", type=parse_ivf, nargs="?", default=None,
+                   const={"nlist": "auto", "nprobe": None},
+                   metavar="nlist=auto,nprobe=16",
+                   help="PQ stores: an inverted file over the patches; a search probes nprobe "
+                        "(default 16) of nlist lists; nlist=auto (default): exhaustive below "
+                        "3M patches (~100k images), about 4*sqrt(patches) lists above")
     p.add_argument("--mode", choices=MODES, default="crop",
                    help="crop: embed each cell (the paper); single_pass: pool cells from one "
                         "feature map per image (8x faster, less accurate); multi_scale: from "
@@ -141,6 +162,9 @@ def _bounded_cache(embedder):
 
 def flag_message(exc, args) -> str:
     """A TooFewVectorsError's advice in the CLI's flags instead of build()'s argument names."""
+    if exc.what == "ivf":
+        return (f"--ivf nlist={exc.needed} needs at least {exc.needed} training vectors; "
+                f"{args.source} gave {exc.got}: add images, raise --train-size or lower nlist")
     if exc.what == "pq":
         return (f"the PQ store needs at least {exc.needed} training vectors to learn its "
                 f"{exc.needed} centroids; {args.source} gave {exc.got} (--train-on "
@@ -153,7 +177,8 @@ def flag_message(exc, args) -> str:
 # ImageIndex.build's argument names -> this command's flags, for messages that reach the user
 _FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pca_dim": "--pca-dim",
           "pca_power": "--pca-power", "train_size": "--train-size", "train_on": "--train-on",
-          "num_threads": "--threads", "opq": "--opq"}
+          "num_threads": "--threads", "opq": "--opq", "nlist": "--ivf nlist",
+          "nprobe": "--ivf nprobe"}
 _PYTHON_NAME = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?!\()")
 
 
@@ -187,7 +212,8 @@ def run(args) -> int:
     settings = dict(model=args.model, regions=args.regions, mode=args.mode,
                     train_on=args.train_on, train_size=args.train_size,
                     pca_power="auto" if args.pca_power is None else args.pca_power,
-                    opq=False if args.opq == "none" else "auto")
+                    opq=False if args.opq == "none" else "auto",
+                    **(args.ivf or {"nlist": None, "nprobe": None}))
     try:
         if sharded:
             index = _build_sharded(args, source, store, pq, settings)
@@ -238,6 +264,7 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
         print(f"pypatch index: {exc.got} training vectors are too few for the default PQ store "
               f"(its {exc.needed} centroids need {exc.needed}): using --flat (exact float32"
               f"{pca_note}) instead", file=sys.stderr)
+        settings.update(nlist=None, nprobe=None)  # --ivf is for PQ stores
         index = ImageIndex.build(source, store="flat", pca_dim=pca_dim, embedder=embedder,
                                  **settings)
     index.save(args.out)

@@ -46,6 +46,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None,
                    help="where to find the index's model if it moved (ONNX file or name)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads")
+    p.add_argument("--nprobe", type=int, default=None, metavar="N",
+                   help="lists an inverted-file index probes (default: the one it was built with)")
     p.add_argument("--rerank", choices=["none", "qe", "multipatch"], default="none",
                    help="second stage over the top results: query expansion over the winning "
                         "patches (qe) or a multi-patch query (default none)")
@@ -114,13 +116,14 @@ def run(args) -> int:
     from pypatch.index.searchable import open_index
     from pypatch.index.results import hit_json
 
-    require_positive(args, "k", "threads")
+    require_positive(args, "k", "threads", "nprobe")
     queries = collect_queries(args)
     index = open_index(args.index, mmap=True, model=args.model, num_threads=args.threads)
     results = index.search_many(
         [q[1] for q in queries], [q[2] for q in queries], k=args.k,
         rerank=None if args.rerank == "none" else args.rerank,
-        refine=False if args.refine == "none" else args.refine)
+        refine=False if args.refine == "none" else args.refine,
+        **({} if args.nprobe is None else {"nprobe": args.nprobe}))
     for (label, _, box), hits in zip(queries, results):
         if args.json:
             print(json.dumps({"query": label, "hits": [hit_json(h) for h in hits]}), flush=True)

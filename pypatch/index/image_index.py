@@ -35,7 +35,8 @@ from pypatch.index.model_record import check_model, model_info, new_embedder, re
 from pypatch.extract.modes import MODES
 from pypatch.index.results import SearchHit
 from pypatch.index.searchable import SearchableIndex
-from pypatch.index.sources import SourceItem, iter_source
+from pypatch.index.sources import SourceItem, iter_source, source_length
+from pypatch.index import ivf_settings
 from pypatch.index.training import (check_pq, new_patch_index, train_settings, train_store,
                                     training_rows, transform_spec)
 
@@ -93,7 +94,7 @@ class ImageIndex(SearchableIndex):
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power="auto",
-              opq="auto") -> "ImageIndex":
+              opq="auto", nlist=None, nprobe=None) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -123,11 +124,20 @@ class ImageIndex(SearchableIndex):
             (:func:`pypatch.index.transform.fit_opq_rotation`), folded into the stored matrix;
             ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
             large offline benchmark, +3.7 on the small one, for a longer training.
+        nlist : PQ stores: an inverted file of ``nlist`` lists over the patches (a search
+            probes ``nprobe`` of them, default :data:`~pypatch.index.ivf_settings.DEFAULT_NPROBE`,
+            and ranks images by their best probed patch); ``"auto"``: exhaustive below
+            :data:`~pypatch.index.ivf_settings.AUTO_MIN_PATCHES` patches (counted from the
+            source when it is a folder, a file list or a sized collection), an inverted file
+            above; None (default): exhaustive.
         """
+        if isinstance(nlist, str) and nlist == "auto":
+            nlist = ("auto", _source_patches(source, regions))
         self = cls.create(model=model, regions=regions, store=store, pq_m=pq_m,
                           pq_nbits=pq_nbits, mode=mode, train_on=train_on,
                           train_size=train_size, num_threads=num_threads, embedder=embedder,
-                          seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq)
+                          seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq,
+                          nlist=nlist, nprobe=nprobe)
         self._ingest(source, progress=progress, training=not self.is_trained)
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -139,9 +149,12 @@ class ImageIndex(SearchableIndex):
     def create(cls, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
-               seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto") -> "ImageIndex":
+               seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto", nlist=None,
+               nprobe=None) -> "ImageIndex":
         """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
-        pre-transform: see :meth:`train_embedded`); a flat store without one is ready."""
+        pre-transform: see :meth:`train_embedded`); a flat store without one is ready.
+        ``nlist="auto"`` does not know the collection's size here: it stays exhaustive (pass
+        ``("auto", n_patches)`` to decide for n_patches, as :meth:`build` does)."""
         choice(store, "store", STORES)
         choice(mode, "mode", MODES)
         choice(train_on, "train_on", TRAIN_ON)
@@ -162,6 +175,12 @@ class ImageIndex(SearchableIndex):
             check_pq(stored_dim, pq_m, pq_nbits, train_size)
             store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
                               train_size=int(train_size), seed=int(seed))
+        n_patches = None
+        if isinstance(nlist, tuple):  # ("auto", patches the source will give) from build()
+            nlist, n_patches = nlist
+        nlist, nprobe = ivf_settings.check(nlist, nprobe, store_info)
+        store_info.update(ivf_settings.resolve(nlist, nprobe, n_patches=n_patches,
+                                               train_vectors=int(train_size)))
         meta = new_meta(grid=grid, regions_spec=regions_spec, mode=mode, store=store_info,
                         model=model_info(embedder, model), dim=dim, transform=transform)
         self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
@@ -311,24 +330,18 @@ class ImageIndex(SearchableIndex):
         from pypatch.index.pq import ProductQuantizer
 
         self._ensure_trained()
-        pq = self._index.pq
-        native = (PatchIndex(int(self._index.dim), pq=ProductQuantizer.from_centroids(pq.centroids))
-                  if pq is not None and not self._index.is_ivf
-                  else new_patch_index(int(self._index.dim), self._meta["store"]) if pq is None
-                  else self._index_ivf_codebooks(PatchIndex, ProductQuantizer))
+        pq, nlist = self._index.pq, self._index.nlist
+        native = (PatchIndex(int(self._index.dim), pq=ProductQuantizer.from_centroids(pq.centroids),
+                             nlist=nlist or None)
+                  if pq is not None else new_patch_index(int(self._index.dim), self._meta["store"]))
+        if nlist:  # the same lists: a shard's search probes what the whole index would
+            native.set_coarse_centroids(self._index.coarse_centroids)
+            native.nprobe = self._index.nprobe
         meta = dict(self._meta, ids=[], paths=[], sizes=[], removed=[])
         empty = type(self)(native, meta, model=self._model_override, embedder=self._embedder,
                            num_threads=self._num_threads)
         empty._transform = self._transform
         return empty
-
-    def _index_ivf_codebooks(self, PatchIndex, ProductQuantizer):
-        """An empty inverted-file PatchIndex with this one's quantizer, coarse centroids and nprobe."""
-        ix = self._index
-        native = PatchIndex(int(ix.dim), pq=ProductQuantizer.from_centroids(ix.pq.centroids), nlist=ix.nlist)
-        native.set_coarse_centroids(ix.coarse_centroids)
-        native.nprobe = ix.nprobe
-        return native
 
     def subset(self, ids) -> "ImageIndex":
         """A new index (same codebooks and pre-transform) holding only the live images ``ids``,
@@ -347,13 +360,10 @@ class ImageIndex(SearchableIndex):
         counts = np.asarray([offsets[r + 1] - offsets[r] for r in rows], dtype=np.int64)
         if self._index.pq is not None:
             codes = self._index._ix.codes()  # the stored bytes: copied, never re-quantised
-            # IVF: each patch keeps its list (same coarse centroids), so every image scores
-            # exactly as here for any nprobe.
             lists = self._index.patch_lists() if self._index.is_ivf else None
-            out._index.add_codes(np.concatenate([codes[offsets[r]:offsets[r + 1]] for r in rows]),
-                                 patches_per_image=counts,
-                                 lists=None if lists is None else
-                                 np.concatenate([lists[offsets[r]:offsets[r + 1]] for r in rows]))
+            pick = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows])
+            out._index.add_codes(np.ascontiguousarray(codes[pick]), patches_per_image=counts,
+                                 lists=None if lists is None else lists[pick])
         else:  # reconstruct is exact for flat stores (float16 values round-trip)
             out._index.add(np.concatenate([self._index.reconstruct(r) for r in rows]),
                            patches_per_image=counts)
@@ -474,12 +484,14 @@ class ImageIndex(SearchableIndex):
 
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10,
-                       num_threads: Optional[int] = None, stored: bool = False) -> list:
+                       num_threads: Optional[int] = None, stored: bool = False,
+                       nprobe: Optional[int] = None) -> list:
         """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
         (L2-normalised, from the index's model). Returns one list of hits per query.
 
         ``stored=True``: the descriptors are already in the stored space (:meth:`to_stored`,
-        e.g. built from reconstructed patches), so the pre-transform is not applied again."""
+        e.g. built from reconstructed patches), so the pre-transform is not applied again.
+        ``nprobe``: lists probed by an inverted-file index (default :attr:`nprobe`)."""
         as_int(k, "k", 1)
         q = self._stored_queries(descriptors, stored, int(self._index.dim))
         n_live = len(self)
@@ -488,7 +500,7 @@ class ImageIndex(SearchableIndex):
         kk = min(k, n_live)
         threads = num_threads if num_threads is not None else self._num_threads
         scores, images, patches = self._index.search(
-            np.ascontiguousarray(q), k=kk, num_threads=threads)
+            np.ascontiguousarray(q), k=kk, num_threads=threads, nprobe=nprobe)
         return [self._hits(s, im, p) for s, im, p in zip(scores, images, patches)]
 
     def _hits(self, scores, images, patches) -> list:
@@ -503,6 +515,16 @@ class ImageIndex(SearchableIndex):
                                   path=self._paths[row], score=float(score), box=cell,
                                   cell=cell, level=int(levels[patch]), patch=patch))
         return hits
+
+    @property
+    def nprobe(self) -> int:
+        """Lists a search probes (inverted file; 0 for an exhaustive index). Settable; saved."""
+        return self._index.nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        self._index.nprobe = value
+        self._meta["store"]["nprobe"] = self._index.nprobe
 
     # ------------------------------------------------------------------ introspection
     def __len__(self) -> int:
@@ -552,6 +574,8 @@ class ImageIndex(SearchableIndex):
         removed = np.flatnonzero(self._index.removed)
         live_patches = num_patches - sum(len(self._cells(self._sizes[r])[0]) for r in removed)
         store = dict(self._meta["store"])
+        if self._index.is_ivf:
+            store["nprobe"] = self._index.nprobe
         per_patch = _bytes_per_patch(store, int(self._index.dim))
         model = self._meta["model"]
         try:
@@ -625,10 +649,24 @@ def _make_grid(regions):
 
 
 def _bytes_per_patch(store: dict, dim: int) -> float:
-    if store["kind"] == "pq":
-        return store["m"] * store["nbits"] / 8
+    if store["kind"] == "pq":  # an inverted file adds its ids: u32 image + u8 ordinal
+        return store["m"] * store["nbits"] / 8 + (5 if store.get("nlist") else 0)
     return dim * (2 if store["kind"] == "flat16" else 4)
 
 
 def _describe(item: SourceItem) -> str:
     return item.path if item.path is not None else item.id
+
+
+def _source_patches(source, regions) -> Optional[int]:
+    """About how many patches ``source`` will give (nlist="auto"), None when unknown without
+    consuming it: a folder or file is walked (paths only), a sized collection counted; each
+    image is taken to give the grid's cells of a 640 x 480 photo (pyramids: every size)."""
+    if isinstance(source, (str, os.PathLike)):
+        n_images = sum(1 for _ in iter_source(source))
+    else:
+        n_images = source_length(source)
+    if n_images is None:
+        return None
+    grid, _ = _make_grid(regions)
+    return n_images * len(grid.boxes(640, 480))

@@ -281,6 +281,12 @@ def _store(c: _Check, meta: dict, native) -> None:
     c.string(store, "train_on", "store.train_on")
     c.integer(store, "train_size", "store.train_size", 1)
     c.integer(store, "seed", "store.seed", 0)
+    # the inverted file: the native index is authoritative for nprobe (saved in the file)
+    nlist = c.integer(store, "nlist", "store.nlist", 1, optional=True) or 0
+    if nlist != native.nlist:
+        c.fail("store.nlist", f"says {nlist or 'none'} but the index has "
+                              f"{native.nlist or 'no'} inverted lists")
+    c.integer(store, "nprobe", "store.nprobe", 1, optional=True)
 
 
 def _model(c: _Check, meta: dict) -> None:

@@ -81,12 +81,13 @@ def _check(method, rerank_k, qe_n) -> None:
 
 def rerank_hits(index, hits: list, query_vector, method: str, *, k: int,
                 query_patches=None, rerank_k: int = 100, qe_n: int = 5, alpha: float = 3.0,
-                num_threads: Optional[int] = None) -> list:
+                num_threads: Optional[int] = None, **probe) -> list:
     """Rerank one query's first-stage ``hits`` (at least ``rerank_k`` of them when available)
     of ImageIndex ``index``; returns the best ``k`` :class:`SearchHit` s, ranks renumbered.
 
     ``query_vector``: the first stage's (D,) descriptor. ``query_patches``: (Q, D) descriptors
-    of the query's grid, needed by ``"multipatch"``."""
+    of the query's grid, needed by ``"multipatch"``. ``probe``: ``nprobe=`` for the expanded
+    query's search of an inverted-file index."""
     _check(method, rerank_k, qe_n)
     if not hits:
         return []
@@ -95,7 +96,7 @@ def rerank_hits(index, hits: list, query_vector, method: str, *, k: int,
         vecs = [index.patch_vectors(h.image)[h.patch] for h in top]
         # expanded in the stored space (after the index's pre-transform, if any)
         q2 = expand_query(index.to_stored(query_vector), vecs, [h.score for h in top], alpha)
-        return index.search_vectors(q2, k=k, num_threads=num_threads, stored=True)[0]
+        return index.search_vectors(q2, k=k, num_threads=num_threads, stored=True, **probe)[0]
     if query_patches is None:
         raise InvalidArgumentError("rerank='multipatch' needs the query's patch descriptors")
     head, tail = hits[:rerank_k], hits[rerank_k:]
@@ -111,7 +112,8 @@ def rerank_hits(index, hits: list, query_vector, method: str, *, k: int,
 
 def second_stage(index, queries: Sequence, boxes: Sequence, q, *, k: int, rerank=None,
                  refine=False, rerank_k: int = 100, refine_k: int = 10, qe_n: int = 5,
-                 query_regions="L1", num_threads: Optional[int] = None) -> list:
+                 query_regions="L1", num_threads: Optional[int] = None,
+                 nprobe: Optional[int] = None) -> list:
     """First stage, then the optional rerank, then the optional box refinement, per query.
 
     Called by :meth:`pypatch.ImageIndex.search_many` when ``rerank`` or ``refine`` is set;
@@ -126,7 +128,8 @@ def second_stage(index, queries: Sequence, boxes: Sequence, q, *, k: int, rerank
         first_k = max(k, rerank_k)
     elif rerank == "qe":
         first_k = max(k, qe_n)
-    first = index.search_vectors(q, k=first_k, num_threads=num_threads)
+    probe = {} if nprobe is None else {"nprobe": nprobe}  # only IVF indexes take it
+    first = index.search_vectors(q, k=first_k, num_threads=num_threads, **probe)
     out = []
     for i, hits in enumerate(first):
         if rerank is not None:
@@ -135,7 +138,8 @@ def second_stage(index, queries: Sequence, boxes: Sequence, q, *, k: int, rerank
                 patches, _ = index._get_embedder().embed_query_patches(
                     queries[i], box=boxes[i], regions=query_regions)
             hits = rerank_hits(index, hits, q[i], rerank, k=k, query_patches=patches,
-                               rerank_k=rerank_k, qe_n=qe_n, num_threads=num_threads)
+                               rerank_k=rerank_k, qe_n=qe_n, num_threads=num_threads,
+                               **probe)
         else:
             hits = hits[:k]
         if method is not None:

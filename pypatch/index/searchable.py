@@ -56,7 +56,8 @@ class SearchableIndex(abc.ABC):
     def ids(self) -> list: ...
 
     def search(self, query, box=None, k: int = 10,
-               num_threads: Optional[int] = None, **second_stage) -> list:
+               num_threads: Optional[int] = None, nprobe: Optional[int] = None,
+               **second_stage) -> list:
         """Rank database images for one query (path, PIL image or array).
 
         The query is one global descriptor of the image, or of ``box`` = ``[x0, y0, x1, y1]``
@@ -65,12 +66,15 @@ class SearchableIndex(abc.ABC):
         Optional second stage (see :mod:`pypatch.index.rerank`, :mod:`pypatch.index.refine`):
         ``rerank=None|"qe"|"multipatch"`` (``rerank_k=100``, ``qe_n=5``,
         ``query_regions="L1"``) and ``refine=False|True|"simmap"|"cells"`` (``refine_k=10``:
-        the top hits get ``box`` refined, ``cell`` stays the grid cell)."""
+        the top hits get ``box`` refined, ``cell`` stays the grid cell).
+
+        ``nprobe``: lists an inverted-file index probes (default: the index's ``nprobe``)."""
         return self.search_many([query], None if box is None else [box], k=k,
-                                num_threads=num_threads, **second_stage)[0]
+                                num_threads=num_threads, nprobe=nprobe, **second_stage)[0]
 
     def search_many(self, queries: Sequence, boxes: Optional[Sequence] = None, k: int = 10,
-                    num_threads: Optional[int] = None, **second_stage) -> list:
+                    num_threads: Optional[int] = None, nprobe: Optional[int] = None,
+                    **second_stage) -> list:
         """Batch form of :meth:`search`: one list of hits per query."""
         queries = list(queries)
         if boxes is None:
@@ -88,14 +92,15 @@ class SearchableIndex(abc.ABC):
                                        f"{', '.join(sorted(unknown))}")
         # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
         q = embedder.embed_queries(queries, boxes, regions=self._grid, mode=self._meta["mode"])
+        probe = {} if nprobe is None else {"nprobe": nprobe}  # only IVF indexes take it
         if any(v not in (None, False) for v in (second_stage.get("rerank"),
                                                  second_stage.get("refine"))):
             from pypatch.index.rerank import second_stage as run_second_stage
 
             as_int(k, "k", 1)
             return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
-                                    **second_stage)
-        return self.search_vectors(q, k=k, num_threads=num_threads)
+                                    **probe, **second_stage)
+        return self.search_vectors(q, k=k, num_threads=num_threads, **probe)
 
     def _known_ids(self, ids) -> list:
         """``ids`` (one id or an iterable) as strings, each an image in the index (remove())."""

@@ -63,7 +63,11 @@ def new_patch_index(dim: int, store: dict):
     if store["kind"] == "pq":
         from pypatch.index.pq import ProductQuantizer
 
-        return PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]))
+        index = PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]),
+                           nlist=store.get("nlist"))
+        if store.get("nlist"):
+            index.nprobe = store["nprobe"]
+        return index
     dtype = "float16" if store["kind"] == "flat16" else "float32"
     return PatchIndex(dim, pq=None, flat_dtype=dtype)
 
@@ -117,6 +121,12 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
             f"pca_dim={meta['transform']['dim']} needs at least {need} training vectors to learn "
             f"the PCA; the source gave {len(x)}: add images or use pca_dim=None",
             what="pca", needed=need, got=len(x))
+    nlist = store.get("nlist") or 0
+    if len(x) < nlist:
+        raise TooFewVectorsError(
+            f"nlist={nlist} needs at least {nlist} training vectors to learn its coarse "
+            f"centroids; the source gave {len(x)}: add images, raise train_size or lower nlist",
+            what="ivf", needed=nlist, got=len(x))
     if len(x) > train_size:
         rng = np.random.default_rng(seed)
         x = x[np.sort(rng.choice(len(x), train_size, replace=False))]
