@@ -485,7 +485,8 @@ def main(argv=None):
         import search_ivf
 
         info = common.machine_info()
-        out(f"# pypatch IVF benchmark  {info['time_utc']}  git {info['git']}")
+        out(f"# pypatch IVF benchmark  {info['time_utc']}  git {info['git']}; pypatch from "
+            f"{Path(pypatch.__file__).parent if OURS_OK else '-'}")
         out(f"# CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs; pypatch SIMD: "
             f"{pypatch.simd_info() if OURS_OK else OURS_WHY}")
         out(f"# {args.images} images x {args.patches} patches, dim {args.dim}, m {args.ivf_m}, "

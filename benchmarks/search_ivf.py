@@ -120,7 +120,7 @@ def _faiss_ivf(faiss, dim, C, m, nbits, by_residual, pq_sample, args):
     return ix
 
 
-def prepare(args, log, ours_ivf_factory=None):
+def prepare(args, log, ours_ivf_factory=None, by_codes=False):
     """Everything but the timing: cached codes/indexes/ground truths, and our IVF indexes
     (built by ``ours_ivf_factory(sample, pq_sample, C, pq_centroids)`` when given)."""
     import faiss
@@ -185,7 +185,7 @@ def prepare(args, log, ours_ivf_factory=None):
         assigner = faiss.IndexFlatIP(args.dim)
         assigner.add(d["C"])
         d["ours_ivf"] = (ours_ivf_factory(sample, pq_sample, d["C"], {8: d["pq8"], 4: d["pq4"]})
-                         if ours_ivf_factory else {})
+                         if ours_ivf_factory and not by_codes else {})
         tt = {k: 0.0 for k in ("generate", "exact", "assign", "ours-8", "ours-4", "faiss-ivfpq",
                                 "faiss-ivfpqfs", *d["ours_ivf"])}
         t_pass = time.perf_counter()
@@ -238,7 +238,17 @@ def prepare(args, log, ours_ivf_factory=None):
         d["build"] = build
         (cdir / "meta.json").write_text(json.dumps({"build": build, "args": {
             k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, list, type(None)))}}))
-    if cached and ours_ivf_factory is not None:
+    if ours_ivf_factory is not None and by_codes:
+        # our IVF from the cached codes and the shared assignment (add_codes(lists=)): its codes are
+        # the exhaustive ones (PQ on raw vectors) and its lists are faiss's, so no float pass
+        assign = _assignment(d, n_patches)
+        d["ours_ivf"] = ours_ivf_factory(sample, pq_sample, d["C"], {8: d["pq8"], 4: d["pq4"]})
+        for nb, (name, e) in zip((8, 4), d["ours_ivf"].items()):
+            t0 = time.perf_counter()
+            e["index"].add_codes(d[f"codes{nb}"], patches_per_image=P, lists=assign)
+            e["add_s"] = time.perf_counter() - t0
+            log(f"  {name}: add_codes(lists=) of {n_patches} patches in {e['add_s']:.1f}s")
+    elif cached and ours_ivf_factory is not None:
         d["ours_ivf"] = ours_ivf_factory(sample, pq_sample, d["C"], {8: d["pq8"], 4: d["pq4"]})
         if d["ours_ivf"]:
             tt = {"generate": 0.0, **{k: 0.0 for k in d["ours_ivf"]}}
@@ -252,6 +262,26 @@ def prepare(args, log, ours_ivf_factory=None):
                 d["ours_ivf"][name]["add_s"] = tt[name]
     d.setdefault("ours_ivf", {})
     return d
+
+
+def _assignment(d, n_patches):
+    """Each patch's list, read off the faiss IVFPQ's inverted lists (ids = patch numbers); it was
+    added with the shared assignment, so this is that assignment. Cached as assign.npy."""
+    import faiss
+    path = d["cache"] / "assign.npy"
+    if path.exists():
+        return np.load(path)
+    ix = d["faiss-ivfpq"]
+    inv = ix.invlists
+    out = np.full(n_patches, -1, dtype=np.int32)
+    for lst in range(ix.nlist):
+        n = inv.list_size(lst)
+        if n:
+            out[faiss.rev_swig_ptr(inv.get_ids(lst), n)] = lst
+    if (out < 0).any():
+        raise RuntimeError("faiss IVFPQ does not hold every patch once")
+    np.save(path, out)
+    return out
 
 
 def _blocks(world, n_img, tt):
@@ -347,7 +377,10 @@ def run(args, out, writer):
     if not have_ivf:
         log(f"ours: IVF not available in this build ({why})")
     t_all = time.perf_counter()
-    d = prepare(args, log, make_ours_ivf_factory(args, log) if have_ivf else None)
+    by_codes = have_ivf and args.ours_ivf_pq == "shared" and _ours_takes_lists()
+    if have_ivf:
+        log(f"  ours IVF built by {'add_codes(codes, lists=shared assignment)' if by_codes else 'add(float blocks)'}")
+    d = prepare(args, log, make_ours_ivf_factory(args, log) if have_ivf else None, by_codes)
     n_patches = args.images * P
     offsets = peers.constant_offsets(args.images, P)
     q_eval, q_lat = d["q_eval"], d["q_lat"]
@@ -387,7 +420,8 @@ def run(args, out, writer):
             if p <= args.nlist:
                 cfgs[f"{name}/{p}"] = dict(engine=name, family="ours-ivf", nprobe=p, kprime=None,
                                            fn=_ours_fn(e["index"], k, p), bytes=b,
-                                           build_s=e["train_s"] + e["add_s"], shared=e["shared"])
+                                           build_s=e["train_s"] + e["add_s"], shared=e["shared"],
+                                           built="add_codes(lists=)" if by_codes else "add(floats)")
     # smallest exact over-fetch per faiss config, over every query of the run
     for c in cfgs.values():
         if "index" in c:
@@ -440,6 +474,15 @@ def run(args, out, writer):
     out(f"# IVF section total {time.perf_counter() - t_all:.0f}s, peak RSS "
         f"{common.fmt_bytes(common.peak_rss_bytes())}; cache {d['cache']}")
     return 0
+
+
+def _ours_takes_lists():
+    import pypatch
+    try:
+        ok = "lists" in inspect.signature(pypatch.PatchIndex.add_codes).parameters
+    except (TypeError, ValueError):
+        return False
+    return ok and hasattr(pypatch.PatchIndex, "set_coarse_centroids")
 
 
 def _ours_fn(ix, k, nprobe):
