@@ -364,15 +364,17 @@ def _faiss_bytes(index):
     return index.ntotal and -(-index.ntotal // index.bbs) * index.bbs * index.M2 // 2 / index.ntotal
 
 
+_PER_PATCH = ("codes", "ivf_ids", "vectors")  # what grows with the patches (codes block-padded)
+
+
 def _ours_bytes(ix):
-    mu = ix.memory_usage()
-    return mu["total"] / ix.num_patches, {k: v for k, v in mu.items() if isinstance(v, int)}
+    mu = {k: v for k, v in ix.memory_usage().items() if isinstance(v, int)}
+    return mu["total"] / ix.num_patches, mu
 
 
 def run(args, out, writer):
     import faiss
     import pypatch
-    from bench_search import measure_round_robin
 
     log = lambda s: out(s, flush=True)  # noqa: E731
     P, k, m = args.patches, args.k, args.ivf_m
@@ -418,13 +420,14 @@ def run(args, out, writer):
                                            build_s=d["build"][f"{name}_train_s"] + d["build"][f"{name}_add_s"])
     for name, e in d["ours_ivf"].items():
         b, mu = _ours_bytes(e["index"])
-        e["memory"] = mu
+        per_patch = sum(mu.get(key, 0) for key in _PER_PATCH) / e["index"].num_patches
         for p in args.nprobe:
             if p <= args.nlist:
                 cfgs[f"{name}/{p}"] = dict(engine=name, family="ours-ivf", nprobe=p, kprime=None,
                                            fn=_ours_fn(e["index"], k, p), bytes=b,
                                            build_s=e["train_s"] + e["add_s"], shared=e["shared"],
-                                           built="add_codes(lists=)" if by_codes else "add(floats)")
+                                           built="add_codes(lists=)" if by_codes else "add(floats)",
+                                           memory=mu, per_patch_bytes=per_patch)
     # smallest exact over-fetch per faiss config, over every query of the run
     for c in cfgs.values():
         if "index" in c:
@@ -452,20 +455,21 @@ def run(args, out, writer):
     log(f"  recall@{k} (vs exact float / vs exhaustive 8-bit ADC / vs own all-lists): " + ", ".join(
         f"{n} {c['recall_float']:.3f}/{c['recall_adc8']:.3f}/{c['recall_own']:.3f}" for n, c in cfgs.items()))
 
-    # latency: round robin over every config (same load for all), single queries at 1 and 2
-    # threads, then batches of --batch at 2 threads (per-query time)
-    class A:
-        queries = min(args.queries, len(q_lat))
-        batch_repeat = 1
+    # latency: in rounds; each round times every config on all its calls in a row (after one
+    # warm-up call), so a sub-millisecond IVF search is not timed right after a full scan has
+    # flushed the caches (call-by-call round robin did that); rounds spread the load over all
+    rounds = max(1, min(args.rounds, 3))
+    singles = [q_lat[i:i + 1] for i in range(min(args.queries, len(q_lat)))]
     for t in args.threads:
-        for name, tm in measure_round_robin({n: c["fn"] for n, c in cfgs.items()}, q_lat, A, t, 1).items():
+        for name, tm in measure_rounds({n: c["fn"] for n, c in cfgs.items()}, singles, t, rounds).items():
             cfgs[name][f"t{t}_ms"] = tm.p50 * 1e3
             cfgs[name][f"t{t}_p95_ms"] = tm.p95 * 1e3
-        log(f"  single queries at {t} thread(s) timed")
+        log(f"  single queries at {t} thread(s) timed ({len(singles)} queries x {rounds} rounds)")
     tb = max(args.threads)
-    for name, tm in measure_round_robin({n: c["fn"] for n, c in cfgs.items()}, q_lat, A, tb, args.batch).items():
-        cfgs[name]["batch_ms"] = tm.p50 * 1e3
-    log(f"  batches of {args.batch} at {tb} threads timed")
+    batches = [q_lat[i:i + args.batch] for i in range(0, len(q_lat) - args.batch + 1, args.batch)]
+    for name, tm in measure_rounds({n: c["fn"] for n, c in cfgs.items()}, batches, tb, rounds).items():
+        cfgs[name]["batch_ms"] = tm.p50 * 1e3 / args.batch
+    log(f"  batches of {args.batch} at {tb} threads timed ({len(batches)} batches x {rounds} rounds)")
 
     rows = [{kk: v for kk, v in c.items() if kk not in ("fn", "index")} | {"config": n}
             for n, c in cfgs.items()]
@@ -477,6 +481,20 @@ def run(args, out, writer):
     out(f"# IVF section total {time.perf_counter() - t_all:.0f}s, peak RSS "
         f"{common.fmt_bytes(common.peak_rss_bytes())}; cache {d['cache']}")
     return 0
+
+
+def measure_rounds(fns, calls, threads, rounds):
+    """{name: Timing of one call} over ``rounds`` rounds; in each, every fn runs one warm-up
+    call then all ``calls`` in a row, each timed."""
+    samples = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            fn(calls[0], threads)
+            for qs in calls:
+                t0 = time.perf_counter()
+                fn(qs, threads)
+                samples[name].append(time.perf_counter() - t0)
+    return {name: common.Timing(np.asarray(v)) for name, v in samples.items()}
 
 
 def _ours_takes_lists():
@@ -581,8 +599,12 @@ def checks(rows, args, have_ivf, out):
     r4 = next((r for r in ivf if r["engine"] == "ours-ivf4"), None)
     if r4 is not None:
         lim = args.ivf_m / 2 + 5
-        out(f"{'PASS' if r4['bytes'] <= lim else 'FAIL'}  ours IVF 4-bit m={args.ivf_m}: {r4['bytes']:.2f} B/patch "
-            f"(<= {lim:.0f}: {args.ivf_m // 2} B code + 5 B ids)")
+        n = args.images * args.patches
+        parts = ", ".join(f"{k} {v / n:.2f}" for k, v in r4["memory"].items()
+                          if v and k not in ("total", "mapped"))
+        out(f"{'PASS' if r4['per_patch_bytes'] <= lim else 'FAIL'}  ours IVF 4-bit m={args.ivf_m}: "
+            f"{r4['per_patch_bytes']:.2f} B/patch of codes (block-padded) + ids (<= {lim:.0f}: "
+            f"{args.ivf_m // 2} B code + 5 B ids); {r4['bytes']:.2f} B/patch all told (per patch: {parts})")
 
 
 def projection(rows, args, out):
