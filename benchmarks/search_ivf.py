@@ -14,7 +14,9 @@ centroids: BLAS), our 8-bit and 4-bit PQ codes, both faiss IVF indexes (``add_co
 precomputed assignment, so the 30M-vector assignment is paid once) and, when the build has it,
 our IVF. Codes, assignment, ground truths and the faiss indexes are cached in --cache-dir under a
 key of every parameter that decides them, so a rerun only times. Our IVF is rebuilt every run
-(it is the thing under development); that needs a second generation pass when the rest is cached.
+(it is the thing under development): from the cached codes and assignment when the build has
+``set_coarse_centroids`` and ``add_codes(lists=)`` (seconds), otherwise from floats, which needs
+a second generation pass when the rest is cached.
 
 Shared coarse quantizer: faiss spherical k-means (unit-norm centroids, so the nearest centroid
 by L2 and by inner product are the same list: any assignment rule agrees) on a sample of
@@ -649,8 +651,9 @@ def plot(rows, args, out):
     except ImportError:
         out("  (matplotlib missing: no plot)")
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
-    for ax, key, what in ((axes[0], "recall_adc8", "exhaustive 8-bit ADC"), (axes[1], "recall_float", "exact float")):
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    for ax, key, what in ((axes[0], "recall_own", "own all-lists answer"),
+                          (axes[1], "recall_adc8", "exhaustive 8-bit ADC"), (axes[2], "recall_float", "exact float")):
         for eng in dict.fromkeys(r["engine"] for r in rows):
             rs = sorted((r for r in rows if r["engine"] == eng), key=lambda r: r["nprobe"] or 0)
             ax.plot([r["t1_ms"] for r in rs], [r[key] for r in rs], "o-" if len(rs) > 1 else "s",
