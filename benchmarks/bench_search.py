@@ -436,6 +436,10 @@ def parse_args(argv=None):
             p.error(f"--dim {a.dim} must be divisible by --ivf-m {a.ivf_m}")
         if a.pq_iters is None:
             a.pq_iters = 10 if a.quick else 25
+        if a.quick:  # a smoke run: fewer settings, one timing round
+            a.rounds = 1
+            if "--nprobe" not in argv_list:
+                a.nprobe = [1, 4, 16, 64]
         if a.nlist is None:
             import search_ivf
             a.nlist = search_ivf.default_nlist(a.images * a.patches)
