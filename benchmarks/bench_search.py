@@ -3,6 +3,7 @@
     python benchmarks/bench_search.py            # 100k images x 30 patches, dim 384, m 16 and 32
     python benchmarks/bench_search.py --quick    # 10k images, a smoke run in seconds
     python benchmarks/bench_search.py --section fastscan4   # 4-bit fast scan vs faiss (search_fastscan4.py)
+    python benchmarks/bench_search.py --section ivf         # inverted files vs faiss IVF (search_ivf.py)
 
 Engines, all answering "top-k images by max ADC score over their patches, and the winning patch":
   ours          pypatch.PatchIndex.search (fused SIMD scan), trained by pypatch's PQ
@@ -406,14 +407,44 @@ def parse_args(argv=None):
     p.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer for the bandwidth probe")
     p.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     p.add_argument("--json", metavar="PATH", help="JSON-lines output (default benchmarks/results/)")
-    p.add_argument("--section", choices=["scan8", "fastscan4"], default="scan8",
+    p.add_argument("--section", choices=["scan8", "fastscan4", "ivf"], default="scan8",
                    help="scan8: the 8-bit comparison above; fastscan4: 4-bit fast scan vs faiss "
-                        "IndexPQFastScan (benchmarks/search_fastscan4.py; defaults 300k images, dim 256)")
+                        "IndexPQFastScan (benchmarks/search_fastscan4.py; defaults 300k images, dim 256); "
+                        "ivf: inverted files, ours vs faiss IVF (benchmarks/search_ivf.py; defaults 1M "
+                        "images, dim 256, m 32; --quick 20k)")
     p.add_argument("--fs4-m", type=int, default=32, help="fastscan4: sub-quantizers")
     p.add_argument("--rounds", type=int, default=5, help="fastscan4: interleaved timing rounds")
     p.add_argument("--cache-dir", default="/tmp/pypatch-bench-cache",
-                   help="fastscan4: where generated codes are cached ('' to disable)")
+                   help="fastscan4, ivf: where generated codes are cached ('' to disable for fastscan4)")
+    p.add_argument("--ivf-m", type=int, default=32, help="ivf: PQ sub-quantizers")
+    p.add_argument("--nlist", type=int, help="ivf: inverted lists (default: ~7.3k patches a list, "
+                                             "4096 at 1M x 30)")
+    p.add_argument("--nprobe", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64],
+                   help="ivf: lists probed, swept")
+    p.add_argument("--pq-iters", type=int, help="ivf: k-means iterations of the PQs (default 25; quick 10)")
+    p.add_argument("--ours-ivf-pq", choices=["shared", "own"], default="shared",
+                   help="ivf: our IVF reuses the exhaustive engines' trained PQ (shared) or trains its own")
+    p.add_argument("--plot", help="ivf: recall-vs-latency PNG (default benchmarks/ivf_recall_latency.png)")
+    argv_list = argv if argv is not None else sys.argv[1:]
     a = p.parse_args(argv)
+    if a.section == "ivf":
+        if a.images is None:
+            a.images = 20_000 if a.quick else 1_000_000
+        if "--dim" not in argv_list:
+            a.dim = 256
+        if a.dim % a.ivf_m:
+            p.error(f"--dim {a.dim} must be divisible by --ivf-m {a.ivf_m}")
+        if a.pq_iters is None:
+            a.pq_iters = 10 if a.quick else 25
+        if a.quick:  # a smoke run: fewer settings, one timing round
+            a.rounds = 1
+            if "--nprobe" not in argv_list:
+                a.nprobe = [1, 4, 16, 64]
+        if a.nlist is None:
+            import search_ivf
+            a.nlist = search_ivf.default_nlist(a.images * a.patches)
+        if a.nlist < 1 or any(x < 1 for x in a.nprobe):
+            p.error("--nlist and --nprobe must be >= 1")
     if a.section == "fastscan4" and a.images is None:
         a.images = 10_000 if a.quick else 300_000
     if a.section == "fastscan4" and "--dim" not in (argv if argv is not None else sys.argv):
@@ -432,6 +463,7 @@ def parse_args(argv=None):
     for name in ("images", "patches", "dim", "k", "batch", "queries", "eval_queries", "train_size"):
         if getattr(a, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1")
+    a.n_lat = max(a.queries, 2 * a.batch)  # ivf: latency queries (two batches)
     if any(a.dim % m for m in a.m):
         p.error(f"--dim {a.dim} must be divisible by every --m {a.m}")
     if any(t < 1 for t in a.threads):
@@ -453,6 +485,18 @@ def main(argv=None):
         out(f"# {args.images} images x {args.patches} patches, dim {args.dim}, m {args.fs4_m}, 4-bit, "
             f"k={args.k}, 1 thread, load avg {os.getloadavg()[0]:.2f}")
         return search_fastscan4.run(args, out, writer)
+    if args.section == "ivf":
+        import search_ivf
+
+        info = common.machine_info()
+        out(f"# pypatch IVF benchmark  {info['time_utc']}  git {info['git']}; pypatch from "
+            f"{Path(pypatch.__file__).parent if OURS_OK else '-'}")
+        out(f"# CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs; pypatch SIMD: "
+            f"{pypatch.simd_info() if OURS_OK else OURS_WHY}")
+        out(f"# {args.images} images x {args.patches} patches, dim {args.dim}, m {args.ivf_m}, "
+            f"nlist {args.nlist}, nprobe {args.nprobe}, k={args.k}, threads {args.threads}, "
+            f"batch {args.batch}, load avg {os.getloadavg()[0]:.2f}")
+        return search_ivf.run(args, out, writer)
     info = common.machine_info()
     simd = pypatch.simd_info() if OURS_OK else {"unavailable": OURS_WHY}
     out(f"# pypatch search benchmark  {info['time_utc']}  git {info['git']}")
