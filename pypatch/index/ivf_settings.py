@@ -4,7 +4,7 @@
 over the patches (:class:`~pypatch.PatchIndex`'s ``nlist``); ``"auto"`` decides from the
 number of patches the source will give: exhaustive below :data:`AUTO_MIN_PATCHES`, where the
 scan is already fast and an inverted file only loses recall, else :func:`auto_nlist` lists.
-Both thresholds come from the measurements in ``benchmarks/README.md`` (section "IVF").
+Both thresholds come from the measurements in ``benchmarks/README.md`` (section "Inverted files").
 """
 from __future__ import annotations
 
