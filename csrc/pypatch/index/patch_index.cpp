@@ -192,14 +192,18 @@ int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_
   return first;
 }
 
+ScanSetup PatchIndex::scan_setup() const {
+  if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
+  return ScanSetup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
+                   removed_.empty() ? nullptr : removed_.data(), n_removed_};
+}
+
 void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, float* scores,
                         int64_t* images, int64_t* patches, const Interrupt& interrupt) const {
   std::shared_lock<FairSharedMutex> lock(mu_);
   PTCH_CHECK(k >= 1, "k must be >= 1; got " + std::to_string(k));
-  if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
+  const ScanSetup setup = scan_setup();
   check_value_range(q, nq * dim_, dim_, "search: queries");
-  ScanSetup setup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
-                  removed_.empty() ? nullptr : removed_.data(), n_removed_};
   std::vector<TopK> result = scan_topk(setup, nq, q, k, num_threads, interrupt);
   for (int64_t qi = 0; qi < nq; ++qi) {
     const std::vector<Hit> hits = result[qi].sorted();
