@@ -133,12 +133,13 @@ class ShardedIndex(SearchableIndex):
         """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly."""
         as_int(k, "k", 1)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
-        n_live = len(self)
-        if n_live == 0:
+        if not self._shards:
             return [[] for _ in range(len(q))]
         nt = num_threads if num_threads is not None else self._num_threads
+        # k needs no clamp to the live images: the core clamps it to the stored ones and pads
+        # (row -1) where fewer are live, as PatchIndex.search does
         scores, shards, rows, patches = self._search_all().search(
-            np.ascontiguousarray(q), min(k, n_live, INT32_MAX), threads(nt))
+            np.ascontiguousarray(q), min(k, INT32_MAX), threads(nt))
         out = []
         for sc, sh, rw, pt in zip(scores, shards.tolist(), rows.tolist(), patches.tolist()):
             hits = []
