@@ -67,12 +67,23 @@ std::pair<int, int64_t> ScanParts::locate(int64_t g) const {
   return {p, g - base[p]};
 }
 
+// Several parts: a part's short tail task (under half a task) joins the task before it. Every
+// task call has a fixed cost (the kernels set up their tables), and one extra short task per
+// part cost 16 shards ~9 % more calls than one store of the same images.
 std::vector<ScanTask> scan_tasks(const ScanParts& p, int64_t patches_per_task) {
   std::vector<ScanTask> tasks;
+  const bool several = p.part.size() > 1;
   for (int i = 0; i < static_cast<int>(p.part.size()); ++i) {
-    if (p.part[i].n_images == 0) continue;
-    const std::vector<int64_t> b = scan_task_bounds(p.part[i], patches_per_task);
+    const ScanSetup& s = p.part[i];
+    if (s.n_images == 0) continue;
+    const std::vector<int64_t> b = scan_task_bounds(s, patches_per_task);
+    const size_t first = tasks.size();
     for (size_t t = 0; t + 1 < b.size(); ++t) tasks.push_back({i, b[t], b[t + 1]});
+    if (several && tasks.size() - first >= 2 &&
+        2 * (s.offsets[tasks.back().i1] - s.offsets[tasks.back().i0]) < patches_per_task) {
+      tasks[tasks.size() - 2].i1 = tasks.back().i1;
+      tasks.pop_back();
+    }
   }
   if (tasks.empty()) tasks.push_back({0, 0, 0});  // one empty task: the loops need none special
   return tasks;
