@@ -3,7 +3,9 @@
 Endpoints (README, "Serving"): ``POST /search`` (an image: multipart or JSON), ``POST
 /search/vectors``, ``GET /info``, ``GET /healthz``, ``GET /metrics``, ``POST /admin/reload``
 (or SIGHUP). Concurrent queries are gathered into batched calls (``--max-batch``,
-``--max-wait-ms``); a full queue answers 503 at once.
+``--max-wait-ms``); a full queue answers 503 at once. A sharded index folder is searched in
+this process, or with ``--ray`` by one Ray actor per shard (``pip install "pypatch[ray]"``;
+Ray is imported only then).
 """
 from __future__ import annotations
 
