@@ -46,6 +46,7 @@ _LAZY = {
     "NotTrainedError": "pypatch.errors",
     "DatasetFormatError": "pypatch.errors",
     "TooFewVectorsError": "pypatch.errors",
+    "UnavailableError": "pypatch.errors",
 }
 # the rooms (extract, index, evaluation) and the public modules reached as pypatch.<name>
 _SUBMODULES = {"extract", "index", "evaluation", "distributed", "metrics", "models", "errors", "cli"}

@@ -63,6 +63,11 @@ class DatasetFormatError(PypatchError, ValueError):
     """A benchmark/dataset file is missing or malformed; the message names file and line."""
 
 
+class UnavailableError(PypatchError, RuntimeError):
+    """Part of the index cannot answer now (e.g. a shard's Ray actor is restarting past its
+    timeout, or is gone): the query failed whole, never answered from the other parts."""
+
+
 __all__ = [
     "PypatchError",
     "InvalidArgumentError",
@@ -75,4 +80,5 @@ __all__ = [
     "ModelNotFoundError",
     "ImageError",
     "DatasetFormatError",
+    "UnavailableError",
 ]

@@ -56,5 +56,6 @@ inline std::function<void()> interrupt_hook() {
 
 void bind_pq(py::module_& m);
 void bind_index(py::module_& m);
+void bind_multi(py::module_& m);
 
 }  // namespace pypatch_bind

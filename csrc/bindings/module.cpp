@@ -88,4 +88,5 @@ PYBIND11_MODULE(_core, m) {
 
   pypatch_bind::bind_pq(m);
   pypatch_bind::bind_index(m);
+  pypatch_bind::bind_multi(m);
 }

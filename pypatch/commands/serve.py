@@ -3,7 +3,9 @@
 Endpoints (README, "Serving"): ``POST /search`` (an image: multipart or JSON), ``POST
 /search/vectors``, ``GET /info``, ``GET /healthz``, ``GET /metrics``, ``POST /admin/reload``
 (or SIGHUP). Concurrent queries are gathered into batched calls (``--max-batch``,
-``--max-wait-ms``); a full queue answers 503 at once.
+``--max-wait-ms``); a full queue answers 503 at once. A sharded index folder is searched in
+this process, or with ``--ray`` by one Ray actor per shard (``pip install "pypatch[ray]"``;
+Ray is imported only then).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ def add_parser(subparsers) -> None:
         description="Serve an index over HTTP: /search (images), /search/vectors, /info, "
                     "/healthz, /metrics, /admin/reload. Needs the serve extra.")
     p.add_argument("index", metavar="INDEX",
-                   help="index file (`pypatch index`), or a bare PatchIndex file (vectors only)")
+                   help="index file (`pypatch index`), sharded index folder (`--shards`), or a "
+                        "bare PatchIndex file (vectors only)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -42,6 +45,14 @@ def add_parser(subparsers) -> None:
                    help="largest decoded query image in pixels (default 25000000)")
     p.add_argument("--timeout-s", type=float, default=30.0, metavar="S",
                    help="answer 504 to a request not done in S seconds (default 30)")
+    p.add_argument("--ray", action="store_true",
+                   help="INDEX is a sharded folder: search it with one Ray actor per shard "
+                        "(needs the ray extra); same endpoints and answers")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="with --ray: the Ray cluster to join (default: start a local one)")
+    p.add_argument("--ray-timeout-s", type=float, default=20.0, metavar="S",
+                   help="with --ray: how long a query waits for a shard actor (e.g. one "
+                        "restarting) before it fails whole with 503 (default 20)")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(func=run)
 
@@ -71,10 +82,13 @@ def run(args) -> int:
         api_key=None if args.api_key_file is None else read_api_key(args.api_key_file),
         max_body_bytes=int(args.max_body_mb * (1 << 20)),
         max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
-        timeout_s=args.timeout_s)
+        timeout_s=args.timeout_s, ray=bool(args.ray), ray_address=args.ray_address,
+        ray_timeout_s=args.ray_timeout_s)
     app = create_app(settings)
     engine = app.server.engine
     kind = "images" if engine.has_model else "images (bare PatchIndex: /search/vectors only)"
+    if settings.ray:
+        kind += f" ({len(engine.index.actors)} Ray shard actors)"
     print(f"pypatch serve: {settings.index}: {engine.images} {kind}; "
           f"http://{settings.host}:{settings.port} (max batch {settings.max_batch}, "
           f"max wait {settings.max_wait_ms:g} ms)", file=sys.stderr, flush=True)

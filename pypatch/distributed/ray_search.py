@@ -13,6 +13,7 @@ answer is never assembled from a subset of the shards.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Optional
 
 import numpy as np
@@ -20,14 +21,18 @@ import numpy as np
 from pypatch._checks import as_int
 from pypatch.distributed import manifest as mf
 from pypatch.distributed.merge import merge_topk
-from pypatch.errors import InvalidArgumentError, PypatchError
+from pypatch.errors import InvalidArgumentError, UnavailableError
 from pypatch.index.image_index import ImageIndex
 from pypatch.index.searchable import SearchableIndex
 
 __all__ = ["RayShardedIndex", "ShardUnavailableError", "require_ray"]
 
 
-class ShardUnavailableError(PypatchError, RuntimeError):
+#: Ray namespace of the shard actors (named, so that tools and tests can find them)
+NAMESPACE = "pypatch"
+
+
+class ShardUnavailableError(UnavailableError):
     """A shard actor did not answer (dead, restarting past the timeout): no partial answer."""
 
 
@@ -53,13 +58,14 @@ class _ShardServer:
         self.index = ImageIndex.load(os.path.join(folder, entry["file"]), mmap=True,
                                      num_threads=num_threads)
 
-    def search(self, q, k: int, num_threads):
+    def search(self, q, k: int, num_threads, nprobe=None):
         """Per query ``(scores, rows, patches, hits)`` of this shard's top-k (None: empty)."""
         n = len(self.index)
         if n == 0:
             return None
         scores, rows, patches = self.index.patch_index.search(q, k=min(k, n),
-                                                              num_threads=num_threads)
+                                                              num_threads=num_threads,
+                                                              nprobe=nprobe)
         return [(s, r, p, self.index._hits(s, r, p)) for s, r, p in zip(scores, rows, patches)]
 
     def ids(self) -> list:
@@ -100,8 +106,13 @@ class RayShardedIndex(SearchableIndex):
         self._num_threads = num_threads
         self._timeout = float(timeout_s)
         cls = _actor_class(ray, actor_cpus)
-        self.actors = [cls.remote(self._folder, entry, num_threads)
-                       for entry in self._manifest["shards"]]
+        token = uuid.uuid4().hex[:12]
+        #: the actors' names in namespace :data:`NAMESPACE`, one per shard
+        self.actor_names = [f"pypatch-shard-{token}-{s}"
+                            for s in range(len(self._manifest["shards"]))]
+        self.actors = [cls.options(name=name, namespace=NAMESPACE).remote(
+                           self._folder, entry, num_threads)
+                       for name, entry in zip(self.actor_names, self._manifest["shards"])]
         self._ids = self._gather([a.ids.remote() for a in self.actors])
         self._where = {i: s for s, ids in enumerate(self._ids) for i in ids}
 
@@ -119,11 +130,11 @@ class RayShardedIndex(SearchableIndex):
                                         f"answer") from None
 
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
-                       stored: bool = False) -> list:
+                       stored: bool = False, nprobe: Optional[int] = None) -> list:
         as_int(k, "k", 1)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
-        parts = self._gather([a.search.remote(q, k, threads) for a in self.actors])
+        parts = self._gather([a.search.remote(q, k, threads, nprobe) for a in self.actors])
         out = []
         for qi in range(len(q)):
             per_shard = [None if p is None else p[qi] for p in parts]
@@ -169,7 +180,8 @@ class RayShardedIndex(SearchableIndex):
         patches = sum(i["patches"] for i in infos)
         out.update(images=n, patches=patches, removed=sum(i["removed"] for i in infos),
                    patches_per_image=round(patches / n, 3) if n else 0.0,
-                   format="sharded", num_shards=len(infos), served_by="ray")
+                   format="sharded", num_shards=len(infos), served_by="ray",
+                   ray_actors=list(self.actor_names), ray_namespace=NAMESPACE)
         return out
 
     def _get_embedder(self):

@@ -2,9 +2,10 @@
 
 Every shard is an :class:`~pypatch.ImageIndex` file built from the same trained codebooks and
 pre-transform (``codebooks.ptch``), so a query descriptor is transformed once and every shard
-scores its images exactly as one index over all of them would. The shards are searched in
-parallel (a thread each, the native search releases the GIL; files are mmap'd) and their
-top-k lists merged by :func:`~pypatch.distributed.merge.merge_topk`: ids, scores and boxes are
+scores its images exactly as one index over all of them would. All shards are searched by ONE
+native scan (``_core.MultiIndexSearch``, csrc/pypatch/index/multi_scan.h: one task list over
+every shard for the thread pool, the tables built once, one exact top-k merge; GIL released,
+files mmap'd), so a search costs what the monolithic index's does: ids, scores and boxes are
 those of the monolithic index, ties included (global order = shard, then row).
 
 Edits (:meth:`add`, :meth:`remove`) happen in memory like ImageIndex's and are written by
@@ -14,13 +15,12 @@ manifest, whose hashes then refuse the half-written state instead of serving it.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Optional
 
 import numpy as np
 
-from pypatch._checks import as_int
+from pypatch import _core
+from pypatch._checks import INT32_MAX, as_int, threads
 from pypatch.distributed import manifest as mf
 from pypatch.distributed.merge import merge_topk
 from pypatch.errors import IndexFormatError, InvalidArgumentError, ModelMismatchError
@@ -45,7 +45,7 @@ class ShardedIndex(SearchableIndex):
         self._files = [e["file"] for e in manifest["shards"]]
         self._num_threads = num_threads
         self._dirty: set = set()
-        self._pool = None
+        self._native = None  # (core indexes, their _core.MultiIndexSearch), see _search_all
         self._where: dict = {}
         for s, shard in enumerate(self._shards):
             for image_id in shard.ids:
@@ -130,41 +130,49 @@ class ShardedIndex(SearchableIndex):
 
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
-                       stored: bool = False) -> list:
+                       stored: bool = False, nprobe: Optional[int] = None) -> list:
         """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly."""
         as_int(k, "k", 1)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
-        per_shard = self._fan_out(q, k, num_threads)
+        if not self._shards:
+            return [[] for _ in range(len(q))]
+        nt = num_threads if num_threads is not None else self._num_threads
+        if self._codebooks.patch_index.is_ivf:
+            return self._search_lists(q, k, nt, nprobe)
+        # k needs no clamp to the live images: the core clamps it to the stored ones and pads
+        # (row -1) where fewer are live, as PatchIndex.search does
+        scores, shards, rows, patches = self._search_all().search(
+            np.ascontiguousarray(q), min(k, INT32_MAX), threads(nt))
+        out = []
+        for sc, sh, rw, pt in zip(scores, shards.tolist(), rows.tolist(), patches.tolist()):
+            hits = []
+            for score, s, row, patch in zip(sc, sh, rw, pt):
+                if row >= 0:  # padding: fewer live images than k
+                    hits.append(self._shards[s]._hit(len(hits) + 1, score, row, patch))
+            out.append(hits)
+        return out
+
+    def _search_lists(self, q, k: int, num_threads, nprobe) -> list:
+        """Inverted-file shards: each searched on its own (same coarse centroids, so the same
+        probed lists as one index), then the exact top-k merge."""
+        per_shard = [shard.patch_index.search(q, k=min(k, INT32_MAX), num_threads=num_threads,
+                                              nprobe=nprobe) if len(shard) else None
+                     for shard in self._shards]
         out = []
         for qi in range(len(q)):
             merged = merge_topk([None if r is None else (r[0][qi], r[1][qi], r[2][qi])
                                  for r in per_shard], k)
-            out.append([replace(self._shards[s]._hits([score], [row], [patch])[0], rank=rank)
+            out.append([self._shards[s]._hit(rank, score, row, patch)
                         for rank, (s, row, patch, score) in enumerate(merged, 1)])
         return out
 
-    def _fan_out(self, q, k: int, num_threads) -> list:
-        """Per shard ``(scores, rows, patches)`` of all queries (None for an empty shard)."""
-        live = [s for s, shard in enumerate(self._shards) if len(shard)]
-        total = num_threads if num_threads is not None else self._num_threads
-        total = total or os.cpu_count() or 1
-        per = max(1, total // max(1, len(live)))
-
-        def one(s):
-            shard = self._shards[s]
-            return shard.patch_index.search(q, k=min(k, len(shard)), num_threads=per)
-
-        out = [None] * len(self._shards)
-        if len(live) <= 1 or total <= 1:
-            for s in live:
-                out[s] = one(s)
-            return out
-        if self._pool is None or self._pool._max_workers < min(len(live), total):
-            self._pool = ThreadPoolExecutor(min(len(live), total),
-                                            thread_name_prefix="pypatch-shard")
-        for s, result in zip(live, self._pool.map(one, live)):
-            out[s] = result
-        return out
+    def _search_all(self):
+        """The native search over the current shards (rebuilt when a shard is added)."""
+        cores = [shard.patch_index._ix for shard in self._shards]
+        if self._native is None or len(self._native[0]) != len(cores) or \
+                any(a is not b for a, b in zip(self._native[0], cores)):
+            self._native = (cores, _core.MultiIndexSearch(cores))
+        return self._native[1]
 
     # ------------------------------------------------------------------ edits
     def add(self, source, progress: bool = True, new_shard: bool = False) -> list:

@@ -509,12 +509,16 @@ class ImageIndex(SearchableIndex):
             row, patch = int(row), int(patch)
             if row < 0:  # padding: fewer live images than k (removed ones never rank)
                 continue
-            boxes, levels = self._cells(self._sizes[row])
-            cell = tuple(int(v) for v in boxes[patch])
-            hits.append(SearchHit(rank=len(hits) + 1, image=self._ids[row],
-                                  path=self._paths[row], score=float(score), box=cell,
-                                  cell=cell, level=int(levels[patch]), patch=patch))
+            hits.append(self._hit(len(hits) + 1, score, row, patch))
         return hits
+
+    def _hit(self, rank: int, score, row: int, patch: int) -> SearchHit:
+        """The hit of image row ``row`` (its winning patch ``patch``) at ``rank``."""
+        boxes, levels = self._cells(self._sizes[row])
+        cell = tuple(int(v) for v in boxes[patch])
+        return SearchHit(rank=rank, image=self._ids[row], path=self._paths[row],
+                         score=float(score), box=cell, cell=cell, level=int(levels[patch]),
+                         patch=patch)
 
     @property
     def nprobe(self) -> int:

@@ -34,8 +34,7 @@ class Server:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.engine = Engine(settings.index, threads=settings.threads,
-                             max_pixels=settings.max_pixels, onnx_batch=settings.onnx_batch)
+        self.engine = self._open()
         self.metrics = ServerMetrics(self._depths, lambda: {(): self.engine.images})
         wait = settings.max_wait_ms / 1000.0
         common = dict(max_batch=settings.max_batch, max_wait_s=wait, max_queue=settings.max_queue)
@@ -46,6 +45,12 @@ class Server:
         self._refiner = ThreadPoolExecutor(1, thread_name_prefix="pypatch-refine")
         self._reload_lock: Optional[asyncio.Lock] = None
         self.started = time.time()
+
+    def _open(self, previous: Optional[Engine] = None) -> Engine:
+        s = self.settings
+        return Engine(s.index, threads=s.threads, max_pixels=s.max_pixels,
+                      onnx_batch=s.onnx_batch, previous=previous, ray=s.ray,
+                      ray_address=s.ray_address, ray_timeout_s=s.ray_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -66,6 +71,7 @@ class Server:
         await self.images.stop()
         await self.vectors.stop()
         self._refiner.shutdown(wait=True)
+        self.engine.close()
 
     def _depths(self) -> dict:
         return {("image",): self.images.depth, ("vector",): self.vectors.depth}
@@ -152,10 +158,7 @@ class Server:
             old = self.engine
             loop = asyncio.get_running_loop()
             try:
-                new = await loop.run_in_executor(None, lambda: Engine(
-                    self.settings.index, threads=self.settings.threads,
-                    max_pixels=self.settings.max_pixels, onnx_batch=self.settings.onnx_batch,
-                    previous=old))
+                new = await loop.run_in_executor(None, lambda: self._open(previous=old))
             except Exception as exc:  # noqa: BLE001 - any failure keeps the old index serving
                 self.metrics.reloads.inc("failed")
                 status, message = error_status(exc)
@@ -164,6 +167,9 @@ class Server:
                     message = f"{type(exc).__name__}: {exc}"
                 raise ApiError(409, f"reload failed, still serving the previous index: {message}")
             self.engine = new
+            # the old engine's Ray actors (if any) stop once the queries it may still run are
+            # done: none outlives the request timeout
+            loop.call_later(self.settings.timeout_s + 1, old.close)
             self.metrics.reloads.inc("ok")
             log.warning("reloaded %s: %d images (was %d)", new.path, new.images, old.images)
             return {"reloaded": True, "images": new.images, "previous_images": old.images}

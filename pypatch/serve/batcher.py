@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
+from pypatch.errors import UnavailableError
+
 
 class Overloaded(Exception):
     """The queue is full: the caller should answer 503 now."""
@@ -150,8 +152,10 @@ class MicroBatcher:
                 raise RuntimeError(f"{self.name}: {len(results)} results for {len(batch)} entries")
             return results
         except Exception as exc:
-            if len(batch) == 1:
-                return [exc]
+            # one entry, or an index that cannot answer at all now: the batch fails whole
+            # (re-running it entry by entry would only wait for the same shard again)
+            if len(batch) == 1 or isinstance(exc, UnavailableError):
+                return [exc] * len(batch)
         out = []
         for e in batch:  # one at a time: the failing entry fails alone
             try:

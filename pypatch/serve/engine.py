@@ -9,7 +9,11 @@ Two kinds of file:
 * an ``ImageIndex`` file (images and their model): ``/search`` and ``/search/vectors``
   (descriptors from the index's model); hits are shaped as ``pypatch search --json`` prints;
 * a bare ``PatchIndex`` file (vectors from elsewhere, no model): ``/search/vectors`` only;
-  a hit names the image's row number and the ordinal of its winning patch.
+  a hit names the image's row number and the ordinal of its winning patch;
+* a sharded index folder, searched in this process (``ShardedIndex``) or, with ``ray=True``,
+  by one Ray actor per shard (``RayShardedIndex``: same answers; a query waiting for a
+  restarting actor longer than ``ray_timeout_s`` fails whole with UnavailableError, 503).
+  Ray is imported only then.
 
 Methods marked "batch" run in the batcher's thread (the native scan and onnxruntime release the
 GIL), so the event loop stays free.
@@ -36,7 +40,8 @@ class ImageQuery:
 class Engine:
     def __init__(self, path: str, *, threads: Optional[int] = None,
                  max_pixels: Optional[int] = None, onnx_batch: Optional[int] = None,
-                 previous: Optional["Engine"] = None):
+                 previous: Optional["Engine"] = None, ray: bool = False,
+                 ray_address: Optional[str] = None, ray_timeout_s: float = 20.0):
         from pypatch.index.meta import META_KEY, read_meta
         from pypatch.index.patch_index import PatchIndex
 
@@ -46,6 +51,23 @@ class Engine:
         if not os.path.exists(path):
             raise FileNotFoundError(f"index file not found: {path!r}")
         self.threads = threads
+        self.ray = bool(ray)
+        if ray:
+            if not (os.path.isdir(path) or is_sharded(path)):
+                raise InvalidArgumentError(f"--ray: {path!r} is not a sharded index folder "
+                                           f"(pypatch index --shards N)")
+            from pypatch.distributed.ray_search import RayShardedIndex
+
+            self.patches = None
+            self.index = RayShardedIndex(path, ray_address, num_threads=threads,
+                                         timeout_s=ray_timeout_s)
+            try:
+                self._attach_embedder(previous, max_pixels, onnx_batch)
+                self.images, self.vector_dim = len(self.index), self.index.info()["dim"]
+            except BaseException:
+                self.close()
+                raise
+            return
         if os.path.isdir(path) or is_sharded(path):  # a sharded index folder (ShardedIndex)
             from pypatch.index.searchable import open_index
 
@@ -81,6 +103,11 @@ class Engine:
             embedder.max_pixels = int(max_pixels)
         if onnx_batch is not None:
             embedder.batch_size = int(onnx_batch)  # inputs per onnxruntime run
+
+    def close(self) -> None:
+        """Stop what this engine started (the Ray actors of a ``ray`` engine)."""
+        if self.ray:
+            self.index.close()
 
     @property
     def has_model(self) -> bool:

@@ -30,7 +30,8 @@ def error_status(exc: BaseException) -> tuple:
     """(status, message) of an exception a request raised."""
     from starlette.exceptions import HTTPException
 
-    from pypatch.errors import ImageError, IndexFormatError, InvalidArgumentError, InvalidTypeError
+    from pypatch.errors import (ImageError, IndexFormatError, InvalidArgumentError,
+                                InvalidTypeError, UnavailableError)
 
     if isinstance(exc, ApiError):
         return exc.status, exc.message
@@ -40,6 +41,8 @@ def error_status(exc: BaseException) -> tuple:
         return 400, str(exc)
     if isinstance(exc, (InvalidArgumentError, InvalidTypeError, IndexFormatError)):
         return 400, str(exc)
+    if isinstance(exc, UnavailableError):  # e.g. a shard actor restarting: retry later
+        return 503, str(exc)
     return 500, "internal error"
 
 

@@ -33,6 +33,12 @@ class Settings:
     timeout_s: float = 30.0
     max_k: int = 1000
     max_vectors: int = 1024  # rows of one /search/vectors request
+    # --ray: a sharded folder searched by shard-holding Ray actors (pypatch[ray])
+    ray: bool = False
+    ray_address: Optional[str] = None  # None: start (or reuse) a local Ray instance
+    # how long a query waits for a shard actor (e.g. one restarting) before the whole query
+    # fails with 503; below timeout_s, so the client hears why instead of a bare 504
+    ray_timeout_s: float = 20.0
 
     def __post_init__(self):
         if not isinstance(self.index, str) or not self.index:
@@ -49,6 +55,9 @@ class Settings:
         as_number(self.timeout_s, "--timeout-s", 0.001, 3600.0)
         as_int(self.max_k, "max_k", 1)
         as_int(self.max_vectors, "max_vectors", 1)
+        as_number(self.ray_timeout_s, "--ray-timeout-s", 0.001, 3600.0)
+        if self.ray_address is not None and not self.ray:
+            raise InvalidArgumentError("--ray-address: only with --ray")
 
 
 def read_api_key(path: str) -> str:

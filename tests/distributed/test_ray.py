@@ -3,8 +3,11 @@
 The reference is the in-process sharded build of the same photos: the Ray build must write
 the same codebooks and byte-identical shard codes although an embedding actor is killed
 mid-batch and the build is interrupted after its first shard and resumed (the finished shard
-is kept, not rewritten). Ray search must answer exactly as the local ShardedIndex, also right
-after a shard actor's process is killed; a shard that cannot come back is a typed error.
+is kept, not rewritten). Ray search must answer exactly as the local ShardedIndex (first stage, re-ranking, box
+refinement), also right after a shard actor's process is killed; a shard that cannot come back
+is a typed error. ``pypatch serve DIR --ray`` (a real server process joining this cluster)
+answers as the local index, waits through an actor restart, and answers 503 (JSON, never a
+partial list) when a shard is gone.
 """
 from __future__ import annotations
 
@@ -131,6 +134,12 @@ def test_fan_out_search_survives_a_killed_actor(cluster, photos, local, embedder
             _same(served.search_vectors(q, k=k), local.search_vectors(q, k=k))
         _same(served.search_many(queries, k=4), local.search_many(queries, k=4))
         assert len(served) == len(local) and served.info()["images"] == 6
+        # the second stage (re-ranking reads patch vectors, refinement image info, from the
+        # shard actors) answers as the local index too
+        for stage in (dict(rerank="qe", qe_n=2), dict(rerank="multipatch", rerank_k=4),
+                      dict(refine=True, refine_k=2), dict(rerank="qe", refine="cells")):
+            _same(served.search_many(queries, k=3, **stage),
+                  local.search_many(queries, k=3, **stage))
 
         os.kill(ray.get(served.actors[0].pid.remote()), signal.SIGKILL)
         _same(served.search_vectors(q, k=6), local.search_vectors(q, k=6))  # waited, complete
@@ -140,3 +149,52 @@ def test_fan_out_search_survives_a_killed_actor(cluster, photos, local, embedder
             served.search_vectors(q, k=6)
     finally:
         served.close()
+
+
+def test_serve_with_ray_actors(cluster, photos, local, embedder):
+    pytest.importorskip("httpx")
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    import base64
+
+    from _served import Served
+    from pypatch.index.results import hit_json
+
+    local.set_embedder(embedder)
+    rng = np.random.default_rng(3)
+    q = rng.standard_normal((3, embedder.dim)).astype(np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    want = {"results": [{"hits": [hit_json(h) for h in hits]}
+                        for hits in local.search_vectors(q, k=4)]}
+    body = {"vectors": q.tolist(), "k": 4}
+    server = Served(local.folder, "--ray", "--ray-address", ray.get_runtime_context().gcs_address,
+                    "--ray-timeout-s", 30)
+    try:
+        with server.client() as c:
+            info = c.get("/info").json()
+            assert info["served_by"] == "ray" and info["images"] == len(local) == 6
+            r = c.post("/search/vectors", json=body)
+            assert r.status_code == 200 and r.json() == want, r.text
+            b64 = base64.b64encode((photos / "chelsea.png").read_bytes()).decode()
+            r = c.post("/search", json={"image_b64": b64, "k": 3, "refine": False})
+            assert r.status_code == 200, r.text
+            assert r.json()["hits"] == [hit_json(h) for h in
+                                        local.search(str(photos / "chelsea.png"), k=3)]
+
+            # a shard actor's process dies: the next query waits for the restart, complete
+            actor = ray.get_actor(info["ray_actors"][0], namespace=info["ray_namespace"])
+            pid = ray.get(actor.pid.remote())
+            os.kill(pid, signal.SIGKILL)
+            r = c.post("/search/vectors", json=body)
+            assert r.status_code == 200 and r.json() == want, r.text
+            assert ray.get(actor.pid.remote()) != pid  # it really restarted
+
+            # a shard that cannot come back: 503 with a JSON message, never a partial answer
+            ray.kill(ray.get_actor(info["ray_actors"][1], namespace=info["ray_namespace"]),
+                     no_restart=True)
+            r = c.post("/search/vectors", json=body)
+            assert r.status_code == 503 and "no partial answer" in r.json()["error"], r.text
+            assert c.get("/healthz").status_code == 200  # the server stays up
+    finally:
+        server.stop()
+    assert "Traceback" not in server.output(), server.output()

@@ -80,3 +80,34 @@ def test_sharded_search_never_imports_ray(built):
     proc = run_python("-c", code)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["hits"][0]["image"] == "chelsea.png"
+
+
+def test_serving_the_folder_without_ray_never_imports_ray(built):
+    """`pypatch serve DIR` (no --ray) searches in-process: the app and a first query, the
+    --ray settings refused where they cannot apply, and Ray never imported."""
+    pytest.importorskip("starlette")
+    pytest.importorskip("uvicorn")
+    photos, one, sharded = built
+    code = (
+        "import sys, numpy as np\n"
+        "from pypatch.serve.app import create_app\n"
+        "from pypatch.serve.engine import Engine\n"
+        "from pypatch.serve.settings import Settings\n"
+        "from pypatch.errors import InvalidArgumentError\n"
+        f"app = create_app(Settings(index={str(sharded)!r}, threads=2))\n"
+        "engine = app.server.engine\n"
+        "v = np.zeros((1, engine.vector_dim), np.float32); v[0, 0] = 1\n"
+        "assert engine.search_vectors([(v, 2)])[0][0], 'no hits'\n"
+        "try:\n"
+        f"    Settings(index={str(sharded)!r}, ray_address='127.0.0.1:6379')\n"
+        "    raise SystemExit('--ray-address without --ray was accepted')\n"
+        "except InvalidArgumentError:\n"
+        "    pass\n"
+        "try:\n"
+        f"    Engine({str(one)!r}, ray=True)\n"
+        "    raise SystemExit('--ray over one index file was accepted')\n"
+        "except InvalidArgumentError as e:\n"
+        "    assert 'not a sharded index folder' in str(e), e\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'ray'], 'ray was imported'\n")
+    proc = run_python("-c", code)
+    assert proc.returncode == 0, proc.stderr

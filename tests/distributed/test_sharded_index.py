@@ -120,11 +120,20 @@ def test_add_remove_save_reopen(photo_index, tmp_path):
     sharded = ShardedIndex.from_index(first, tmp_path / "sh", shards=2)
     sharded.set_embedder(index._get_embedder())
     rest = [(i, str(photos / i)) for i in index.ids[5:]]
+    q = [str(photos / "astronaut.png")]
+
+    def answers_as_one_index():  # the native search over the shards follows every edit
+        _assert_same(sharded.search_many(q, k=10), index.subset(sharded.ids).search_many(q, k=10))
+
+    answers_as_one_index()
     assert sharded.add(rest[:1], progress=False) == [rest[0][0]]
+    answers_as_one_index()  # a shard grew
     assert sharded.add(rest[1:] + [(index.ids[0], str(photos / index.ids[0]))], progress=False,
                        new_shard=True) == [rest[1][0]]
+    answers_as_one_index()  # a shard more
     assert sharded.skipped and "duplicate" in sharded.skipped[0][1]
     assert sharded.remove([index.ids[1], index.ids[6]]) == 2
+    answers_as_one_index()
     with pytest.raises(InvalidArgumentError, match="unknown"):
         sharded.remove("nope.png")
     sharded.save()
@@ -134,7 +143,6 @@ def test_add_remove_save_reopen(photo_index, tmp_path):
     # still the monolithic answer of the same images (re-embedded images: same model, same codes)
     mono = index.subset(again.ids)
     again.set_embedder(index._get_embedder())
-    q = [str(photos / "astronaut.png")]
     _assert_same(again.search_many(q, k=10), mono.search_many(q, k=10))
 
 

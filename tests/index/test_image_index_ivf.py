@@ -135,6 +135,7 @@ def test_sharded_index_with_lists_equals_the_monolithic_one(ivf, photos, tmp_pat
     for name in ("astronaut.png", "coins_crop.png"):
         query = str(photos / name)
         assert _key(sharded.search(query, k=8)) == _key(ivf.search(query, k=8))
+        assert _key(sharded.search(query, k=8, nprobe=5)) == _key(ivf.search(query, k=8, nprobe=5))
 
 
 def test_auto_is_exhaustive_for_a_small_collection_and_ivf_past_the_threshold(

@@ -383,6 +383,14 @@ int64_t PatchIndex::add_codes(int64_t n_new, const int64_t* counts, const uint8_
   return first;
 }
 
+ScanSetup PatchIndex::scan_setup() const {
+  if (!is_trained()) throw NotTrained("search: the PQ index is not trained; call train() and add()");
+  // an inverted file keeps its codes in lists, not in one image-ordered store
+  PTCH_CHECK(nlist_ == 0, "scan_setup: an inverted-file index is searched list by list");
+  return ScanSetup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
+                   removed_.empty() ? nullptr : removed_.data(), n_removed_};
+}
+
 void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, float* scores,
                         int64_t* images, int64_t* patches, const Interrupt& interrupt, int nprobe) const {
   std::shared_lock<FairSharedMutex> lock(mu_);
@@ -395,9 +403,7 @@ void PatchIndex::search(int64_t nq, const float* q, int k, int num_threads, floa
     IvfSearchSetup setup{pq_.get(), dim_, cq_.get(), &lists_, n_removed_ ? removed_.data() : nullptr};
     result = ivf_search(setup, nq, q, k, nprobe > 0 ? nprobe : nprobe_.load(), num_threads, interrupt);
   } else {
-    ScanSetup setup{kind_, dim_, code_size_, pq_.get(), view_, offsets_.data(), images_(),
-                    removed_.empty() ? nullptr : removed_.data(), n_removed_};
-    result = scan_topk(setup, nq, q, k, num_threads, interrupt);
+    result = scan_topk(scan_setup(), nq, q, k, num_threads, interrupt);
   }
   for (int64_t qi = 0; qi < nq; ++qi) {
     const std::vector<Hit> hits = result[qi].sorted();

@@ -28,6 +28,7 @@
 
 namespace pypatch {
 namespace io { class Container; }
+struct ScanSetup;  // index/scan.h
 
 enum class StoreKind : uint32_t { PQ = 0, FlatF32 = 1, FlatF16 = 2 };
 
@@ -111,6 +112,11 @@ class PatchIndex {
   /// IVF: probes nprobe lists per query (0: nprobe(); clamped to nlist); ignored otherwise.
   void search(int64_t nq, const float* q, int k, int num_threads, float* scores, int64_t* images,
               int64_t* patches, const Interrupt& interrupt = {}, int nprobe = 0) const;
+
+  /// For scans over several indexes at once (index/multi_scan.h): the caller holds
+  /// lock_shared() while it scans scan_setup(), a view of the storage (throws NotTrained).
+  std::shared_lock<FairSharedMutex> lock_shared() const { return std::shared_lock<FairSharedMutex>(mu_); }
+  ScanSetup scan_setup() const;
 
   /// Tombstones images (excluded from search; counts unchanged until compact()).
   void remove(int64_t n, const int64_t* images);

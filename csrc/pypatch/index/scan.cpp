@@ -1,6 +1,9 @@
 #include "pypatch/index/scan.h"
 
-#include <algorithm>  // lower_bound, max
+#include <algorithm>  // lower_bound, upper_bound, max
+#include <utility>    // move
+
+#include "pypatch/errors.h"             // PTCH_CHECK
 
 #include "pypatch/simd/kernels.h"       // segmax kernels
 #include "pypatch/util/parallel_for.h"  // threads
@@ -47,13 +50,53 @@ std::vector<int64_t> scan_task_bounds(const ScanSetup& s, int64_t patches_per_ta
   return b;
 }
 
-std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int k,
+ScanParts::ScanParts(std::vector<ScanSetup> parts) : part(std::move(parts)), base{0} {
+  PTCH_CHECK(!part.empty(), "ScanParts: no part");
+  for (const ScanSetup& s : part) base.push_back(base.back() + s.n_images);
+}
+
+int64_t ScanParts::n_patches() const {
+  int64_t n = 0;
+  for (const ScanSetup& s : part) n += s.offsets[s.n_images];
+  return n;
+}
+
+std::pair<int, int64_t> ScanParts::locate(int64_t g) const {
+  // the last part starting at or before g (parts may be empty: several equal bases)
+  const int p = static_cast<int>(std::upper_bound(base.begin(), base.end() - 1, g) - base.begin()) - 1;
+  return {p, g - base[p]};
+}
+
+// Several parts: a part's short tail task (under half a task) joins the task before it. Every
+// task call has a fixed cost (the kernels set up their tables), and one extra short task per
+// part cost 16 shards ~9 % more calls than one store of the same images.
+std::vector<ScanTask> scan_tasks(const ScanParts& p, int64_t patches_per_task) {
+  std::vector<ScanTask> tasks;
+  const bool several = p.part.size() > 1;
+  for (int i = 0; i < static_cast<int>(p.part.size()); ++i) {
+    const ScanSetup& s = p.part[i];
+    if (s.n_images == 0) continue;
+    const std::vector<int64_t> b = scan_task_bounds(s, patches_per_task);
+    const size_t first = tasks.size();
+    for (size_t t = 0; t + 1 < b.size(); ++t) tasks.push_back({i, b[t], b[t + 1]});
+    if (several && tasks.size() - first >= 2 &&
+        2 * (s.offsets[tasks.back().i1] - s.offsets[tasks.back().i0]) < patches_per_task) {
+      tasks[tasks.size() - 2].i1 = tasks.back().i1;
+      tasks.pop_back();
+    }
+  }
+  if (tasks.empty()) tasks.push_back({0, 0, 0});  // one empty task: the loops need none special
+  return tasks;
+}
+
+std::vector<TopK> scan_topk(const ScanParts& p, int64_t nq, const float* q, int k,
                             int num_threads, const std::function<void()>& interrupt) {
+  const ScanSetup& s = p.first();  // kind, dim and quantizer of every part
   if (s.kind == StoreKind::PQ && s.pq->nbits() == 4)  // "blocked32_fs4" codes
-    return scan_topk_fastscan4(s, nq, q, k, num_threads, interrupt);
+    return scan_topk_fastscan4(p, nq, q, k, num_threads, interrupt);
   const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
   // Wake the pool's helpers now: they come up while this thread builds the tables.
-  parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
+  parallel_prewake(resolve_num_threads(num_threads, p.n_patches() / per_task + 1));
   std::vector<float> luts;
   int ksub = 0;
   if (s.kind == StoreKind::PQ) {
@@ -63,24 +106,27 @@ std::vector<TopK> scan_topk(const ScanSetup& s, int64_t nq, const float* q, int 
     for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * lut_size);
   }
   if (s.kind == StoreKind::PQ && ksub == 256 && s.pq->m() <= 256 && quant_scan_kernel())
-    return scan_topk_quantized(s, nq, luts.data(), k, num_threads, interrupt);
-  return scan_topk_exact(s, nq, q, luts.data(), k, num_threads, interrupt);
+    return scan_topk_quantized(p, nq, luts.data(), k, num_threads, interrupt);
+  return scan_topk_exact(p, nq, q, luts.data(), k, num_threads, interrupt);
 }
 
-std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q, const float* luts,
+std::vector<TopK> scan_topk_exact(const ScanParts& p, int64_t nq, const float* q, const float* luts,
                                   int k, int num_threads, const std::function<void()>& interrupt) {
   const KernelTable& kt = kernels();
-  const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s.code_size);
-  const int ksub = s.kind == StoreKind::PQ ? s.pq->ksub() : 0;
-  const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
-  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const ScanSetup& s0 = p.first();
+  const int64_t per_task = std::max<int64_t>(16, kTaskBytes / s0.code_size);
+  const int ksub = s0.kind == StoreKind::PQ ? s0.pq->ksub() : 0;
+  const std::vector<ScanTask> tasks = scan_tasks(p, per_task);
+  const int64_t n_tasks = static_cast<int64_t>(tasks.size());
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<TopK>> heaps(nt, std::vector<TopK>(nq, TopK(k)));
   std::vector<std::vector<float>> best(nt);
   std::vector<std::vector<int32_t>> arg(nt);
 
   parallel_for(n_tasks, nt, [&](int64_t task, int w) {
-    const int64_t i0 = bounds[task], n = bounds[task + 1] - i0;
+    const ScanTask& t = tasks[task];
+    const ScanSetup& s = p.part[t.part];
+    const int64_t i0 = t.i0, n = t.i1 - i0, g0 = p.base[t.part] + i0;  // g0: global image of i0
     if (n <= 0) return;
     if (static_cast<int64_t>(best[w].size()) < n) { best[w].resize(n); arg[w].resize(n); }
     float* b = best[w].data();
@@ -103,7 +149,7 @@ std::vector<TopK> scan_topk_exact(const ScanSetup& s, int64_t nq, const float* q
       for (int64_t i = 0; i < n; ++i) {
         if (a[i] < 0 || !h.may_enter(b[i])) continue;  // empty image, or cannot enter
         if (s.removed && s.removed[i0 + i]) continue;
-        h.push(Hit{b[i], i0 + i, a[i]});
+        h.push(Hit{b[i], g0 + i, a[i]});
       }
     }
   }, interrupt);

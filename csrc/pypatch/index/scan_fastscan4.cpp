@@ -17,7 +17,7 @@
 #include <cmath>       // fabs, ceil, ldexp, isfinite
 #include <functional>  // greater
 #include <queue>       // priority_queue
-#include <utility>     // move
+#include <utility>     // move, pair
 
 #include "pypatch/index/code_layout_fs4.h"  // fs4 layout
 #include "pypatch/index/quant_candidates.h"  // merge + exact re-score
@@ -91,7 +91,8 @@ Table4 quantize4(const float* lut, int m) {
 
 // Per worker and query: the sink the kernel emits into.
 struct QueryState4 : Fs4Sink {
-  const uint8_t* removed = nullptr;
+  const uint8_t* removed = nullptr;  // of the part being scanned
+  int64_t base = 0;                  // its first image's global number
   int k = 1;
   int64_t margin = 0;
   std::priority_queue<int32_t, std::vector<int32_t>, std::greater<int32_t>> top;
@@ -100,7 +101,7 @@ struct QueryState4 : Fs4Sink {
   static void on_emit(Fs4Sink* self, int64_t image, int32_t q) {
     QueryState4& st = *static_cast<QueryState4*>(self);
     if (st.removed && st.removed[image]) return;  // tombstoned: never a result
-    st.cand.push_back({q, image});                // q >= threshold: the kernel checked
+    st.cand.push_back({q, st.base + image});      // q >= threshold: the kernel checked
     if (static_cast<int>(st.top.size()) < st.k) st.top.push(q);
     else if (q > st.top.top()) { st.top.pop(); st.top.push(q); }
     if (static_cast<int>(st.top.size()) == st.k)
@@ -142,18 +143,30 @@ Hit rescore4(const ScanSetup& s, const float* lut, int64_t image) {
   return h;
 }
 
-std::vector<TopK> exact_float4(const ScanSetup& s, int64_t nq, const float* luts, int k, int num_threads,
+// Hit of global image g, exactly scored.
+Hit rescore4_global(const ScanParts& p, const float* lut, int64_t g) {
+  const std::pair<int, int64_t> at = p.locate(g);
+  Hit h = rescore4(p.part[at.first], lut, at.second);
+  h.image = g;
+  return h;
+}
+
+std::vector<TopK> exact_float4(const ScanParts& p, int64_t nq, const float* luts, int k, int num_threads,
                                const std::function<void()>& interrupt) {
-  const int m = s.pq->m();
-  const std::vector<int64_t> bounds = scan_task_bounds(s, std::max<int64_t>(64, kTaskBytes / std::max(1, m / 2)));
-  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const int m = p.first().pq->m();
+  const std::vector<ScanTask> tasks = scan_tasks(p, std::max<int64_t>(64, kTaskBytes / std::max(1, m / 2)));
+  const int64_t n_tasks = static_cast<int64_t>(tasks.size());
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<TopK>> heaps(nt, std::vector<TopK>(nq, TopK(k)));
   parallel_for(n_tasks, nt, [&](int64_t task, int w) {
+    const ScanTask& t = tasks[task];
+    const ScanSetup& s = p.part[t.part];
     for (int64_t qi = 0; qi < nq; ++qi)
-      for (int64_t i = bounds[task]; i < bounds[task + 1]; ++i) {
+      for (int64_t i = t.i0; i < t.i1; ++i) {
         if (s.offsets[i + 1] == s.offsets[i] || (s.removed && s.removed[i])) continue;
-        heaps[w][qi].push(rescore4(s, luts + qi * m * 16, i));
+        Hit h = rescore4(s, luts + qi * m * 16, i);
+        h.image += p.base[t.part];
+        heaps[w][qi].push(h);
       }
   }, interrupt);
   for (int w = 1; w < nt; ++w)
@@ -167,19 +180,20 @@ std::atomic<int64_t> g_quantised_searches{0};
 
 int64_t fastscan4_quantised_searches() { return g_quantised_searches.load(std::memory_order_relaxed); }
 
-std::vector<TopK> scan_topk_fastscan4(const ScanSetup& s, int64_t nq, const float* q, int k,
+std::vector<TopK> scan_topk_fastscan4(const ScanParts& p, int64_t nq, const float* q, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
-  const int m = s.pq->m();
+  const ScanSetup& s0 = p.first();
+  const int m = s0.pq->m();
   const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
-  parallel_prewake(resolve_num_threads(num_threads, s.offsets[s.n_images] / per_task + 1));
+  parallel_prewake(resolve_num_threads(num_threads, p.n_patches() / per_task + 1));
   std::vector<float> luts(static_cast<size_t>(nq * m * 16));
-  for (int64_t i = 0; i < nq; ++i) s.pq->compute_lut(q + i * s.dim, luts.data() + i * m * 16);
-  return scan_topk_fastscan4_luts(s, nq, luts.data(), k, num_threads, interrupt);
+  for (int64_t i = 0; i < nq; ++i) s0.pq->compute_lut(q + i * s0.dim, luts.data() + i * m * 16);
+  return scan_topk_fastscan4_luts(p, nq, luts.data(), k, num_threads, interrupt);
 }
 
-std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const float* luts, int k,
+std::vector<TopK> scan_topk_fastscan4_luts(const ScanParts& p, int64_t nq, const float* luts, int k,
                                            int num_threads, const std::function<void()>& interrupt) {
-  const int m = s.pq->m();
+  const int m = p.first().pq->m();
   const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
   const Fs4ScanFn scan = fastscan4_kernel();
   bool quantised = scan != nullptr && m <= 257;
@@ -188,24 +202,30 @@ std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const
     tables.push_back(quantize4(luts + i * m * 16, m));
     quantised = tables.back().ok;
   }
-  if (!quantised) return exact_float4(s, nq, luts, k, num_threads, interrupt);
+  if (!quantised) return exact_float4(p, nq, luts, k, num_threads, interrupt);
   g_quantised_searches.fetch_add(1, std::memory_order_relaxed);
 
-  const std::vector<int64_t> bounds = scan_task_bounds(s, per_task);
-  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const std::vector<ScanTask> tasks = scan_tasks(p, per_task);
+  const int64_t n_tasks = static_cast<int64_t>(tasks.size());
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<QueryState4>> state(nt, std::vector<QueryState4>(nq));
   for (auto& per_worker : state)
     for (int64_t qi = 0; qi < nq; ++qi) {
       QueryState4& st = per_worker[qi];
       st.emit = &QueryState4::on_emit;
-      st.removed = s.removed;
       st.k = k;
       st.margin = tables[qi].margin;
     }
   parallel_for(n_tasks, nt, [&](int64_t task, int w) {
-    for (int64_t qi = 0; qi < nq; ++qi)
-      scan(s.data, m, tables[qi].q.data(), s.offsets, bounds[task], bounds[task + 1], &state[w][qi]);
+    const ScanTask& t = tasks[task];
+    const ScanSetup& s = p.part[t.part];
+    if (t.i1 <= t.i0) return;
+    for (int64_t qi = 0; qi < nq; ++qi) {
+      QueryState4& st = state[w][qi];  // this worker's, so set per task: the task's part
+      st.removed = s.removed;
+      st.base = p.base[t.part];
+      scan(s.data, m, tables[qi].q.data(), s.offsets, t.i0, t.i1, &st);
+    }
   }, interrupt);
 
   std::vector<TopK> result;
@@ -217,7 +237,7 @@ std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq, const
     const float* lut = luts + qi * m * 16;
     result.push_back(rescore_candidates(
         std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },
-        [&](int64_t image) { return rescore4(s, lut, image); }));
+        [&](int64_t image) { return rescore4_global(p, lut, image); }));
   }
   return result;
 }

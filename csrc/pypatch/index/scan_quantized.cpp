@@ -22,7 +22,7 @@
 #include <cmath>      // fabs, ceil, ldexp
 #include <functional> // greater
 #include <queue>      // priority_queue
-#include <utility>    // move
+#include <utility>    // move, pair
 
 #include "pypatch/index/code_layout.h"  // blocked_pos
 #include "pypatch/index/quant_candidates.h"  // merge + exact re-score
@@ -143,38 +143,40 @@ Hit rescore(const ScanSetup& s, const float* lut, int64_t image) {
 
 }  // namespace
 
-std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, const float* luts, int k,
+std::vector<TopK> scan_topk_quantized(const ScanParts& p, int64_t nq, const float* luts, int k,
                                       int num_threads, const std::function<void()>& interrupt) {
-  const int m = s.pq->m();
+  const int m = p.first().pq->m();
   std::vector<QuantTable> tables;
   std::vector<const QuantTable*> ptrs;
   tables.reserve(nq);
   for (int64_t qi = 0; qi < nq; ++qi) {
     tables.push_back(quantize_lut8(luts + qi * m * 256, m));
-    if (!tables.back().usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
+    if (!tables.back().usable) return scan_topk_exact(p, nq, nullptr, luts, k, num_threads, interrupt);
   }
   for (const QuantTable& t : tables) ptrs.push_back(&t);
-  return scan_topk_quantized_tables(s, nq, luts, ptrs.data(), k, num_threads, interrupt);
+  return scan_topk_quantized_tables(p, nq, luts, ptrs.data(), k, num_threads, interrupt);
 }
 
-std::vector<TopK> scan_topk_quantized_tables(const ScanSetup& s, int64_t nq, const float* luts,
+std::vector<TopK> scan_topk_quantized_tables(const ScanParts& p, int64_t nq, const float* luts,
                                              const QuantTable* const* tables, int k, int num_threads,
                                              const std::function<void()>& interrupt) {
   const QuantScanFn qscan = quant_scan_kernel();
   const QuantSegmaxFn qsegmax = quant_segmax_kernel();
-  const int m = s.pq->m();
+  const int m = p.first().pq->m();
   for (int64_t qi = 0; qi < nq; ++qi)
-    if (!tables[qi]->usable) return scan_topk_exact(s, nq, nullptr, luts, k, num_threads, interrupt);
+    if (!tables[qi]->usable) return scan_topk_exact(p, nq, nullptr, luts, k, num_threads, interrupt);
 
-  const std::vector<int64_t> bounds = scan_task_bounds(s, kTaskBlocks * kCodeBlock);
-  const int64_t n_tasks = static_cast<int64_t>(bounds.size()) - 1;
+  const std::vector<ScanTask> tasks = scan_tasks(p, kTaskBlocks * kCodeBlock);
+  const int64_t n_tasks = static_cast<int64_t>(tasks.size());
   const int nt = resolve_num_threads(num_threads, n_tasks);
   std::vector<std::vector<QueryState>> state(nt, std::vector<QueryState>(nq));
   std::vector<std::vector<uint16_t>> buf(nt);
   std::vector<std::vector<int32_t>> image_q(nt);
 
   parallel_for(n_tasks, nt, [&](int64_t task, int w) {
-    const int64_t i0 = bounds[task], i1 = bounds[task + 1];
+    const ScanSetup& s = p.part[tasks[task].part];
+    const int64_t i0 = tasks[task].i0, i1 = tasks[task].i1;
+    const int64_t g = p.base[tasks[task].part];  // global number of the part's image 0
 
     const int64_t p0 = s.offsets[i0], p1 = s.offsets[i1];
     if (p1 <= p0) return;
@@ -189,7 +191,7 @@ std::vector<TopK> scan_topk_quantized_tables(const ScanSetup& s, int64_t nq, con
       QueryState& st = state[w][qi];
       for (int64_t i = i0; i < i1; ++i) {
         if (iq[i - i0] < 0 || (s.removed && s.removed[i])) continue;  // empty or removed
-        st.offer(iq[i - i0], i, k, tables[qi]->margin);
+        st.offer(iq[i - i0], g + i, k, tables[qi]->margin);
       }
     }
   }, interrupt);
@@ -204,7 +206,12 @@ std::vector<TopK> scan_topk_quantized_tables(const ScanSetup& s, int64_t nq, con
     const float* lut = luts + qi * m * 256;
     result.push_back(rescore_candidates(
         std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },
-        [&](int64_t image) { return rescore(s, lut, image); }));
+        [&](int64_t image) {
+          const std::pair<int, int64_t> at = p.locate(image);
+          Hit h = rescore(p.part[at.first], lut, at.second);
+          h.image = image;
+          return h;
+        }));
   }
   return result;
 }
