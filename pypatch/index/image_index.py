@@ -85,6 +85,11 @@ class ImageIndex(SearchableIndex):
         self._embedder = embedder
         self._num_threads = num_threads
         self.skipped: list = []
+        self._box_maps = None  # pypatch.index.box_maps.BoxMaps when built with box_maps=
+        if meta.get("box_maps"):
+            from pypatch.index.box_maps import BoxMaps
+
+            self._box_maps = BoxMaps(_box_maps_dim(meta["box_maps"].get("dim")))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -93,7 +98,7 @@ class ImageIndex(SearchableIndex):
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power="auto",
-              opq="auto") -> "ImageIndex":
+              opq="auto", box_maps=None) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -123,11 +128,18 @@ class ImageIndex(SearchableIndex):
             (:func:`pypatch.index.transform.fit_opq_rotation`), folded into the stored matrix;
             ``"auto"`` (= True there; ignored without PQ or PCA): +0.6 mAP at m=32 on the
             large offline benchmark, +3.7 on the small one, for a longer training.
+        box_maps : keep a small similarity map of every image (per-crop pyramids: the finest
+            crops' feature maps, from the same backbone runs; :mod:`pypatch.index.box_maps`)
+            so that ``search(refine=True)`` needs no backbone pass per hit. ``True`` =
+            :data:`pypatch.index.box_maps.DEFAULT_DIM` dims, or an int; about
+            ``196 x (dim + 2)`` bytes per image, saved beside the index file
+            (``<file>.boxmaps.npz``). None (default): refinement runs the backbone per hit.
         """
         self = cls.create(model=model, regions=regions, store=store, pq_m=pq_m,
                           pq_nbits=pq_nbits, mode=mode, train_on=train_on,
                           train_size=train_size, num_threads=num_threads, embedder=embedder,
-                          seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq)
+                          seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq,
+                          box_maps=box_maps)
         self._ingest(source, progress=progress, training=not self.is_trained)
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -139,7 +151,8 @@ class ImageIndex(SearchableIndex):
     def create(cls, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
-               seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto") -> "ImageIndex":
+               seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto",
+               box_maps=None) -> "ImageIndex":
         """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
         pre-transform: see :meth:`train_embedded`); a flat store without one is ready."""
         choice(store, "store", STORES)
@@ -162,8 +175,16 @@ class ImageIndex(SearchableIndex):
             check_pq(stored_dim, pq_m, pq_nbits, train_size)
             store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
                               train_size=int(train_size), seed=int(seed))
+        maps_dim = _box_maps_dim(box_maps)
+        if maps_dim is not None:
+            from pypatch.extract.embedder import _check_maps
+
+            _check_maps(grid, mode, getattr(embedder, "_feat_out", "features"),
+                        getattr(embedder, "model_path", model))
         meta = new_meta(grid=grid, regions_spec=regions_spec, mode=mode, store=store_info,
                         model=model_info(embedder, model), dim=dim, transform=transform)
+        if maps_dim is not None:
+            meta["box_maps"] = {"dim": maps_dim}
         self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
                    embedder=embedder, num_threads=num_threads)
         self._grid = grid
@@ -222,9 +243,10 @@ class ImageIndex(SearchableIndex):
                 fed[len(seen_ids) - 1] = item
                 yield item.image
 
+        extra = {"maps": True} if self._box_maps is not None else {}
         results = embedder.embed_many(
             images(), regions=self._grid, mode=self._meta["mode"], on_error="skip",
-            show_progress=bool(progress) and sys.stderr.isatty())
+            show_progress=bool(progress) and sys.stderr.isatty(), **extra)
         pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
         pending_bytes = 0
         train_count = 0
@@ -236,6 +258,8 @@ class ImageIndex(SearchableIndex):
                     # Boxes are recomputed from the grid at search time: they must agree.
                     raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
                 vectors = np.ascontiguousarray(emb.vectors, dtype=np.float32)
+                if self._box_maps is not None and getattr(emb, "maps", None) is not None:
+                    self._box_maps.add(item.id, emb.maps)
                 pending.append((item, vectors, size))
                 pending_bytes += vectors.nbytes
                 if training:
@@ -253,6 +277,8 @@ class ImageIndex(SearchableIndex):
                 self._append(pending)
         finally:
             results.close()
+        if self._box_maps is not None:
+            self._box_maps.finish()
         for skip in results.skipped:
             item = fed.pop(skip.index, None)
             where = _describe(item) if item is not None else skip.name
@@ -402,6 +428,8 @@ class ImageIndex(SearchableIndex):
         rows = sorted({self._row[i] for i in ids})
         self._index.remove(np.asarray(rows, dtype=np.int64))
         for r in rows:
+            if self._box_maps is not None:
+                self._box_maps.remove(self._ids[r])
             del self._row[self._ids[r]]
         return len(rows)
 
@@ -433,6 +461,8 @@ class ImageIndex(SearchableIndex):
             self._index.set_transform(self._transform.mean, self._transform.matrix)
         self._index.metadata = {META_KEY: meta}
         self._index.save(os.fspath(path))
+        if self._box_maps is not None:
+            self._box_maps.save(box_maps_path(path), self._ids)
 
     @classmethod
     def load(cls, path, mmap: bool = True, model=None,
@@ -455,7 +485,17 @@ class ImageIndex(SearchableIndex):
             raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
         patch_index = PatchIndex.load(path, mmap=mmap, verify=verify)
         meta = read_meta(patch_index, path)
-        return cls(patch_index, meta, model=model, num_threads=num_threads)
+        out = cls(patch_index, meta, model=model, num_threads=num_threads)
+        if out._box_maps is not None:
+            from pypatch.index.box_maps import BoxMaps
+
+            side = box_maps_path(path)
+            if os.path.exists(side):
+                out._box_maps = BoxMaps.load(side, out._box_maps.dim)
+            else:  # refinement falls back to a backbone pass per hit
+                log.warning("%s: box maps file %s is missing", path, side)
+                out._box_maps = None
+        return out
 
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10,
@@ -607,6 +647,22 @@ def _make_grid(regions):
         # cannot follow images of different sizes.
         raise InvalidArgumentError("regions: custom boxes are not supported by ImageIndex")
     return grid, regions if isinstance(regions, str) else repr(grid)
+
+
+def box_maps_path(path) -> str:
+    """Where :meth:`ImageIndex.save` writes the box maps of the index file ``path``."""
+    return os.fspath(path) + ".boxmaps.npz"
+
+
+def _box_maps_dim(box_maps):
+    """``box_maps`` argument -> None (off) or the projected dimension."""
+    if box_maps is None or box_maps is False:
+        return None
+    if box_maps is True:
+        from pypatch.index.box_maps import DEFAULT_DIM
+
+        return DEFAULT_DIM
+    return as_int(box_maps, "box_maps", 1, 4096)
 
 
 def _bytes_per_patch(store: dict, dim: int) -> float:
