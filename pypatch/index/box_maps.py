@@ -16,6 +16,7 @@ thresholded-component box as the live refinement (:func:`pypatch.index.refine.bo
 """
 from __future__ import annotations
 
+import zipfile
 from typing import Optional
 
 import numpy as np
@@ -132,7 +133,7 @@ class BoxMaps:
             with np.load(path, allow_pickle=False) as z:
                 ids, h, w = z["ids"].tolist(), z["h"], z["w"]
                 cells, scales, basis = z["cells"], z["scales"], z["basis"]
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise IndexFormatError(f"{path}: not a pypatch box-map file ({exc})") from exc
         n = h.astype(np.int64) * w
         if (len(h) != len(ids) or len(w) != len(ids) or int(n.sum()) != len(cells)

@@ -45,7 +45,7 @@ STORES = ("pq", "flat", "flat16")
 TRAIN_ON = ("patches", "global")
 _CHUNK_IMAGES = 64  # images embedded before each add() to the native index
 _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
-# pca_dim="auto" (PQ stores, and all stores of the single-pass modes): whitened PCA to
+# pca_dim="auto" (every store since issue 14; before, per-crop flat stayed raw): whitened PCA to
 # AUTO_PCA_DIM dims before storing. On the offline benchmark (D=1280, L3, 1000 images) PQ m=32
 # went from 47.2 to 62.7 mAP (flat: 61.3), multi-scale flat from 52.4 to 63.2. Used only when
 # the model's dimension is larger, pq_m divides it (PQ), and the training sample holds at least
@@ -121,7 +121,8 @@ class ImageIndex(SearchableIndex):
             :mod:`pypatch.index.transform`); None keeps the model's dimension; ``"auto"``: PQ
             stores use :data:`AUTO_PCA_DIM` whitened axes when the model's dimension is larger,
             ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors; so do
-            flat stores of the single-pass modes; per-crop flat stores stay exact.
+            flat stores (measured better at every collection size tried: benchmarks/README.md,
+            "Quality defaults"); ``pca_dim=None`` keeps a flat store exact.
         pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening);
             ``"auto"``: :data:`AUTO_PCA_POWER` per-crop, :data:`AUTO_PCA_POWER_SINGLE_PASS` else.
         opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
