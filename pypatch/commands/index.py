@@ -80,11 +80,10 @@ def add_parser(subparsers) -> None:
                    help="at most N training vectors for the PQ codebooks (and the PCA)")
     p.add_argument("--pca-dim", type=parse_pca_dim, default="auto", metavar="N|auto|none",
                    help="project patches and queries onto N principal axes learned on the "
-                        "training sample before storing them; auto (default): PQ stores, and "
-                        "all stores of the single-pass modes, get 256 whitened axes when the "
-                        "model's dimension is larger, m divides 256 and the sample holds >= 2048 "
-                        "vectors; per-crop flat stores stay exact; none: store the model's "
-                        "descriptors")
+                        "training sample before storing them; auto (default): every store gets "
+                        "256 whitened axes when the model's dimension is larger, (PQ) m divides "
+                        "256 and the sample holds >= 2048 vectors; none: store the model's "
+                        "descriptors (an exact flat store)")
     p.add_argument("--pca-power", type=float, default=None, metavar="P",
                    help="eigenvalue power of the PCA, in [-1, 0]: 0 = rotation only, "
                         "-0.5 = full whitening (default per-crop; -0.25 for the single-pass modes)")

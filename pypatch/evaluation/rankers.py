@@ -10,7 +10,7 @@ the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 - ``-pca<d>`` / ``-pcah<d>`` / ``-pcaw<d>``: a PCA pre-transform to d dims learned on the
   database patches (no / half / full whitening; :mod:`pypatch.index.transform`), e.g.
   ``patchify-L3-pq32-pca256``; without it ImageIndex's default applies (``pca_dim="auto"``:
-  PQ stores get whitened PCA-256 + OPQ on large enough databases); ``-nopca``: PQ on the raw
+  every store gets whitened PCA-256, PQ stores + OPQ, on large enough databases); ``-nopca``: the raw
   descriptors (the pre-PCA behaviour); ``-opq`` after an explicit PCA: an OPQ rotation too;
 - ``-sp``: single-pass extraction (cells pooled from one feature map) instead of per-crop;
   ``-ms``: multi-scale single-pass (cells pooled from three feature maps, summed);

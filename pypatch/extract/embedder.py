@@ -178,11 +178,34 @@ class Embedder:
         return roi_pool(feats, p.boxes, p.width, p.height, "gem" if pooling == "gem" else "avg",
                         float(self._card.get("gem_p") or 3.0))
 
-    def _embed_prepared(self, items: list[Prepared], mode: str) -> list[np.ndarray]:
+    def _run_both(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, feature maps) of one batch in the same backbone runs."""
+        embs, feats = [], []
+        for i in range(0, len(batch), self.batch_size):
+            e, f = self._session.run([self._emb_out, self._feat_out],
+                                     {self._input: batch[i:i + self.batch_size]})
+            embs.append(e)
+            feats.append(f)
+        return np.concatenate(embs), np.concatenate(feats)
+
+    def _embed_prepared(self, items: list[Prepared], mode: str, maps: bool = False):
         if mode == "crop":
-            vecs = self._finish(self._run(np.concatenate([p.tensor for p in items]), self._emb_out))
+            batch = np.concatenate([p.tensor for p in items])
+            if maps:  # the finest cells' feature maps come from the same runs (no extra pass)
+                raw, feats = self._run_both(batch)
+            else:
+                raw, feats = self._run(batch, self._emb_out), None
             splits = np.cumsum([len(p.boxes) for p in items])[:-1]
-            return np.split(vecs, splits)
+            vecs = np.split(self._finish(raw), splits)
+            if not maps:
+                return vecs
+            from pypatch.index.box_maps import stitch_cell_maps
+
+            out = []
+            for p, v, f in zip(items, vecs, np.split(feats, splits)):
+                finest = np.flatnonzero(p.levels == p.levels.max())
+                out.append((v, stitch_cell_maps(f[finest], int(round(np.sqrt(len(finest)))))))
+            return out
         if self._feat_out is None:
             raise InvalidArgumentError(f"{self.model_path}: {mode} needs a 'features' output; re-export the model")
         sums = [0.0] * len(items)
@@ -302,16 +325,22 @@ class Embedder:
 
     def embed_many(self, images: Iterable[Any], regions: Any = "L3", mode: str = "crop", *,
                    on_error: str = "skip", names: Iterable[str] | None = None,
-                   show_progress: bool | None = None, prefetch: int = 4) -> EmbedResults:
+                   show_progress: bool | None = None, prefetch: int = 4,
+                   maps: bool = False) -> EmbedResults:
         """Embed many images; decode + crop/resize run in a background thread, overlapping ORT.
 
         Returns an ``EmbedResults`` iterator of ``PatchEmbedding`` in input order. With
         ``on_error="skip"`` an unusable image (any ``PypatchError`` while loading it, e.g. ImageError)
         is recorded in ``results.skipped`` and the batch goes on; ``"raise"`` re-raises it.
         Progress (tqdm) goes to stderr, only when it is a terminal unless ``show_progress`` says so.
+        ``maps=True`` (per-crop pyramids only): each result also carries ``maps``, the finest
+        level's crop feature maps stitched into one map of the image
+        (:func:`pypatch.index.box_maps.stitch_cell_maps`), from the same backbone runs.
         """
         mode = _check_mode(mode)
         grid = _as_grid(regions)
+        if maps:
+            _check_maps(grid, mode, self._feat_out, self.model_path)
         if on_error not in ("skip", "raise"):
             raise InvalidArgumentError(f"on_error must be 'skip' or 'raise'; got {on_error!r}")
         name_list = None if names is None else list(names)
@@ -369,9 +398,11 @@ class Embedder:
                         pending.append(item)
                         n_inputs += len(item.tensor)
                     if pending and (item is None or n_inputs >= self.batch_size):
-                        for p, vecs in zip(pending, self._embed_prepared(pending, mode)):
+                        for p, out in zip(pending, self._embed_prepared(pending, mode, maps)):
                             bar.update(1)
-                            yield PatchEmbedding(p.index, p.name, p.width, p.height, vecs, p.boxes, p.levels)
+                            vecs, fmap = out if maps else (out, None)
+                            yield PatchEmbedding(p.index, p.name, p.width, p.height, vecs, p.boxes,
+                                                 p.levels, fmap)
                         pending, n_inputs = [], 0
                     if item is None:
                         return
@@ -385,6 +416,16 @@ class Embedder:
     def __repr__(self) -> str:
         return (f"Embedder({self._card.get('name', '?')!r}, dim={self.dim}, input={self._size_hw}, "
                 f"num_threads={self.num_threads}, batch_size={self.batch_size})")
+
+
+def _check_maps(grid: PatchGrid, mode: str, feat_out, model_path) -> None:
+    """Box maps are stitched from the finest level of a per-crop pyramid (an n x n grid)."""
+    if mode != "crop" or grid.to_dict().get("kind") != "pyramid":
+        raise InvalidArgumentError(
+            f"box maps need per-crop extraction of a pyramid grid (L1..L3); got mode {mode!r}, "
+            f"regions {grid.to_dict().get('kind')!r}")
+    if feat_out is None:
+        raise InvalidArgumentError(f"{model_path}: box maps need a 'features' output; re-export the model")
 
 
 def _check_mode(mode: Any) -> str:

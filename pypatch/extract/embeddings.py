@@ -19,6 +19,7 @@ class PatchEmbedding:
     vectors: np.ndarray
     boxes: np.ndarray
     levels: np.ndarray
+    maps: Any = None  # (D, H, W) stitched finest-level feature map (``embed_many(maps=True)``)
 
 
 @dataclass

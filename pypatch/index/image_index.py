@@ -46,7 +46,7 @@ STORES = ("pq", "flat", "flat16")
 TRAIN_ON = ("patches", "global")
 _CHUNK_IMAGES = 64  # images embedded before each add() to the native index
 _TRAIN_BUFFER_BYTES = 1 << 30  # PQ: stop buffering for training past this many bytes
-# pca_dim="auto" (PQ stores, and all stores of the single-pass modes): whitened PCA to
+# pca_dim="auto" (every store since issue 14; before, per-crop flat stayed raw): whitened PCA to
 # AUTO_PCA_DIM dims before storing. On the offline benchmark (D=1280, L3, 1000 images) PQ m=32
 # went from 47.2 to 62.7 mAP (flat: 61.3), multi-scale flat from 52.4 to 63.2. Used only when
 # the model's dimension is larger, pq_m divides it (PQ), and the training sample holds at least
@@ -86,6 +86,11 @@ class ImageIndex(SearchableIndex):
         self._embedder = embedder
         self._num_threads = num_threads
         self.skipped: list = []
+        self._box_maps = None  # pypatch.index.box_maps.BoxMaps when built with box_maps=
+        if meta.get("box_maps"):
+            from pypatch.index.box_maps import BoxMaps
+
+            self._box_maps = BoxMaps(_box_maps_dim(meta["box_maps"].get("dim")))
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -94,7 +99,7 @@ class ImageIndex(SearchableIndex):
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power="auto",
-              opq="auto", nlist=None, nprobe=None) -> "ImageIndex":
+              opq="auto", nlist=None, nprobe=None, box_maps=None) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -117,7 +122,8 @@ class ImageIndex(SearchableIndex):
             :mod:`pypatch.index.transform`); None keeps the model's dimension; ``"auto"``: PQ
             stores use :data:`AUTO_PCA_DIM` whitened axes when the model's dimension is larger,
             ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors; so do
-            flat stores of the single-pass modes; per-crop flat stores stay exact.
+            flat stores (measured better at every collection size tried: benchmarks/README.md,
+            "Quality defaults"); ``pca_dim=None`` keeps a flat store exact.
         pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening);
             ``"auto"``: :data:`AUTO_PCA_POWER` per-crop, :data:`AUTO_PCA_POWER_SINGLE_PASS` else.
         opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
@@ -130,6 +136,12 @@ class ImageIndex(SearchableIndex):
             :data:`~pypatch.index.ivf_settings.AUTO_MIN_PATCHES` patches (counted from the
             source when it is a folder, a file list or a sized collection), an inverted file
             above; None (default): exhaustive.
+        box_maps : keep a small similarity map of every image (per-crop pyramids: the finest
+            crops' feature maps, from the same backbone runs; :mod:`pypatch.index.box_maps`)
+            so that ``search(refine=True)`` needs no backbone pass per hit. ``True`` =
+            :data:`pypatch.index.box_maps.DEFAULT_DIM` dims, or an int; about
+            ``196 x (dim + 2)`` bytes per image, saved beside the index file
+            (``<file>.boxmaps.npz``). None (default): refinement runs the backbone per hit.
         """
         if isinstance(nlist, str) and nlist == "auto":
             nlist = ("auto", _source_patches(source, regions))
@@ -137,7 +149,7 @@ class ImageIndex(SearchableIndex):
                           pq_nbits=pq_nbits, mode=mode, train_on=train_on,
                           train_size=train_size, num_threads=num_threads, embedder=embedder,
                           seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq,
-                          nlist=nlist, nprobe=nprobe)
+                          nlist=nlist, nprobe=nprobe, box_maps=box_maps)
         self._ingest(source, progress=progress, training=not self.is_trained)
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -150,7 +162,7 @@ class ImageIndex(SearchableIndex):
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
                seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto", nlist=None,
-               nprobe=None) -> "ImageIndex":
+               nprobe=None, box_maps=None) -> "ImageIndex":
         """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
         pre-transform: see :meth:`train_embedded`); a flat store without one is ready.
         ``nlist="auto"`` does not know the collection's size here: it stays exhaustive (pass
@@ -181,8 +193,16 @@ class ImageIndex(SearchableIndex):
         nlist, nprobe = ivf_settings.check(nlist, nprobe, store_info)
         store_info.update(ivf_settings.resolve(nlist, nprobe, n_patches=n_patches,
                                                train_vectors=int(train_size)))
+        maps_dim = _box_maps_dim(box_maps)
+        if maps_dim is not None:
+            from pypatch.extract.embedder import _check_maps
+
+            _check_maps(grid, mode, getattr(embedder, "_feat_out", "features"),
+                        getattr(embedder, "model_path", model))
         meta = new_meta(grid=grid, regions_spec=regions_spec, mode=mode, store=store_info,
                         model=model_info(embedder, model), dim=dim, transform=transform)
+        if maps_dim is not None:
+            meta["box_maps"] = {"dim": maps_dim}
         self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
                    embedder=embedder, num_threads=num_threads)
         self._grid = grid
@@ -241,9 +261,10 @@ class ImageIndex(SearchableIndex):
                 fed[len(seen_ids) - 1] = item
                 yield item.image
 
+        extra = {"maps": True} if self._box_maps is not None else {}
         results = embedder.embed_many(
             images(), regions=self._grid, mode=self._meta["mode"], on_error="skip",
-            show_progress=bool(progress) and sys.stderr.isatty())
+            show_progress=bool(progress) and sys.stderr.isatty(), **extra)
         pending: list = []  # (item, vectors, (w, h)) not yet added to the native index
         pending_bytes = 0
         train_count = 0
@@ -255,6 +276,8 @@ class ImageIndex(SearchableIndex):
                     # Boxes are recomputed from the grid at search time: they must agree.
                     raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
                 vectors = np.ascontiguousarray(emb.vectors, dtype=np.float32)
+                if self._box_maps is not None and getattr(emb, "maps", None) is not None:
+                    self._box_maps.add(item.id, emb.maps)
                 pending.append((item, vectors, size))
                 pending_bytes += vectors.nbytes
                 if training:
@@ -272,6 +295,8 @@ class ImageIndex(SearchableIndex):
                 self._append(pending)
         finally:
             results.close()
+        if self._box_maps is not None:
+            self._box_maps.finish()
         for skip in results.skipped:
             item = fed.pop(skip.index, None)
             where = _describe(item) if item is not None else skip.name
@@ -427,6 +452,8 @@ class ImageIndex(SearchableIndex):
         rows = sorted({self._row[i] for i in ids})
         self._index.remove(np.asarray(rows, dtype=np.int64))
         for r in rows:
+            if self._box_maps is not None:
+                self._box_maps.remove(self._ids[r])
             del self._row[self._ids[r]]
         return len(rows)
 
@@ -458,6 +485,8 @@ class ImageIndex(SearchableIndex):
             self._index.set_transform(self._transform.mean, self._transform.matrix)
         self._index.metadata = {META_KEY: meta}
         self._index.save(os.fspath(path))
+        if self._box_maps is not None:
+            self._box_maps.save(box_maps_path(path), self._ids)
 
     @classmethod
     def load(cls, path, mmap: bool = True, model=None,
@@ -480,7 +509,17 @@ class ImageIndex(SearchableIndex):
             raise IndexFormatError(f"{path!r} is a folder, not a pypatch index file")
         patch_index = PatchIndex.load(path, mmap=mmap, verify=verify)
         meta = read_meta(patch_index, path)
-        return cls(patch_index, meta, model=model, num_threads=num_threads)
+        out = cls(patch_index, meta, model=model, num_threads=num_threads)
+        if out._box_maps is not None:
+            from pypatch.index.box_maps import BoxMaps
+
+            side = box_maps_path(path)
+            if os.path.exists(side):
+                out._box_maps = BoxMaps.load(side, out._box_maps.dim)
+            else:  # refinement falls back to a backbone pass per hit
+                log.warning("%s: box maps file %s is missing", path, side)
+                out._box_maps = None
+        return out
 
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10,
@@ -650,6 +689,22 @@ def _make_grid(regions):
         # cannot follow images of different sizes.
         raise InvalidArgumentError("regions: custom boxes are not supported by ImageIndex")
     return grid, regions if isinstance(regions, str) else repr(grid)
+
+
+def box_maps_path(path) -> str:
+    """Where :meth:`ImageIndex.save` writes the box maps of the index file ``path``."""
+    return os.fspath(path) + ".boxmaps.npz"
+
+
+def _box_maps_dim(box_maps):
+    """``box_maps`` argument -> None (off) or the projected dimension."""
+    if box_maps is None or box_maps is False:
+        return None
+    if box_maps is True:
+        from pypatch.index.box_maps import DEFAULT_DIM
+
+        return DEFAULT_DIM
+    return as_int(box_maps, "box_maps", 1, 4096)
 
 
 def _bytes_per_patch(store: dict, dim: int) -> float:
