@@ -148,9 +148,18 @@ const int64_t* iota_upto(int64_t n) {
   return t_iota.data();
 }
 
+struct Visit {
+  int32_t list, rank, query;  // query: index in the item's group
+};
+
+// Queries per work item: a list probed by several of them is scanned for each while hot.
+constexpr int64_t kGroup = 64;
+
 struct Scratch {
-  std::vector<int64_t> runs;
-  Sink sink;
+  std::vector<int64_t> runs;  // exact path: a list's run CSR
+  std::vector<Sink> sinks;    // per query of the group
+  std::vector<Visit> visits;
+  std::vector<std::pair<int32_t, size_t>> order;
 };
 
 // runs of list l into sc.runs; returns the number of runs.
@@ -179,11 +188,15 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
   const IvfLists& lists = *s.lists;
   const Fs4ScanFn scan = fastscan4_kernel();
   const int nt_max = resolve_num_threads(num_threads, nq * static_cast<int64_t>(nprobe));
-  // Work items: (query, part of its probes). Whole queries when there are enough to keep the
-  // threads busy; otherwise each query's probes are cut into parts (each part carries its own
-  // threshold, which is still a valid lower bound of the final one).
+  // Work items: (group of queries, part of their probes). Whole queries when there are enough
+  // to keep the threads busy; otherwise each query's probes are cut into parts (each part
+  // carries its own threshold, which is still a valid lower bound of the final one). Within a
+  // group a list is scanned for all the group's queries probing it back to back, while hot in
+  // cache; each query keeps its own sink (table, threshold) across the lists.
   const int parts = static_cast<int>(std::min<int64_t>(nprobe, std::max<int64_t>(1, (nt_max + nq - 1) / nq)));
-  const int64_t n_items = nq * parts;
+  const int64_t group = parts > 1 ? 1 : std::min<int64_t>(kGroup, (nq + nt_max - 1) / nt_max);
+  const int64_t n_groups = (nq + group - 1) / group;
+  const int64_t n_items = n_groups * parts;
   const int nt = resolve_num_threads(num_threads, n_items);
 
   // Tables quantised once per query; a query whose table cannot be bounded (or no kernel at
@@ -194,50 +207,77 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
     else tables[qi].ok = false;
   }, interrupt);
 
-  std::vector<std::vector<RunCand>> item_cand(n_items);
-  std::vector<std::vector<IvfHit>> item_hits(n_items);  // exact path
+  std::vector<std::vector<RunCand>> item_cand(nq * parts);  // per (query, part)
+  std::vector<std::vector<IvfHit>> item_hits(nq * parts);   // exact path
   std::vector<Scratch> scratch(nt);
   parallel_for(n_items, nt, [&](int64_t it, int w) {
-    const int64_t qi = it / parts;
+    const int64_t q0 = it / parts * group, q1 = std::min(nq, q0 + group);
     const int part = static_cast<int>(it % parts);
     const int p0 = static_cast<int>(static_cast<int64_t>(nprobe) * part / parts);
     const int p1 = static_cast<int>(static_cast<int64_t>(nprobe) * (part + 1) / parts);
-    const float* lut = luts + qi * lut_size;
-    const QuantTable4& tab = tables[qi];
     Scratch& sc = scratch[w];
-    if (tab.ok) {
-      Sink& st = sc.sink;
+    if (static_cast<int64_t>(sc.sinks.size()) < q1 - q0) sc.sinks.resize(q1 - q0);
+    // The (list, query) visits of the group, lists in the order of their best probe rank
+    // (a query's nearest lists first: they raise its threshold soonest).
+    std::vector<Visit>& v = sc.visits;
+    v.clear();
+    for (int64_t qi = q0; qi < q1; ++qi) {
+      if (!tables[qi].ok) continue;
+      Sink& st = sc.sinks[qi - q0];
       st.emit = &Sink::on_emit;
-      st.start(s.removed, k, tab.margin);
+      st.start(s.removed, k, tables[qi].margin);
+      for (int p = p0; p < p1; ++p) {
+        const int32_t l = probes[qi * nprobe + p];
+        if (lists.size[l] > 0) v.push_back({l, p, static_cast<int32_t>(qi - q0)});
+      }
+    }
+    std::sort(v.begin(), v.end(), [](const Visit& a, const Visit& b) {
+      return a.list != b.list ? a.list < b.list : a.query < b.query;
+    });
+    std::vector<std::pair<int32_t, size_t>>& order = sc.order;  // (best rank, first visit)
+    order.clear();
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (i == 0 || v[i].list != v[i - 1].list) order.emplace_back(v[i].rank, i);
+      else order.back().first = std::min(order.back().first, v[i].rank);
+    }
+    std::sort(order.begin(), order.end());
+    for (const auto& o : order) {
+      const int32_t l = v[o.second].list;
+      const int64_t* off = iota_upto(lists.size[l]);
+      for (size_t i = o.second; i < v.size() && v[i].list == l; ++i) {
+        const int64_t qi = q0 + v[i].query;
+        Sink& st = sc.sinks[v[i].query];
+        st.start_list(lists.images[l], l);
+        scan(lists.codes[l], m, tables[qi].q.data(), off, 0, lists.size[l], &st);
+        st.flush();
+      }
+    }
+    for (int64_t qi = q0; qi < q1; ++qi) {
+      if (tables[qi].ok) {
+        item_cand[qi * parts + part] = sc.sinks[qi - q0].cand;
+        continue;
+      }
+      // Exact: every run of every probed list; each list's top k of runs (distinct images
+      // within a list) holds the best run of every image of the final top k.
+      const float* lut = luts + qi * lut_size;
+      std::vector<IvfHit>& out = item_hits[qi * parts + part];
       for (int p = p0; p < p1; ++p) {
         const int l = probes[qi * nprobe + p];
         if (lists.size[l] == 0) continue;
-        st.start_list(lists.images[l], l);
-        scan(lists.codes[l], m, tab.q.data(), iota_upto(lists.size[l]), 0, lists.size[l], &st);
-        st.flush();
-      }
-      item_cand[it] = st.cand;
-      return;
-    }
-    // Exact: every run of every probed list; each list's top k of runs (distinct images
-    // within a list) holds the best run of every image of the final top k.
-    std::vector<IvfHit>& out = item_hits[it];
-    for (int p = p0; p < p1; ++p) {
-      const int l = probes[qi * nprobe + p];
-      if (lists.size[l] == 0) continue;
-      const int64_t n_runs = build_runs(lists, l, sc.runs);
-      const uint32_t* img = lists.images[l];
-      TopK top(k);
-      for (int64_t r = 0; r < n_runs; ++r) {
-        const uint32_t image = img[sc.runs[r]];
-        if (s.removed && s.removed[image]) continue;
-        Hit h = rescore_fs4_range(lists.codes[l], m, lut, sc.runs[r], sc.runs[r + 1]);
-        h.image = r;
-        top.push(h);
-      }
-      for (const Hit& h : top.sorted()) {
-        const int64_t e = sc.runs[h.image];
-        out.push_back({h.score, img[e], lists.ords[l][e + h.patch]});
+        const int64_t n_runs = build_runs(lists, l, sc.runs);
+        const uint32_t* img = lists.images[l];
+        TopK top(k);
+        for (int64_t r = 0; r < n_runs; ++r) {
+          const uint32_t image = img[sc.runs[r]];
+          if (s.removed && s.removed[image]) continue;
+          Hit h = rescore_fs4_range(lists.codes[l], m, lut, sc.runs[r], sc.runs[r + 1]);
+          h.image = r;
+          top.push(h);
+        }
+        for (const Hit& h : top.sorted()) {
+          const int64_t e = sc.runs[h.image];
+          out.push_back({h.score, img[e], lists.ords[l][e + h.patch]});
+        }
       }
     }
   }, interrupt);
