@@ -167,3 +167,48 @@ TEST(ivf_typed_errors) {
   CHECK_THROWS(ex.set_nprobe(2), InvalidArgument);
   CHECK_THROWS(ex.patch_lists(), InvalidArgument);
 }
+
+// 4-bit: one running threshold is carried across a query's lists and must count distinct
+// images. Image 0 holds the best code in every list and images 1 and 2 (random codes) only in
+// the last list probed; the rest hold the worst code. Counted once per list, image 0 would fill
+// the top k alone before the last list, and its threshold would skip images 1 and 2.
+TEST(ivf4_an_image_winning_in_every_list_does_not_hide_the_others) {
+  const int m = 8, dsub = 2, dim = m * dsub, nlist = 4, n_img = 60, per = 2 * nlist;
+  auto pq = std::make_shared<ProductQuantizer>(dim, m, 4);
+  auto tx = randn(600 * dim, 21);
+  pq->train(600, tx.data(), 3, 1, 1);
+  PatchIndex ivf(dim, pq, nlist), ex(dim, pq);
+  ivf.set_coarse_centroids(randn(nlist * dim, 22).data());
+  auto q = randn(dim, 23);
+  const std::vector<int32_t> order = ivf.probe(1, q.data(), nlist);  // nearest first
+  std::vector<float> lut(m * 16);
+  pq->compute_lut(q.data(), lut.data());
+  std::vector<uint8_t> best(m), worst(m);
+  for (int j = 0; j < m; ++j) {
+    const auto row = lut.begin() + j * 16;
+    best[j] = static_cast<uint8_t>(std::max_element(row, row + 16) - row);
+    worst[j] = static_cast<uint8_t>(std::min_element(row, row + 16) - row);
+  }
+  std::vector<uint8_t> codes(static_cast<size_t>(n_img) * per * m);
+  std::vector<int32_t> lists(static_cast<size_t>(n_img) * per);
+  uint32_t state = 7;
+  for (int i = 0; i < n_img; ++i)
+    for (int e = 0; e < per; ++e) {
+      const size_t p = static_cast<size_t>(i) * per + e;
+      lists[p] = i == 1 || i == 2 ? order[nlist - 1] : static_cast<int32_t>(e / 2);
+      for (int j = 0; j < m; ++j) {
+        state = state * 1664525u + 1013904223u;
+        codes[p * m + j] = i == 0 ? best[j] : i <= 2 ? static_cast<uint8_t>(state >> 28) : worst[j];
+      }
+    }
+  std::vector<int64_t> counts(n_img, per);
+  ivf.add_codes(n_img, counts.data(), codes.data(), lists.data());
+  ex.add_codes(n_img, counts.data(), codes.data());
+  const SimdLevel before = selected_simd_level();
+  for (SimdLevel level : usable()) {
+    set_simd_level(level);
+    for (int k : {2, 3, 5})
+      for (int t : {1, 2}) CHECK(run(ivf, 1, q.data(), k, nlist, t) == run(ex, 1, q.data(), k, 0, t));
+  }
+  set_simd_level(before);
+}

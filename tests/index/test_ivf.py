@@ -189,6 +189,34 @@ def test_ties_break_by_image_then_lowest_ordinal_across_lists():
     _same(ix.search(q, k=2, nprobe=4), ex.search(q, k=2))
 
 
+def test_ivf4_an_image_winning_in_every_probed_list_does_not_hide_the_others():
+    # The 4-bit search carries one running k-th best across a query's lists; it must count
+    # distinct images. Image 0 holds the best code in every list: counted once per list, it
+    # would fill the top k alone and its threshold would skip the true runners-up.
+    rng = np.random.default_rng(11)
+    d, m, nlist = 16, 8, 4
+    pq = pypatch.ProductQuantizer(d, m, nbits=4)
+    pq.train(_unit(rng, 800, d), iters=3)
+    ix = pypatch.PatchIndex(d, pq, nlist=nlist)
+    ix.set_coarse_centroids(_unit(rng, nlist, d))
+    q = _unit(rng, 1, d)
+    best = ix.pq.compute_lut(q[0]).argmax(1).astype(np.uint8)
+    n_img, per = 120, 2 * nlist
+    codes = rng.integers(0, 16, (n_img * per, m)).astype(np.uint8)
+    lists = np.tile(np.arange(nlist, dtype=np.int32).repeat(2), n_img)
+    codes[:per] = best          # image 0: the best code twice in every list
+    codes[per + 5] = best       # image 1 ties it (and loses on the image index)
+    ix.add_codes(codes, patches_per_image=per, lists=lists)
+    ix.remove([7])
+    for nprobe in (2, nlist):
+        for k in (2, 3, 5, 20):
+            want = _reference(ix, q, k, nprobe)
+            for qq in (q, np.concatenate([q, q])):  # one query: its lists split over 2 threads
+                for level, t, got in _at_every_level(ix, qq, k, nprobe):
+                    for g, w in zip(got, want):
+                        np.testing.assert_array_equal(g[-1], w[0], err_msg=f"{level} t={t} nprobe={nprobe} k={k}")
+
+
 def test_typed_errors():
     d = 8
     pq = pypatch.ProductQuantizer(d, 4)

@@ -6,6 +6,7 @@
 #include <cstring>    // memcpy
 
 #include "pypatch/index/code_layout.h"  // kCodeBlock
+#include "pypatch/index/ivf_fs4.h"      // 4-bit search, IvfHit
 #include "pypatch/index/patch_index.h"  // StoreKind
 #include "pypatch/index/scan.h"         // ScanSetup, scan_topk_*
 #include "pypatch/pq/product_quantizer.h"
@@ -99,12 +100,6 @@ void IvfLists::point_at_owned() {
 
 namespace {
 
-struct IvfHit {
-  float score;
-  uint32_t image;
-  uint8_t ord;
-};
-
 // Per worker: the run CSR of the list being scanned and a table buffer.
 struct Scratch {
   std::vector<int64_t> runs;     // run offsets into the list (n_runs + 1)
@@ -113,6 +108,19 @@ struct Scratch {
 };
 
 }  // namespace
+
+TopK best_per_image(std::vector<IvfHit> all, int k) {
+  std::sort(all.begin(), all.end(), [](const IvfHit& a, const IvfHit& b) {
+    if (a.image != b.image) return a.image < b.image;
+    if (a.score != b.score) return a.score > b.score;
+    return a.ord < b.ord;
+  });
+  TopK top(k);
+  for (size_t i = 0; i < all.size(); ++i)
+    if (i == 0 || all[i].image != all[i - 1].image)
+      top.push(Hit{all[i].score, static_cast<int64_t>(all[i].image), all[i].ord});
+  return top;
+}
 
 std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q, int k, int nprobe,
                              int num_threads, const std::function<void()>& interrupt) {
@@ -133,6 +141,8 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
     pq.compute_lut(q + qi * dim, luts.data() + qi * lut_size);
     if (quantised8) qtables[qi] = quantize_lut8(luts.data() + qi * lut_size, m);
   }, interrupt);
+
+  if (fs4) return ivf_search_fs4(s, nq, luts.data(), probes.data(), nprobe, k, num_threads, interrupt);
 
   // Invert: for each list, the queries probing it (ascending), as a CSR over lists; slot_of
   // maps (query, probe) to its position there, where that pair's hits are stored.
@@ -187,9 +197,7 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
     }
     // One thread per list: the parallelism is across lists.
     std::vector<TopK> top;
-    if (fs4) {
-      top = scan_topk_fastscan4_luts(ss, nql, lp, k, 1, {});
-    } else if (quantised8) {
+    if (quantised8) {
       const QuantTable* tp[64];
       std::vector<const QuantTable*> many;
       const QuantTable** t = tp;
@@ -219,14 +227,7 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
       const std::vector<IvfHit>& h = hits[slot_of[qi * nprobe + p]];
       all.insert(all.end(), h.begin(), h.end());
     }
-    std::sort(all.begin(), all.end(), [](const IvfHit& a, const IvfHit& b) {
-      if (a.image != b.image) return a.image < b.image;
-      if (a.score != b.score) return a.score > b.score;
-      return a.ord < b.ord;
-    });
-    for (size_t i = 0; i < all.size(); ++i)
-      if (i == 0 || all[i].image != all[i - 1].image)
-        result[qi].push(Hit{all[i].score, static_cast<int64_t>(all[i].image), all[i].ord});
+    result[qi] = best_per_image(std::move(all), k);
   });
   return result;
 }

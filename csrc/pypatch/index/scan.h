@@ -128,6 +128,19 @@ inline std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq
                                                   const std::function<void()>& interrupt) {
   return scan_topk_fastscan4_luts(ScanParts(s), nq, luts, k, num_threads, interrupt);
 }
+/// A query's 4-bit table quantised for the fast scan (scan_fastscan4.cpp), as QuantTable for
+/// 16-entry rows: |exact float score - (base + scale * Q)| <= err for every patch.
+struct QuantTable4 {
+  std::vector<uint8_t> q;  // (2 * fs4_groups(m), 16), rows >= m zero
+  int64_t margin = 0;      // candidate window below the k-th best Q, in table units
+  double base = 0, scale = 1, err = 0;
+  bool ok = true;          // false: a non-finite value; the exact float path must run
+  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
+};
+QuantTable4 quantize_lut4(const float* lut, int m);
+/// Exact float max over the fs4 patches [p0, p1) of codes (p1 > p0): patch = its offset from
+/// p0 (the first on ties), each score summed j ascending from 0.f as the float kernels do.
+Hit rescore_fs4_range(const uint8_t* codes, int m, const float* lut, int64_t p0, int64_t p1);
 /// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
 /// process: lets tests check which path ran, since both return the same results.
 int64_t fastscan4_quantised_searches();

@@ -33,17 +33,13 @@ namespace {
 constexpr int64_t kTaskBytes = 128 * 1024;
 constexpr int64_t kTaskBytesOneQuery = 1024 * 1024;
 
-struct Table4 {
-  std::vector<uint8_t> q;  // (2 * fs4_groups(m), 16), rows >= m zero
-  int64_t margin = 0;
-  double base = 0, scale = 1, err = 0;
-  bool ok = true;          // false: a non-finite value; the exact float path must run
-  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
-};
+using Table4 = QuantTable4;
 
 // As quantize() of scan_quantized.cpp, for 16-entry rows: |S - (base + scale * Q)| <= err for
 // every patch, err = measured rounding error of the rows + the float error of S itself.
-Table4 quantize4(const float* lut, int m) {
+}  // namespace
+
+QuantTable4 quantize_lut4(const float* lut, int m) {
   Table4 t;
   t.q.assign(static_cast<size_t>(2 * fs4_groups(m)) * 16, 0);
   std::vector<float> lo(m);
@@ -89,6 +85,8 @@ Table4 quantize4(const float* lut, int m) {
   return t;
 }
 
+namespace {
+
 // Per worker and query: the sink the kernel emits into.
 struct QueryState4 : Fs4Sink {
   const uint8_t* removed = nullptr;  // of the part being scanned
@@ -114,21 +112,21 @@ struct QueryState4 : Fs4Sink {
   }
 };
 
-// Exact float max/argmax of one image: every patch sums j ascending from 0.f, like the float
-// kernels; eight patches in flight (a sum is a chain of m dependent adds).
-Hit rescore4(const ScanSetup& s, const float* lut, int64_t image) {
-  const int m = s.pq->m();
+}  // namespace
+
+// Every patch sums j ascending from 0.f, like the float kernels; eight patches in flight (a sum
+// is a chain of m dependent adds).
+Hit rescore_fs4_range(const uint8_t* codes, int m, const float* lut, int64_t p0, int64_t p1) {
   const int64_t bb = fs4_block_bytes(m);
-  const int64_t p0 = s.offsets[image], p1 = s.offsets[image + 1];
-  Hit h{0.f, image, -1};
+  Hit h{0.f, 0, -1};
   constexpr int kLanes = 8;
   for (int64_t p = p0; p < p1; p += kLanes) {
     const int n = static_cast<int>(std::min<int64_t>(kLanes, p1 - p));
     const uint8_t* c[kLanes];
     float sc[kLanes];
-    for (int l = 0; l < kLanes; ++l) {  // lanes past the image repeat its last patch
+    for (int l = 0; l < kLanes; ++l) {  // lanes past the range repeat its last patch
       const int64_t pl = p + std::min(l, n - 1);
-      c[l] = s.data + (pl / kFs4Block) * bb + pl % kFs4Block;
+      c[l] = codes + (pl / kFs4Block) * bb + pl % kFs4Block;
       sc[l] = 0.f;
     }
     const float* t = lut;
@@ -140,6 +138,15 @@ Hit rescore4(const ScanSetup& s, const float* lut, int64_t image) {
     for (int l = 0; l < n; ++l)
       if (h.patch < 0 || sc[l] > h.score) { h.score = sc[l]; h.patch = static_cast<int32_t>(p + l - p0); }
   }
+  return h;
+}
+
+namespace {
+
+// Exact float max/argmax of one image.
+Hit rescore4(const ScanSetup& s, const float* lut, int64_t image) {
+  Hit h = rescore_fs4_range(s.data, s.pq->m(), lut, s.offsets[image], s.offsets[image + 1]);
+  h.image = image;
   return h;
 }
 
@@ -199,7 +206,7 @@ std::vector<TopK> scan_topk_fastscan4_luts(const ScanParts& p, int64_t nq, const
   bool quantised = scan != nullptr && m <= 257;
   std::vector<Table4> tables;
   for (int64_t i = 0; quantised && i < nq; ++i) {
-    tables.push_back(quantize4(luts + i * m * 16, m));
+    tables.push_back(quantize_lut4(luts + i * m * 16, m));
     quantised = tables.back().ok;
   }
   if (!quantised) return exact_float4(p, nq, luts, k, num_threads, interrupt);
