@@ -128,6 +128,11 @@ inline std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq
                                                   const std::function<void()>& interrupt) {
   return scan_topk_fastscan4_luts(ScanParts(s), nq, luts, k, num_threads, interrupt);
 }
+/// The exact float score of one image of a 4-bit store (the 4-bit search's re-score: every patch
+/// sums j ascending from 0.f): max and lowest arg-max ordinal; patch -1 for an empty image.
+/// lut: (m, 16) f32; image is local to s.
+Hit fastscan4_score_image(const ScanSetup& s, const float* lut, int64_t image);
+
 /// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
 /// process: lets tests check which path ran, since both return the same results.
 int64_t fastscan4_quantised_searches();
