@@ -179,6 +179,20 @@ void bind_index(py::module_& m) {
         }
         return py::make_tuple(scores, images, patches);
       }, py::arg("q"), py::arg("k"), py::arg("nt"), py::arg("nprobe") = 0)
+      .def("score_images", [](const PatchIndex& ix, const CArray<float>& q, const CArray<int64_t>& images, int nt) {
+        const float* p = checked(q, "queries", 2, -1, ix.dim());
+        const int64_t* im = checked(images, "images", 2, q.shape(0));
+        const py::ssize_t nq = q.shape(0), nc = images.shape(1);
+        CArray<float> scores({nq, nc});
+        CArray<int64_t> patches({nq, nc});
+        float* s = scores.mutable_data();
+        int64_t* pa = patches.mutable_data();
+        {
+          py::gil_scoped_release nogil;
+          ix.score_images(nq, p, nc, im, s, pa, nt);
+        }
+        return py::make_tuple(scores, patches);
+      }, py::arg("q"), py::arg("images"), py::arg("nt") = 1)
       .def("remove", [](PatchIndex& ix, const CArray<int64_t>& images) {
         const int64_t* p = checked(images, "images", 1);
         py::gil_scoped_release nogil;

@@ -14,6 +14,11 @@ ADC scan restricted to those patches would (codes are not residuals: they equal 
 index's codes for the same quantizer). Storage per patch: the code plus 5 bytes (u32 image,
 u8 ordinal), so an IVF index holds at most 256 patches per image.
 
+Exact re-rank (``search(..., rerank=other)``): a fast first stage (e.g. IVF over 4-bit codes)
+picks ``rerank_k`` candidate images, which ``other`` (an exhaustive index of the same images in a
+more exact store: float16/float32 vectors or 8-bit codes, possibly loaded with ``mmap=True``)
+re-scores over all their patches (:meth:`PatchIndex.score_images`).
+
 Thread safety: ``search`` may run from many Python threads at once (the GIL is released);
 ``add``/``train``/``remove``/``compact`` take an exclusive lock inside the core.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 
 import numpy as np
 
@@ -94,6 +100,8 @@ class PatchIndex:
         else:
             raise InvalidTypeError(f"pq must be a ProductQuantizer or None; got {type(pq).__name__}")
         self._metadata: dict = {}
+        self._edits = 0  # bumped by every change of the image layout (the re-rank check's cache)
+        self._rerank_ok = None
 
     @classmethod
     def _from_core(cls, core_ix) -> "PatchIndex":
@@ -108,6 +116,8 @@ class PatchIndex:
         if not isinstance(meta, dict):
             raise IndexFormatError("index metadata must be a JSON object")
         obj._metadata = meta
+        obj._edits = 0
+        obj._rerank_ok = None
         return obj
 
     # ------------------------------------------------------------------ properties
@@ -244,6 +254,7 @@ class PatchIndex:
             raise InvalidArgumentError("vectors: values beyond +-65504 do not fit the float16 store; "
                                        "normalise them or use flat_dtype='float32'")
         counts = _counts(vectors.shape[0], patches_per_image, image_offsets)
+        self._edits += 1
         first = self._ix.add(vectors, counts, threads(num_threads))
         return np.arange(first, first + counts.size, dtype=np.int64)
 
@@ -270,13 +281,26 @@ class PatchIndex:
                 raise InvalidArgumentError(f"lists: values must be in [0, {self._ix.nlist}); got "
                                            f"{int(lists.min())}..{int(lists.max())}")
             lists = np.ascontiguousarray(lists, dtype=np.int32)
+        self._edits += 1
         first = self._ix.add_codes(codes, counts, lists)
         return np.arange(first, first + counts.size, dtype=np.int64)
 
     # ------------------------------------------------------------------ search
     def search(self, queries: np.ndarray, k: int = 10, num_threads: int | None = None,
-               nprobe: int | None = None):
+               nprobe: int | None = None, rerank: "PatchIndex | None" = None,
+               rerank_k: int | None = None):
         """Top-k images per query by their best patch.
+
+        Exact re-rank: with ``rerank=other`` this index (the first stage, e.g. IVF over 4-bit
+        codes) returns its top ``rerank_k`` images (default ``max(4 * k, 100)``; at least k);
+        ``other`` re-scores each of them over ALL its patches (:meth:`score_images`), and the
+        top k by (score desc, image asc) are returned with ``other``'s scores and winning
+        patches. ``other`` must be an exhaustive index (flat float16/float32, or PQ: 8-bit is
+        the usual choice) of the same dim holding the same images with the same per-image patch
+        counts (checked: InvalidArgumentError otherwise). It may be loaded with ``mmap=True``:
+        the re-score reads only the candidates' rows, so its file need not fit in memory. An
+        image removed in either index is never returned. With a flat ``other`` and ``rerank_k
+        >= len(self)`` over an exhaustive first stage, the result is ``other``'s own search.
 
         IVF: probes ``nprobe`` lists per query (default :attr:`nprobe`; above nlist means all)
         and ranks images by the max over their probed patches (images with none are absent).
@@ -291,7 +315,64 @@ class PatchIndex:
         q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
         k = min(as_int(k, "k", 1, None), INT32_MAX)  # any k >= 1: the core clamps it to len()
         n = 0 if nprobe is None else min(as_int(nprobe, "nprobe", 1, None), INT32_MAX)
-        return self._ix.search(q, k, threads(num_threads), n)
+        nt = threads(num_threads)
+        if rerank is None:
+            if rerank_k is not None:
+                raise InvalidArgumentError("rerank_k needs rerank=<a PatchIndex to re-score with>")
+            return self._ix.search(q, k, nt, n)
+        self._check_rerank(rerank)
+        rk = max(4 * k, 100) if rerank_k is None else min(as_int(rerank_k, "rerank_k", 1, None), INT32_MAX)
+        if rk < k:
+            raise InvalidArgumentError(f"rerank_k must be >= k ({k}); got {rk}")
+        _, cand, _ = self._ix.search(q, rk, nt, n)  # (nq, min(rk, len)), -1 padding
+        scores, patches = rerank._ix.score_images(q, cand, nt)
+        # (score desc, image asc); skipped and removed candidates score -inf and sort last
+        order = np.lexsort((cand, -scores), axis=-1)[:, :min(k, cand.shape[1])]
+        scores = np.take_along_axis(scores, order, axis=1)
+        images = np.take_along_axis(cand, order, axis=1)
+        patches = np.take_along_axis(patches, order, axis=1)
+        gone = patches < 0  # padding, or removed in the re-rank store
+        images[gone] = -1
+        scores[gone] = -np.inf
+        return scores, images, patches
+
+    def _check_rerank(self, other) -> None:
+        """``other`` may re-rank this index's candidates: an exhaustive PatchIndex of the same
+        dim and image layout. The offsets are compared once per layout (both indexes' edit
+        counters, lengths and patch counts key the cached verdict)."""
+        if not isinstance(other, PatchIndex):
+            raise InvalidTypeError(f"rerank must be a PatchIndex; got {type(other).__name__}")
+        if other._ix.nlist > 0:
+            raise InvalidArgumentError("rerank: the re-rank store must be exhaustive (flat float16/float32 "
+                                       "or PQ); this one is an inverted file")
+        if other.dim != self.dim:
+            raise InvalidArgumentError(f"rerank: dim {other.dim} differs from this index's dim {self.dim}")
+        key = (id(other._ix), other._edits, self._edits, len(self), self.num_patches, len(other),
+               other.num_patches)
+        cached = self._rerank_ok
+        if cached is not None and cached[0]() is other and cached[1] == key:
+            return
+        if key[3:5] != key[5:7] or not np.array_equal(self.image_offsets, other.image_offsets):
+            raise InvalidArgumentError(
+                f"rerank: the re-rank store must hold the same images with the same patch counts; "
+                f"this index has {len(self)} images / {self.num_patches} patches, it has "
+                f"{len(other)} / {other.num_patches}" + ("" if key[3:5] != key[5:7] else
+                                                         " but different per-image patch counts"))
+        self._rerank_ok = (weakref.ref(other), key)
+
+    def score_images(self, queries: np.ndarray, images: np.ndarray, num_threads: int | None = None):
+        """Exact scores of given images (exhaustive index only; an inverted file raises
+        InvalidArgumentError). queries: (nq, dim) float32 (or one (dim,) vector); images:
+        (nq, n_cand) int64 candidate images per query, -1 to skip. Returns ``(scores (nq,
+        n_cand) float32, patches (nq, n_cand) int64)``: per candidate the max over all its
+        patches of this store's exact score (inner product, or float ADC for PQ) and the
+        winning patch ordinal (lowest on ties), bit for bit what :meth:`search` returns for
+        that image; -inf / -1 for skipped, removed and empty images."""
+        q = as_array(queries, "queries", np.float32, 2, self.dim, finite=True, allow_1d=True)
+        im = as_array(images, "images", np.int64, 2, allow_1d=True)
+        if im.shape[0] != q.shape[0]:
+            raise InvalidArgumentError(f"images must have one row per query ({q.shape[0]}); got shape {im.shape}")
+        return self._ix.score_images(q, im, threads(num_threads))
 
     # ------------------------------------------------------------------ edits
     def remove(self, images) -> None:
@@ -306,6 +387,7 @@ class PatchIndex:
 
     def compact(self) -> np.ndarray:
         """Drop removed images; returns old -> new image index (int64, -1 for removed)."""
+        self._edits += 1
         return self._ix.compact()
 
     def reconstruct(self, image: int) -> np.ndarray:
@@ -386,6 +468,7 @@ class PatchIndex:
     def __setstate__(self, state):
         other = PatchIndex.from_bytes(state["bytes"])
         self._ix, self._metadata = other._ix, other._metadata
+        self._edits, self._rerank_ok = 0, None
 
     def memory_usage(self) -> dict:
         """Bytes by part (codes or vectors, image_offsets, removed, centroids, metadata,

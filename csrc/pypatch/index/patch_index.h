@@ -113,6 +113,16 @@ class PatchIndex {
   void search(int64_t nq, const float* q, int k, int num_threads, float* scores, int64_t* images,
               int64_t* patches, const Interrupt& interrupt = {}, int nprobe = 0) const;
 
+  /// Exact re-score of given images (exhaustive stores only; an IVF index throws
+  /// InvalidArgument). q: (nq, dim) f32; images: (nq, n_cand) int64, -1 = skip. For each
+  /// candidate: the max over ALL the image's patches of the store's exact score (inner product
+  /// for flat stores, float ADC for PQ) and the winning patch ordinal (lowest on ties), bit for
+  /// bit what this store's own search returns for that image. Skipped, removed and empty images
+  /// give -inf / -1. Throws InvalidArgument (writing nothing) for an image outside [-1, n_images).
+  /// Outputs scores, patches: (nq, n_cand). Parallel over queries (score_images.cpp).
+  void score_images(int64_t nq, const float* q, int64_t n_cand, const int64_t* images, float* scores,
+                    int64_t* patches, int num_threads = 1) const;
+
   /// For scans over several indexes at once (index/multi_scan.h): the caller holds
   /// lock_shared() while it scans scan_setup(), a view of the storage (throws NotTrained).
   std::shared_lock<FairSharedMutex> lock_shared() const { return std::shared_lock<FairSharedMutex>(mu_); }

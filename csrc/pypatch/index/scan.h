@@ -141,6 +141,11 @@ QuantTable4 quantize_lut4(const float* lut, int m);
 /// Exact float max over the fs4 patches [p0, p1) of codes (p1 > p0): patch = its offset from
 /// p0 (the first on ties), each score summed j ascending from 0.f as the float kernels do.
 Hit rescore_fs4_range(const uint8_t* codes, int m, const float* lut, int64_t p0, int64_t p1);
+/// The exact float score of one image of a 4-bit store (the 4-bit search's re-score: every patch
+/// sums j ascending from 0.f): max and lowest arg-max ordinal; patch -1 for an empty image.
+/// lut: (m, 16) f32; image is local to s.
+Hit fastscan4_score_image(const ScanSetup& s, const float* lut, int64_t image);
+
 /// How many 4-bit searches took the quantised fast scan (not the exact float path) in this
 /// process: lets tests check which path ran, since both return the same results.
 int64_t fastscan4_quantised_searches();

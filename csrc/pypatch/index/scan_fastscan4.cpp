@@ -185,6 +185,8 @@ std::atomic<int64_t> g_quantised_searches{0};
 
 }  // namespace
 
+Hit fastscan4_score_image(const ScanSetup& s, const float* lut, int64_t image) { return rescore4(s, lut, image); }
+
 int64_t fastscan4_quantised_searches() { return g_quantised_searches.load(std::memory_order_relaxed); }
 
 std::vector<TopK> scan_topk_fastscan4(const ScanParts& p, int64_t nq, const float* q, int k,
