@@ -275,7 +275,8 @@ def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, mon
     # single-pass cells: half whitening (per-crop: AUTO_PCA_POWER, full)
     assert auto.transform.power == ii.AUTO_PCA_POWER_SINGLE_PASS and auto.info()["stored_dim"] == 16
     assert ImageIndex.build(photo_dir, **dict(common, mode="crop")).transform.power == ii.AUTO_PCA_POWER
-    # flat stores stay exact under "auto"; pq_m not dividing the PCA dim keeps the raw space
+    # 30 flat vectors (6 photos x 5 cells) are under AUTO_PCA_MIN_TRAIN: too few to whiten, so
+    # "auto" keeps the raw space; so does a pq_m not dividing the PCA dim
     assert ImageIndex.build(photo_dir, regions="L1", store="flat", embedder=embedder,
                             progress=False).transform is None
     odd = ImageIndex.build(photo_dir, **dict(common, pq_m=5))
