@@ -144,6 +144,8 @@ class ImageIndex(SearchableIndex):
             (``<file>.boxmaps.npz``). None (default): refinement runs the backbone per hit.
         """
         if isinstance(nlist, str) and nlist == "auto":
+            if isinstance(source, (str, os.PathLike)):  # walk a folder once, not again to embed
+                source = list(iter_source(source))
             nlist = ("auto", _source_patches(source, regions))
         self = cls.create(model=model, regions=regions, store=store, pq_m=pq_m,
                           pq_nbits=pq_nbits, mode=mode, train_on=train_on,
@@ -719,12 +721,9 @@ def _describe(item: SourceItem) -> str:
 
 def _source_patches(source, regions) -> Optional[int]:
     """About how many patches ``source`` will give (nlist="auto"), None when unknown without
-    consuming it: a folder or file is walked (paths only), a sized collection counted; each
+    consuming it (a sized collection is counted; build() lists a folder's files first); each
     image is taken to give the grid's cells of a 640 x 480 photo (pyramids: every size)."""
-    if isinstance(source, (str, os.PathLike)):
-        n_images = sum(1 for _ in iter_source(source))
-    else:
-        n_images = source_length(source)
+    n_images = source_length(source)
     if n_images is None:
         return None
     grid, _ = _make_grid(regions)
