@@ -204,7 +204,7 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
   std::vector<QuantTable4> tables(nq);
   parallel_for(nq, resolve_num_threads(num_threads, nq), [&](int64_t qi, int) {
     if (scan != nullptr && m <= 257) tables[qi] = quantize_lut4(luts + qi * lut_size, m);
-    else tables[qi].ok = false;
+    else tables[qi].usable = false;
   }, interrupt);
 
   std::vector<std::vector<RunCand>> item_cand(nq * parts);  // per (query, part)
@@ -222,7 +222,7 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
     std::vector<Visit>& v = sc.visits;
     v.clear();
     for (int64_t qi = q0; qi < q1; ++qi) {
-      if (!tables[qi].ok) continue;
+      if (!tables[qi].usable) continue;
       Sink& st = sc.sinks[qi - q0];
       st.emit = &Sink::on_emit;
       st.start(s.removed, k, tables[qi].margin);
@@ -253,7 +253,7 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
       }
     }
     for (int64_t qi = q0; qi < q1; ++qi) {
-      if (tables[qi].ok) {
+      if (tables[qi].usable) {
         item_cand[qi * parts + part] = sc.sinks[qi - q0].cand;
         continue;
       }
@@ -286,7 +286,7 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
   parallel_for(nq, resolve_num_threads(num_threads, nq), [&](int64_t qi, int) {
     const float* lut = luts + qi * lut_size;
     const QuantTable4& tab = tables[qi];
-    if (!tab.ok) {
+    if (!tab.usable) {
       std::vector<IvfHit> all;
       for (int part = 0; part < parts; ++part) {
         const std::vector<IvfHit>& h = item_hits[qi * parts + part];

@@ -12,6 +12,7 @@
 
 #include "pypatch/index/patch_index.h"  // StoreKind
 #include "pypatch/index/topk.h"         // TopK
+#include "pypatch/index/quant_table.h"  // QuantBounds
 
 namespace pypatch {
 
@@ -84,17 +85,10 @@ inline std::vector<TopK> scan_topk_quantized(const ScanSetup& s, int64_t nq, con
   return scan_topk_quantized(ScanParts(s), nq, luts, k, num_threads, interrupt);
 }
 
-/// A query's 8-bit table quantised for the two-stage scan (scan_quantized.cpp): the bounds
-/// that make its result exact.
-struct QuantTable {
-  bool usable = true;      // false: the bounds below cannot be trusted; use the float kernels
+/// A query's 8-bit table quantised for the two-stage scan (scan_quantized.cpp) with the bounds
+/// that make its result exact (quant_table.h).
+struct QuantTable : QuantBounds {
   std::vector<uint8_t> q;  // (m, 256)
-  int64_t margin = 0;      // candidate window below the k-th best Q, in table units
-  double base = 0;         // sum_j min_j
-  double scale = 1;
-  double err = 0;          // |exact float score - (base + scale * Q)| <= err, for every patch
-  /// Upper bound of the exact score of an image whose quantised score is qv.
-  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
 };
 QuantTable quantize_lut8(const float* lut, int m);
 /// scan_topk_quantized with the tables already quantised (tables[qi] for luts row qi): the
@@ -129,13 +123,9 @@ inline std::vector<TopK> scan_topk_fastscan4_luts(const ScanSetup& s, int64_t nq
   return scan_topk_fastscan4_luts(ScanParts(s), nq, luts, k, num_threads, interrupt);
 }
 /// A query's 4-bit table quantised for the fast scan (scan_fastscan4.cpp), as QuantTable for
-/// 16-entry rows: |exact float score - (base + scale * Q)| <= err for every patch.
-struct QuantTable4 {
+/// 16-entry rows.
+struct QuantTable4 : QuantBounds {
   std::vector<uint8_t> q;  // (2 * fs4_groups(m), 16), rows >= m zero
-  int64_t margin = 0;      // candidate window below the k-th best Q, in table units
-  double base = 0, scale = 1, err = 0;
-  bool ok = true;          // false: a non-finite value; the exact float path must run
-  double upper(int64_t qv) const { return base + scale * static_cast<double>(qv) + err; }
 };
 QuantTable4 quantize_lut4(const float* lut, int m);
 /// Exact float max over the fs4 patches [p0, p1) of codes (p1 > p0): patch = its offset from

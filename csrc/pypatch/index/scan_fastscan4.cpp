@@ -14,13 +14,13 @@
 // conversion of those).
 #include <algorithm>   // max, min, sort, nth_element
 #include <atomic>      // search counter
-#include <cmath>       // fabs, ceil, ldexp, isfinite
 #include <functional>  // greater
 #include <queue>       // priority_queue
 #include <utility>     // move, pair
 
 #include "pypatch/index/code_layout_fs4.h"  // fs4 layout
 #include "pypatch/index/quant_candidates.h"  // merge + exact re-score
+#include "pypatch/index/quant_table.h"       // quantize_rows
 #include "pypatch/index/scan.h"
 #include "pypatch/simd/fastscan4.h"         // kernels
 #include "pypatch/util/parallel_for.h"      // threads
@@ -33,55 +33,12 @@ namespace {
 constexpr int64_t kTaskBytes = 128 * 1024;
 constexpr int64_t kTaskBytesOneQuery = 1024 * 1024;
 
-using Table4 = QuantTable4;
-
-// As quantize() of scan_quantized.cpp, for 16-entry rows: |S - (base + scale * Q)| <= err for
-// every patch, err = measured rounding error of the rows + the float error of S itself.
 }  // namespace
 
 QuantTable4 quantize_lut4(const float* lut, int m) {
-  Table4 t;
+  QuantTable4 t;
   t.q.assign(static_cast<size_t>(2 * fs4_groups(m)) * 16, 0);
-  std::vector<float> lo(m);
-  float range = 0;
-  double abs_sum = 0;
-  for (int j = 0; j < m; ++j) {
-    const float* r = lut + j * 16;
-    float mn = r[0], mx = r[0], amax = 0;
-    for (int c = 0; c < 16; ++c) {
-      if (!std::isfinite(r[c])) { t.ok = false; return t; }
-      mn = std::min(mn, r[c]);
-      mx = std::max(mx, r[c]);
-      amax = std::max(amax, std::fabs(r[c]));
-    }
-    lo[j] = mn;
-    range = std::max(range, mx - mn);
-    abs_sum += amax;
-  }
-  if (!std::isfinite(range) || !std::isfinite(abs_sum)) { t.ok = false; return t; }
-  const float scale = range > 0 ? range / 255.f : 1.f;
-  if (!(scale > 0) || !std::isfinite(1.f / scale)) { t.ok = false; return t; }  // subnormal range
-  t.scale = scale;
-  const float inv = 1.f / scale;
-  double round_err = 0;
-  for (int j = 0; j < m; ++j) {
-    const float* r = lut + j * 16;
-    uint8_t* qr = t.q.data() + j * 16;
-    float ej = 0;
-    for (int c = 0; c < 16; ++c) {
-      // >= 0.5 (lo is the min), <= 255 after the clamp: a safe float -> int conversion
-      const float v = std::min(255.f, (r[c] - lo[j]) * inv + 0.5f);
-      const uint8_t qv = static_cast<uint8_t>(static_cast<int>(v));
-      qr[c] = qv;
-      ej = std::max(ej, std::fabs(r[c] - lo[j] - scale * static_cast<float>(qv)));
-    }
-    round_err += static_cast<double>(ej) * (1 + 1e-6) + 4 * std::ldexp(std::fabs(static_cast<double>(lo[j])) + range, -24);
-    t.base += lo[j];
-  }
-  const double float_err = m * abs_sum * std::ldexp(1.0, -23);
-  t.err = (round_err + float_err) * (1 + 1e-9) + 1e-6 * t.scale;
-  if (!std::isfinite(t.err) || !std::isfinite(t.base)) { t.ok = false; return t; }
-  t.margin = 2 + static_cast<int64_t>(std::ceil(std::min(2 * t.err / t.scale, 1e9)));
+  static_cast<QuantBounds&>(t) = quantize_rows(lut, m, 16, t.q.data());
   return t;
 }
 
@@ -206,10 +163,10 @@ std::vector<TopK> scan_topk_fastscan4_luts(const ScanParts& p, int64_t nq, const
   const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
   const Fs4ScanFn scan = fastscan4_kernel();
   bool quantised = scan != nullptr && m <= 257;
-  std::vector<Table4> tables;
+  std::vector<QuantTable4> tables;
   for (int64_t i = 0; quantised && i < nq; ++i) {
     tables.push_back(quantize_lut4(luts + i * m * 16, m));
-    quantised = tables.back().ok;
+    quantised = tables.back().usable;
   }
   if (!quantised) return exact_float4(p, nq, luts, k, num_threads, interrupt);
   g_quantised_searches.fetch_add(1, std::memory_order_relaxed);
@@ -242,7 +199,7 @@ std::vector<TopK> scan_topk_fastscan4_luts(const ScanParts& p, int64_t nq, const
   for (int64_t qi = 0; qi < nq; ++qi) {
     std::vector<QuantCandidate> all;
     for (int w = 0; w < nt; ++w) all.insert(all.end(), state[w][qi].cand.begin(), state[w][qi].cand.end());
-    const Table4& tab = tables[qi];
+    const QuantTable4& tab = tables[qi];
     const float* lut = luts + qi * m * 16;
     result.push_back(rescore_candidates(
         std::move(all), k, tab.margin, [&](int64_t q) { return tab.upper(q); },

@@ -18,14 +18,13 @@
 // Each worker keeps its own candidates; its running k-th largest Q never exceeds the global T,
 // so the union over workers holds every global candidate.
 #include <algorithm>  // max, min
-#include <cfloat>     // FLT_MAX, FLT_MIN
-#include <cmath>      // fabs, ceil, ldexp
 #include <functional> // greater
 #include <queue>      // priority_queue
 #include <utility>    // move, pair
 
 #include "pypatch/index/code_layout.h"  // blocked_pos
 #include "pypatch/index/quant_candidates.h"  // merge + exact re-score
+#include "pypatch/index/quant_table.h"       // quantize_rows
 #include "pypatch/index/scan.h"
 #include "pypatch/simd/kernels.h"       // quant_scan_kernel
 #include "pypatch/util/parallel_for.h"  // threads
@@ -40,59 +39,7 @@ constexpr int64_t kTaskBlocks = 64;  // 64 blocks of 64 patches per task
 QuantTable quantize_lut8(const float* lut, int m) {
   QuantTable t;
   t.q.resize(static_cast<size_t>(m) * 256);
-  std::vector<float> lo(m);
-  float range = 0;
-  double abs_sum = 0;
-  bool finite = true;
-  for (int j = 0; j < m; ++j) {
-    const float* r = lut + j * 256;
-    float mn = r[0], mx = r[0], amax = 0;
-    for (int c = 0; c < 256; ++c) {
-      mn = std::min(mn, r[c]);
-      mx = std::max(mx, r[c]);
-      amax = std::max(amax, std::fabs(r[c]));
-      finite &= std::fabs(r[c]) <= FLT_MAX;  // false for NaN and +-inf
-    }
-    lo[j] = mn;
-    range = std::max(range, mx - mn);
-    abs_sum += amax;
-  }
-  // Only a table whose every sum is finite can be bounded: with finite entries and
-  // sum_j max|lut_j| < 2^126, every patch score, the range (<= 2 max|entry|) and the error
-  // bound stay finite. A scale that underflows (range < 255 * FLT_MIN) cannot be inverted.
-  // Otherwise (impossible with inputs within util/value_limits.h, but the scan must not
-  // convert inf or NaN to an integer) the caller runs the float kernels.
-  const float scale = range > 0 ? range / 255.f : 1.f;
-  if (!finite || !(abs_sum < std::ldexp(1.0, 126)) || !(scale >= FLT_MIN)) {
-    t.usable = false;
-    return t;
-  }
-  t.scale = scale;
-  // Rounding error of the table, measured per sub-quantizer (about scale/2 each): the bound
-  // uses the error actually made, so any rounding rule keeps results exact; this
-  // one (multiply, add 0.5, truncate a value >= 0) vectorises, unlike lrint and a division:
-  // it took 100 us per query, a serial step of a ~3 ms two-thread scan.
-  const float inv = 1.f / scale;
-  double round_err = 0;
-  for (int j = 0; j < m; ++j) {
-    const float* r = lut + j * 256;
-    uint8_t* qr = t.q.data() + j * 256;
-    float ej = 0;
-    for (int c = 0; c < 256; ++c) {
-      const float v = std::min(255.f, (r[c] - lo[j]) * inv + 0.5f);  // >= 0.5: lo is the min
-      const uint8_t qv = static_cast<uint8_t>(static_cast<int>(v));
-      qr[c] = qv;
-      ej = std::max(ej, std::fabs(r[c] - lo[j] - scale * static_cast<float>(qv)));
-    }
-    // ej was computed in float: widen it by the rounding of those three operations
-    round_err += static_cast<double>(ej) * (1 + 1e-6) + 4 * std::ldexp(std::fabs(static_cast<double>(lo[j])) + range, -24);
-    t.base += lo[j];
-  }
-  // + the float error of the exact score itself (m float additions), + slack for the double
-  // arithmetic of these bounds.
-  const double float_err = m * abs_sum * std::ldexp(1.0, -23);
-  t.err = (round_err + float_err) * (1 + 1e-9) + 1e-6 * t.scale;
-  t.margin = 2 + static_cast<int64_t>(std::ceil(std::min(2 * t.err / t.scale, 1e9)));
+  static_cast<QuantBounds&>(t) = quantize_rows(lut, m, 256, t.q.data());
   return t;
 }
 
