@@ -126,6 +126,16 @@ def test_save_load_mmap_round_trip(index, photos, tmp_path):
     q = _stored_query(loaded, photos, "rocket.png")
     _check_hits(loaded.search_vectors(q, k=4, stored=True, rerank_k=5)[0],
                 _reference(loaded, q[None, :], 4, 5))
+    # a mapped index takes edits in both stores, and saves them to a new pair of files
+    loaded.remove("rocket.png")
+    loaded.add([("rocket-again", str(photos / "rocket.png"))])
+    np.testing.assert_array_equal(loaded.rerank_store.removed, loaded.patch_index.removed)
+    _check_hits(loaded.search_vectors(q, k=4, stored=True)[0], _reference(loaded, q[None, :], 4, 100))
+    assert loaded.search_vectors(q, k=1, stored=True)[0][0].image == "rocket-again"
+    loaded.save(tmp_path / "edited.ptch")
+    again = ImageIndex.load(tmp_path / "edited.ptch")
+    assert len(again.rerank_store) == len(again) == 12
+    _check_hits(again.search_vectors(q, k=4, stored=True)[0], _reference(again, q[None, :], 4, 100))
 
 
 def test_missing_foreign_or_mismatched_rerank_file_raises(index, photos, cached, tmp_path):
@@ -176,7 +186,7 @@ def test_remove_add_compact_subset_keep_both_stores_in_step(photos, cached, tmp_
     np.testing.assert_array_equal(ix.rerank_store.image_offsets, ix.patch_index.image_offsets)
     _check_hits(ix.search_vectors(q, k=5, stored=True)[0], _reference(ix, q[None, :], 5, 100))
     part = ix.subset(["chelsea.png", "camera.png", "coins_crop.png"])
-    assert len(part.rerank_store) == 3
+    assert len(part.rerank_store) == len(part) == 3 and part.patch_index.num_patches == 90
     for image_id in ("chelsea.png", "camera.png", "coins_crop.png"):
         np.testing.assert_array_equal(part.rerank_store.reconstruct(part._row[image_id]),
                                       ix.rerank_store.reconstruct(ix._row[image_id]))
