@@ -138,6 +138,17 @@ def test_save_load_mmap_round_trip(index, photos, tmp_path):
     _check_hits(again.search_vectors(q, k=4, stored=True)[0], _reference(again, q[None, :], 4, 100))
 
 
+def test_older_readers_refuse_the_file(index, tmp_path, monkeypatch):
+    from pypatch.errors import IndexVersionError
+    from pypatch.index import meta as index_meta
+
+    index.save(tmp_path / "f.ptch")
+    assert ImageIndex.load(tmp_path / "f.ptch")._meta["format"] == 4
+    monkeypatch.setattr(index_meta, "META_FORMAT", 3)  # what pypatch before the re-rank store reads
+    with pytest.raises(IndexVersionError, match="format 4 is newer"):
+        ImageIndex.load(tmp_path / "f.ptch")
+
+
 def test_missing_foreign_or_mismatched_rerank_file_raises(index, photos, cached, tmp_path):
     path, other = tmp_path / "a.ptch", tmp_path / "b.ptch"
     index.save(path)
