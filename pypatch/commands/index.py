@@ -170,6 +170,10 @@ def flag_message(exc, args) -> str:
     if exc.what == "ivf":
         return (f"--ivf nlist={exc.needed} needs at least {exc.needed} training vectors; "
                 f"{args.source} gave {exc.got}: add images, raise --train-size or lower nlist")
+    if exc.what == "rerank":
+        return (f"--rerank-store pq8 needs at least {exc.needed} training vectors to learn its "
+                f"{exc.needed} centroids; {args.source} gave {exc.got}: add images or use "
+                f"--rerank-store flat16")
     if exc.what == "pq":
         return (f"the PQ store needs at least {exc.needed} training vectors to learn its "
                 f"{exc.needed} centroids; {args.source} gave {exc.got} (--train-on "
@@ -259,7 +263,7 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
                                  pca_dim=args.pca_dim, embedder=embedder, **settings)
     except TooFewVectorsError as exc:
         explicit = args.flat or args.flat16 or args.pq is not None
-        if explicit or store != "pq":
+        if explicit or store != "pq" or exc.what == "rerank":
             raise TooFewVectorsError(flag_message(exc, args), what=exc.what,
                                      needed=exc.needed, got=exc.got) from None
         # The default store on a tiny collection: the exact flat store needs no training.

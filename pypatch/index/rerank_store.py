@@ -65,7 +65,7 @@ def new_rerank_index(dim: int, spec: dict, sample: np.ndarray, *, seed: int = 0,
         raise TooFewVectorsError(
             f"rerank_store='pq8' needs at least 256 training vectors to learn its 256 centroids; "
             f"the sample holds {len(sample)}: add images or use rerank_store='flat16'",
-            what="pq", needed=256, got=len(sample))
+            what="rerank", needed=256, got=len(sample))
     index = PatchIndex(dim, pq=ProductQuantizer(dim, spec["m"], nbits=8))
     index.train(np.ascontiguousarray(sample, dtype=np.float32), seed=seed, num_threads=num_threads)
     return index
