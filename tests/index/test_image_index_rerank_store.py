@@ -248,6 +248,10 @@ def test_bad_settings_raise_typed_errors(photos, cached, index, tmp_path):
     with pytest.raises(InvalidArgumentError, match="rerank_k: this index has no re-rank store"):
         exhaustive.search(str(photos / "coins.png"), k=3, rerank_k=10)
     assert len(exhaustive.search(str(photos / "coins.png"), k=3, rerank_k=0)) == 3
+    sharded = ShardedIndex.from_index(exhaustive, tmp_path / "plain_shards", shards=2)
+    with pytest.raises(InvalidArgumentError, match="a sharded index holds no re-rank store"):
+        sharded.search(str(photos / "coins.png"), k=3, rerank_k=10)
+    assert len(sharded.search(str(photos / "coins.png"), k=3, rerank_k=0)) == 3
 
 
 def test_cli_index_search_info_with_a_rerank_store(photos, tmp_path, default_model_path, capsys):
