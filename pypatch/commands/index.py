@@ -70,6 +70,12 @@ def add_parser(subparsers) -> None:
                    help="PQ stores: an inverted file over the patches; a search probes nprobe "
                         "(default 16) of nlist lists; nlist=auto (default): exhaustive below "
                         "3M patches (~100k images), about 4*sqrt(patches) lists above")
+    p.add_argument("--rerank-store", choices=("flat16", "flat", "pq8"), default=None,
+                   help="PQ stores: also keep each patch's vector in a second, exhaustive store "
+                        "(<INDEX>.rerank.ptch) that re-scores a search's top candidates exactly "
+                        "over all their patches: flat16 (float16, 512 B a patch at 256 dims), "
+                        "flat (float32) or pq8 (8-bit PQ codes, m B a patch); for --pq nbits=4 "
+                        "--ivf speed at 8-bit or float quality")
     p.add_argument("--mode", choices=MODES, default="crop",
                    help="crop: embed each cell (the paper); single_pass: pool cells from one "
                         "feature map per image (8x faster, less accurate); multi_scale: from "
@@ -164,6 +170,10 @@ def flag_message(exc, args) -> str:
     if exc.what == "ivf":
         return (f"--ivf nlist={exc.needed} needs at least {exc.needed} training vectors; "
                 f"{args.source} gave {exc.got}: add images, raise --train-size or lower nlist")
+    if exc.what == "rerank":
+        return (f"--rerank-store pq8 needs at least {exc.needed} training vectors to learn its "
+                f"{exc.needed} centroids; {args.source} gave {exc.got}: add images or use "
+                f"--rerank-store flat16")
     if exc.what == "pq":
         return (f"the PQ store needs at least {exc.needed} training vectors to learn its "
                 f"{exc.needed} centroids; {args.source} gave {exc.got} (--train-on "
@@ -177,7 +187,7 @@ def flag_message(exc, args) -> str:
 _FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pca_dim": "--pca-dim",
           "pca_power": "--pca-power", "train_size": "--train-size", "train_on": "--train-on",
           "num_threads": "--threads", "opq": "--opq", "nlist": "--ivf nlist",
-          "nprobe": "--ivf nprobe"}
+          "nprobe": "--ivf nprobe", "rerank_store": "--rerank-store", "rerank_k": "--rerank-k"}
 _PYTHON_NAME = re.compile(r"\b(" + "|".join(_FLAGS) + r")\b(?!\()")
 
 
@@ -212,6 +222,7 @@ def run(args) -> int:
                     train_on=args.train_on, train_size=args.train_size,
                     pca_power="auto" if args.pca_power is None else args.pca_power,
                     opq=False if args.opq == "none" else "auto",
+                    rerank_store=args.rerank_store,
                     **(args.ivf or {"nlist": None, "nprobe": None}))
     try:
         if sharded:
@@ -252,7 +263,7 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
                                  pca_dim=args.pca_dim, embedder=embedder, **settings)
     except TooFewVectorsError as exc:
         explicit = args.flat or args.flat16 or args.pq is not None
-        if explicit or store != "pq":
+        if explicit or store != "pq" or exc.what == "rerank":
             raise TooFewVectorsError(flag_message(exc, args), what=exc.what,
                                      needed=exc.needed, got=exc.got) from None
         # The default store on a tiny collection: the exact flat store needs no training.
@@ -263,7 +274,7 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
         print(f"pypatch index: {exc.got} training vectors are too few for the default PQ store "
               f"(its {exc.needed} centroids need {exc.needed}): using --flat (exact float32"
               f"{pca_note}) instead", file=sys.stderr)
-        settings.update(nlist=None, nprobe=None)  # --ivf is for PQ stores
+        settings.update(nlist=None, nprobe=None, rerank_store=None)  # both are for PQ stores
         index = ImageIndex.build(source, store="flat", pca_dim=pca_dim, embedder=embedder,
                                  **settings)
     index.save(args.out)

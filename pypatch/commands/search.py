@@ -48,6 +48,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, metavar="N", help="threads")
     p.add_argument("--nprobe", type=int, default=None, metavar="N",
                    help="lists an inverted-file index probes (default: the one it was built with)")
+    p.add_argument("--rerank-k", type=int, default=None, metavar="N",
+                   help="candidates the second stage re-scores: an index built with "
+                        "--rerank-store re-scores its first stage's top N exactly (default "
+                        "max(4k, 100); 0: off, the first stage's ranking); with --rerank "
+                        "multipatch, its window (default 100)")
     p.add_argument("--rerank", choices=["none", "qe", "multipatch"], default="none",
                    help="second stage over the top results: query expansion over the winning "
                         "patches (qe) or a multi-patch query (default none)")
@@ -117,19 +122,34 @@ def run(args) -> int:
     from pypatch.index.results import hit_json
 
     require_positive(args, "k", "threads", "nprobe")
+    if args.rerank_k is not None and args.rerank_k < 0:
+        raise InvalidArgumentError(f"--rerank-k: expected 0 or a positive integer, got {args.rerank_k}")
     queries = collect_queries(args)
     index = open_index(args.index, mmap=True, model=args.model, num_threads=args.threads)
-    results = index.search_many(
-        [q[1] for q in queries], [q[2] for q in queries], k=args.k,
-        rerank=None if args.rerank == "none" else args.rerank,
-        refine=False if args.refine == "none" else args.refine,
-        **({} if args.nprobe is None else {"nprobe": args.nprobe}))
+    try:
+        results = _search(index, queries, args)
+    except InvalidArgumentError as exc:
+        if "rerank_k" not in str(exc):
+            raise
+        # the library's message names its Python arguments: name this command's flags
+        text = str(exc).replace("rerank_k", "--rerank-k").replace(
+            "rerank_store='flat16' or 'pq8'", "pypatch index --rerank-store flat16|pq8")
+        raise InvalidArgumentError(text) from None
     for (label, _, box), hits in zip(queries, results):
         if args.json:
             print(json.dumps({"query": label, "hits": [hit_json(h) for h in hits]}), flush=True)
         else:
             print_table(label, box, hits)
     return 0
+
+
+def _search(index, queries, args) -> list:
+    return index.search_many(
+        [q[1] for q in queries], [q[2] for q in queries], k=args.k,
+        rerank=None if args.rerank == "none" else args.rerank,
+        refine=False if args.refine == "none" else args.refine,
+        **({} if args.nprobe is None else {"nprobe": args.nprobe}),
+        **({} if args.rerank_k is None else {"rerank_k": args.rerank_k}))
 
 
 def _box(b) -> str:

@@ -130,8 +130,11 @@ class RayShardedIndex(SearchableIndex):
                                         f"answer") from None
 
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
-                       stored: bool = False, nprobe: Optional[int] = None) -> list:
+                       stored: bool = False, nprobe: Optional[int] = None,
+                       rerank_k: Optional[int] = None) -> list:
         as_int(k, "k", 1)
+        if rerank_k:
+            raise InvalidArgumentError("rerank_k: a sharded index holds no re-rank store")
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
         parts = self._gather([a.search.remote(q, k, threads, nprobe) for a in self.actors])

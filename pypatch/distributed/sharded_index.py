@@ -90,6 +90,8 @@ class ShardedIndex(SearchableIndex):
         """Split ``index``'s live images into ``shards`` consecutive runs (codes copied, not
         re-encoded) and write them as a sharded index folder ``path``."""
         n = as_int(shards, "shards", 1)
+        if index.rerank_store is not None:
+            raise InvalidArgumentError(_NO_SHARDED_RERANK)
         ids = index.ids
         if n > len(ids):
             raise InvalidArgumentError(f"shards: {n} shards for {len(ids)} images; at most one "
@@ -102,6 +104,8 @@ class ShardedIndex(SearchableIndex):
     def build(cls, source, path, shards: int = 2, **build_args) -> "ShardedIndex":
         """In one process: :meth:`ImageIndex.build` (same arguments), then :meth:`from_index`.
         ``index.skipped`` lists the images that could not be used."""
+        if build_args.get("rerank_store") is not None:  # before embedding anything
+            raise InvalidArgumentError(_NO_SHARDED_RERANK)
         index = ImageIndex.build(source, **build_args)
         out = cls.from_index(index, path, shards=shards)
         out.skipped = list(index.skipped)
@@ -130,9 +134,13 @@ class ShardedIndex(SearchableIndex):
 
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
-                       stored: bool = False, nprobe: Optional[int] = None) -> list:
-        """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly."""
+                       stored: bool = False, nprobe: Optional[int] = None,
+                       rerank_k: Optional[int] = None) -> list:
+        """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly (no re-rank
+        store: a positive ``rerank_k`` raises InvalidArgumentError)."""
         as_int(k, "k", 1)
+        if rerank_k:
+            raise InvalidArgumentError("rerank_k: a sharded index holds no re-rank store")
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         if not self._shards:
             return [[] for _ in range(len(q))]
@@ -301,6 +309,11 @@ class ShardedIndex(SearchableIndex):
     def set_embedder(self, embedder) -> None:
         """Use an already constructed :class:`~pypatch.Embedder` (checked against the index)."""
         self._codebooks.set_embedder(embedder)
+
+
+# not yet: each shard would need its own re-rank file, kept in step by add/remove/save
+_NO_SHARDED_RERANK = ("rerank_store: sharded indexes do not support a re-rank store yet; build "
+                      "one index file (ImageIndex.build / pypatch index without --shards)")
 
 
 def _check_shard(folder, entry: dict, shard: ImageIndex, codebooks: ImageIndex) -> None:

@@ -33,6 +33,7 @@ from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_
                                 saved_meta, transform_from_meta, transform_summary)
 from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
 from pypatch.extract.modes import MODES
+from pypatch.index.rerank_store import load_rerank_index, rerank_path, rerank_spec
 from pypatch.index.results import SearchHit
 from pypatch.index.searchable import SearchableIndex
 from pypatch.index.sources import SourceItem, iter_source, source_length
@@ -91,6 +92,9 @@ class ImageIndex(SearchableIndex):
             from pypatch.index.box_maps import BoxMaps
 
             self._box_maps = BoxMaps(_box_maps_dim(meta["box_maps"].get("dim")))
+        # the exact re-rank store (pypatch.index.rerank_store): a second, exhaustive PatchIndex
+        # of the same images, created once the first stage is trained (its dim is known then)
+        self._rerank = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -99,7 +103,8 @@ class ImageIndex(SearchableIndex):
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power="auto",
-              opq="auto", nlist=None, nprobe=None, box_maps=None) -> "ImageIndex":
+              opq="auto", nlist=None, nprobe=None, box_maps=None,
+              rerank_store=None) -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -142,6 +147,13 @@ class ImageIndex(SearchableIndex):
             :data:`pypatch.index.box_maps.DEFAULT_DIM` dims, or an int; about
             ``196 x (dim + 2)`` bytes per image, saved beside the index file
             (``<file>.boxmaps.npz``). None (default): refinement runs the backbone per hit.
+        rerank_store : PQ stores: also keep the stored patch vectors in a second, exhaustive
+            store that re-scores the first stage's top ``rerank_k`` images exactly over all
+            their patches (:mod:`pypatch.index.rerank_store`): ``"flat16"`` (float16, ``2 x
+            dim`` bytes per patch: 512 at the default 256 dims), ``"flat"`` (float32) or
+            ``"pq8"`` (8-bit PQ codes with ``pq_m`` sub-quantizers: ``pq_m`` bytes). For
+            IVF-4-bit speed at 8-bit (pq8) or float (flat16) quality. Saved beside the index
+            file (``<file>.rerank.ptch``, mapped by ``load(mmap=True)``). None (default): none.
         """
         if isinstance(nlist, str) and nlist == "auto":
             if isinstance(source, (str, os.PathLike)):  # walk a folder once, not again to embed
@@ -151,7 +163,8 @@ class ImageIndex(SearchableIndex):
                           pq_nbits=pq_nbits, mode=mode, train_on=train_on,
                           train_size=train_size, num_threads=num_threads, embedder=embedder,
                           seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq,
-                          nlist=nlist, nprobe=nprobe, box_maps=box_maps)
+                          nlist=nlist, nprobe=nprobe, box_maps=box_maps,
+                          rerank_store=rerank_store)
         self._ingest(source, progress=progress, training=not self.is_trained)
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -164,7 +177,7 @@ class ImageIndex(SearchableIndex):
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
                seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto", nlist=None,
-               nprobe=None, box_maps=None) -> "ImageIndex":
+               nprobe=None, box_maps=None, rerank_store=None) -> "ImageIndex":
         """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
         pre-transform: see :meth:`train_embedded`); a flat store without one is ready.
         ``nlist="auto"`` does not know the collection's size here: it stays exhaustive (pass
@@ -195,6 +208,7 @@ class ImageIndex(SearchableIndex):
         nlist, nprobe = ivf_settings.check(nlist, nprobe, store_info)
         store_info.update(ivf_settings.resolve(nlist, nprobe, n_patches=n_patches,
                                                train_vectors=int(train_size)))
+        rerank = rerank_spec(rerank_store, store_info)
         maps_dim = _box_maps_dim(box_maps)
         if maps_dim is not None:
             from pypatch.extract.embedder import _check_maps
@@ -205,6 +219,8 @@ class ImageIndex(SearchableIndex):
                         model=model_info(embedder, model), dim=dim, transform=transform)
         if maps_dim is not None:
             meta["box_maps"] = {"dim": maps_dim}
+        if rerank is not None:
+            meta["rerank"] = rerank
         self = cls(new_patch_index(stored_dim, store_info), meta, model=model,
                    embedder=embedder, num_threads=num_threads)
         self._grid = grid
@@ -239,7 +255,7 @@ class ImageIndex(SearchableIndex):
         added = self._ids[before:]
         stale = sorted(old_rows[i] for i in added if i in old_rows)
         if stale:  # the new rows already own the ids in self._row
-            self._index.remove(np.asarray(stale, dtype=np.int64))
+            self._remove_rows(stale)
         return list(added)
 
     def _ingest(self, source, *, progress: bool, training: bool,
@@ -368,6 +384,10 @@ class ImageIndex(SearchableIndex):
         empty = type(self)(native, meta, model=self._model_override, embedder=self._embedder,
                            num_threads=self._num_threads)
         empty._transform = self._transform
+        if self._rerank is not None:  # same store, same pq8 codebooks
+            from pypatch.index.rerank_store import empty_like
+
+            empty._rerank = empty_like(self._rerank)
         return empty
 
     def subset(self, ids) -> "ImageIndex":
@@ -379,7 +399,8 @@ class ImageIndex(SearchableIndex):
         if unknown:
             raise InvalidArgumentError(
                 f"ids: {len(unknown)} image id(s) not in the index, e.g. {sorted(unknown)[0]!r}")
-        rows = [r for r, i in enumerate(self._ids) if i in wanted and i in self._row]
+        # live rows only: after add(replace=True) a removed row still carries its id
+        rows = [r for r, i in enumerate(self._ids) if i in wanted and self._row.get(i) == r]
         out = self.codebooks()
         if not rows:
             return out
@@ -394,6 +415,14 @@ class ImageIndex(SearchableIndex):
         else:  # reconstruct is exact for flat stores (float16 values round-trip)
             out._index.add(np.concatenate([self._index.reconstruct(r) for r in rows]),
                            patches_per_image=counts)
+        if self._rerank is not None:  # the re-rank store's rows too, copied the same way
+            if self._rerank.pq is not None:
+                codes = self._rerank._ix.codes()
+                pick = np.concatenate([np.arange(offsets[r], offsets[r + 1]) for r in rows])
+                out._rerank.add_codes(np.ascontiguousarray(codes[pick]), patches_per_image=counts)
+            else:
+                out._rerank.add(np.concatenate([self._rerank.reconstruct(r) for r in rows]),
+                                patches_per_image=counts)
         for r in rows:
             out._row[self._ids[r]] = len(out._ids)
             out._ids.append(self._ids[r])
@@ -418,6 +447,20 @@ class ImageIndex(SearchableIndex):
                                              num_threads=self._num_threads)
         if transform is not None:
             self._transform = transform
+        spec = self._meta.get("rerank")
+        if spec is not None:
+            from pypatch.index.rerank_store import new_rerank_index
+
+            sample = np.zeros((0, int(self._index.dim)), np.float32)
+            _, train_size, seed = train_settings(self._meta)
+            if spec["kind"] == "pq8":  # the first stage's sample, in the stored space
+                sample = np.concatenate(parts) if parts else np.zeros((0, self._meta["dim"]), np.float32)
+                if len(sample) > train_size:
+                    rng = np.random.default_rng(seed)
+                    sample = sample[np.sort(rng.choice(len(sample), train_size, replace=False))]
+                sample = self.to_stored(sample)
+            self._rerank = new_rerank_index(int(self._index.dim), spec, sample, seed=seed,
+                                            num_threads=self._num_threads)
 
     def to_stored(self, vectors) -> np.ndarray:
         """Model descriptors (n, D) or (D,) -> the vectors this index stores and searches
@@ -439,6 +482,8 @@ class ImageIndex(SearchableIndex):
         # sharded or distributed build stores exactly what one in-process build stores
         vectors = np.concatenate([v if stored else self.to_stored(v) for _, v, _ in pending])
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self._rerank is not None:  # first: its float16 range check must not leave one behind
+            self._rerank.add(vectors, image_offsets=offsets)
         self._index.add(vectors, image_offsets=offsets)
         for item, _, size in pending:
             self._row[item.id] = len(self._ids)
@@ -452,18 +497,28 @@ class ImageIndex(SearchableIndex):
         :meth:`compact` or :meth:`save`). Returns how many were removed."""
         ids = self._known_ids(ids)
         rows = sorted({self._row[i] for i in ids})
-        self._index.remove(np.asarray(rows, dtype=np.int64))
+        self._remove_rows(rows)
         for r in rows:
             if self._box_maps is not None:
                 self._box_maps.remove(self._ids[r])
             del self._row[self._ids[r]]
         return len(rows)
 
+    def _remove_rows(self, rows) -> None:
+        rows = np.asarray(rows, dtype=np.int64)
+        self._index.remove(rows)
+        if self._rerank is not None:
+            self._rerank.remove(rows)
+
     def compact(self) -> None:
-        """Drop tombstoned images from the native store and renumber the rest."""
+        """Drop tombstoned images from the native store (and the re-rank store) and renumber
+        the rest."""
         if not self._index.num_removed:
             return
         mapping = np.asarray(self._index.compact())
+        if self._rerank is not None:
+            if not np.array_equal(np.asarray(self._rerank.compact()), mapping):
+                raise RuntimeError("compact: the re-rank store fell out of step with the index")
         keep = np.flatnonzero(mapping >= 0)
         order = keep[np.argsort(mapping[keep], kind="stable")]
         self._ids = [self._ids[i] for i in order]
@@ -483,6 +538,14 @@ class ImageIndex(SearchableIndex):
 
         meta = saved_meta(self._meta, self._ids, self._paths, self._sizes, __version__,
                           self._transform)
+        if self._rerank is not None:
+            # written first, the index file last; a token in both pairs them (a crash between
+            # the two leaves a mismatch that load() reports, never a wrong re-rank)
+            from pypatch.index.rerank_store import new_token, save_rerank_index
+
+            meta["rerank"] = dict(meta["rerank"], token=new_token())
+            save_rerank_index(self._rerank, rerank_path(path), meta["rerank"]["token"])
+            self._meta["rerank"] = meta["rerank"]
         if self._transform is not None:  # binary XFRM section: C++ programs can apply it too
             self._index.set_transform(self._transform.mean, self._transform.matrix)
         self._index.metadata = {META_KEY: meta}
@@ -512,6 +575,9 @@ class ImageIndex(SearchableIndex):
         patch_index = PatchIndex.load(path, mmap=mmap, verify=verify)
         meta = read_meta(patch_index, path)
         out = cls(patch_index, meta, model=model, num_threads=num_threads)
+        if meta.get("rerank") is not None:
+            out._rerank = load_rerank_index(path, meta["rerank"], patch_index, mmap=mmap,
+                                            verify=verify)
         if out._box_maps is not None:
             from pypatch.index.box_maps import BoxMaps
 
@@ -526,22 +592,37 @@ class ImageIndex(SearchableIndex):
     # ------------------------------------------------------------------ search
     def search_vectors(self, descriptors, k: int = 10,
                        num_threads: Optional[int] = None, stored: bool = False,
-                       nprobe: Optional[int] = None) -> list:
+                       nprobe: Optional[int] = None, rerank_k: Optional[int] = None) -> list:
         """Rank images for precomputed query descriptors ``(nq, D)`` or ``(D,)`` float32
         (L2-normalised, from the index's model). Returns one list of hits per query.
 
         ``stored=True``: the descriptors are already in the stored space (:meth:`to_stored`,
         e.g. built from reconstructed patches), so the pre-transform is not applied again.
-        ``nprobe``: lists probed by an inverted-file index (default :attr:`nprobe`)."""
+        ``nprobe``: lists probed by an inverted-file index (default :attr:`nprobe`).
+        ``rerank_k``: with a re-rank store (``build(rerank_store=...)``), the first stage's top
+        ``rerank_k`` images (default ``max(4 * k, 100)``, at least k) are re-scored over all
+        their patches by it, and hits carry its scores and winning patches; 0 turns it off
+        (the first stage's own ranking). An index without one refuses a positive value."""
         as_int(k, "k", 1)
+        if rerank_k is not None:
+            as_int(rerank_k, "rerank_k", 0)
+            if rerank_k and self._rerank is None:
+                raise InvalidArgumentError("rerank_k: this index has no re-rank store (build it "
+                                           "with rerank_store='flat16' or 'pq8')")
+            if rerank_k and rerank_k < k:
+                raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
         q = self._stored_queries(descriptors, stored, int(self._index.dim))
         n_live = len(self)
         if n_live == 0:
             return [[] for _ in range(len(q))]
         kk = min(k, n_live)
         threads = num_threads if num_threads is not None else self._num_threads
+        exact = {}
+        if self._rerank is not None and rerank_k != 0:
+            exact = {"rerank": self._rerank,
+                     "rerank_k": max(4 * k, 100) if rerank_k is None else rerank_k}
         scores, images, patches = self._index.search(
-            np.ascontiguousarray(q), k=kk, num_threads=threads, nprobe=nprobe)
+            np.ascontiguousarray(q), k=kk, num_threads=threads, nprobe=nprobe, **exact)
         return [self._hits(s, im, p) for s, im, p in zip(scores, images, patches)]
 
     def _hits(self, scores, images, patches) -> list:
@@ -581,6 +662,8 @@ class ImageIndex(SearchableIndex):
     def __repr__(self) -> str:
         store = self._meta["store"]
         kind = f"pq{store['m']}x{store['nbits']}" if store["kind"] == "pq" else store["kind"]
+        if self._rerank is not None:
+            kind += f" + rerank {self._meta['rerank']['kind']}"
         return (f"ImageIndex(images={len(self)}, regions={self._meta['regions']['spec']!r}, "
                 f"store={kind!r}, model={self._meta['model'].get('name')!r})")
 
@@ -644,8 +727,31 @@ class ImageIndex(SearchableIndex):
             "model": {"name": model.get("name"), "path": model.get("path"),
                       "sha256": model.get("sha256")},
             "memory_bytes": memory,
+            "rerank_store": self._rerank_info(live_patches, n_live),
             "pypatch_version": self._meta.get("pypatch_version", __version__),
         }
+
+    def _rerank_info(self, live_patches: int, n_live: int):
+        if self._rerank is None:
+            return None
+        from pypatch.index.rerank_store import bytes_per_patch
+
+        spec = self._meta["rerank"]
+        per_patch = bytes_per_patch(spec, int(self._rerank.dim))
+        out = {k: v for k, v in spec.items() if k != "token"}
+        try:
+            memory = {k: int(v) for k, v in dict(self._rerank.memory_usage()).items()}
+        except Exception:  # informative only
+            memory = {}
+        out.update(bytes_per_patch=per_patch,
+                   bytes_per_image=round(live_patches * per_patch / n_live, 1) if n_live else 0.0,
+                   memory_bytes=memory)
+        return out
+
+    @property
+    def rerank_store(self):
+        """The exhaustive re-rank :class:`~pypatch.PatchIndex` (None without one)."""
+        return self._rerank
 
     # ------------------------------------------------------------------ helpers
     def _cells(self, size):

@@ -15,10 +15,12 @@ import numpy as np
 from pypatch.errors import IndexFormatError, PypatchError
 
 META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
+# 4: a re-rank store saved beside the file (``rerank``: kind and the token pairing the files);
+#    a reader without it would search without the store and, saving edits, leave it stale;
 # 3: a learned pre-transform whose mean and matrix live in the native XFRM section (META keeps
 #    dims, power, eigenvalues); 2: the whole transform as base64 in META (still read);
 # 1: no transform (files without one are still written as 1, readable by any pypatch).
-META_FORMAT = 3
+META_FORMAT = 4
 _REQUIRED = ("format", "ids", "paths", "sizes", "regions", "mode", "store", "model", "dim")
 
 
@@ -44,7 +46,7 @@ def saved_meta(meta: dict, ids: list, paths: list, sizes: list, version: str,
                pypatch_version=version,
                # a pypatch that cannot read the transform must refuse the file, not search
                # with untransformed queries: it rejects formats above its own
-               format=3 if out.get("transform") else 1)
+               format=4 if out.get("rerank") else 3 if out.get("transform") else 1)
     return out
 
 

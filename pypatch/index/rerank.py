@@ -113,11 +113,12 @@ def rerank_hits(index, hits: list, query_vector, method: str, *, k: int,
 def second_stage(index, queries: Sequence, boxes: Sequence, q, *, k: int, rerank=None,
                  refine=False, rerank_k: int = 100, refine_k: int = 10, qe_n: int = 5,
                  query_regions="L1", num_threads: Optional[int] = None,
-                 nprobe: Optional[int] = None) -> list:
+                 nprobe: Optional[int] = None, rerank_k_exact: Optional[int] = None) -> list:
     """First stage, then the optional rerank, then the optional box refinement, per query.
 
     Called by :meth:`pypatch.ImageIndex.search_many` when ``rerank`` or ``refine`` is set;
-    ``q`` holds the (nq, D) first-stage query descriptors of ``queries``/``boxes``."""
+    ``q`` holds the (nq, D) first-stage query descriptors of ``queries``/``boxes``;
+    ``rerank_k_exact``: the first stage's ``rerank_k`` (an index's exact re-rank store)."""
     from pypatch.index.refine import refine_hits, check_refine
 
     method = check_refine(refine)
@@ -129,7 +130,8 @@ def second_stage(index, queries: Sequence, boxes: Sequence, q, *, k: int, rerank
     elif rerank == "qe":
         first_k = max(k, qe_n)
     probe = {} if nprobe is None else {"nprobe": nprobe}  # only IVF indexes take it
-    first = index.search_vectors(q, k=first_k, num_threads=num_threads, **probe)
+    exact = {} if rerank_k_exact is None else {"rerank_k": rerank_k_exact}
+    first = index.search_vectors(q, k=first_k, num_threads=num_threads, **probe, **exact)
     out = []
     for i, hits in enumerate(first):
         if rerank is not None:

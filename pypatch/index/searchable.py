@@ -31,7 +31,8 @@ class SearchableIndex(abc.ABC):
 
     @abc.abstractmethod
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
-                       stored: bool = False) -> list: ...
+                       stored: bool = False, nprobe: Optional[int] = None,
+                       rerank_k: Optional[int] = None) -> list: ...
 
     @abc.abstractmethod
     def info(self) -> dict: ...
@@ -68,7 +69,12 @@ class SearchableIndex(abc.ABC):
         ``query_regions="L1"``) and ``refine=False|True|"simmap"|"cells"`` (``refine_k=10``:
         the top hits get ``box`` refined, ``cell`` stays the grid cell).
 
-        ``nprobe``: lists an inverted-file index probes (default: the index's ``nprobe``)."""
+        ``nprobe``: lists an inverted-file index probes (default: the index's ``nprobe``).
+
+        ``rerank_k``: how many first-stage images the second stage re-scores. Without
+        ``rerank``: the index's exact re-rank store (``ImageIndex.build(rerank_store=...)``;
+        default ``max(4 * k, 100)``, 0 turns it off); with ``rerank="multipatch"``: its window
+        (default 100; the re-rank store then runs with its default)."""
         return self.search_many([query], None if box is None else [box], k=k,
                                 num_threads=num_threads, nprobe=nprobe, **second_stage)[0]
 
@@ -93,14 +99,19 @@ class SearchableIndex(abc.ABC):
         # the query is seen at the scale the database cells were embedded at (Embedder.query_size)
         q = embedder.embed_queries(queries, boxes, regions=self._grid, mode=self._meta["mode"])
         probe = {} if nprobe is None else {"nprobe": nprobe}  # only IVF indexes take it
+        exact_k = None
+        if second_stage.get("rerank") is None and "rerank_k" in second_stage:
+            # no qe / multipatch: rerank_k is the exact re-rank store's (search_vectors)
+            exact_k = second_stage.pop("rerank_k")
         if any(v not in (None, False) for v in (second_stage.get("rerank"),
                                                  second_stage.get("refine"))):
             from pypatch.index.rerank import second_stage as run_second_stage
 
             as_int(k, "k", 1)
             return run_second_stage(self, queries, boxes, q, k=k, num_threads=num_threads,
-                                    **probe, **second_stage)
-        return self.search_vectors(q, k=k, num_threads=num_threads, **probe)
+                                    rerank_k_exact=exact_k, **probe, **second_stage)
+        exact = {} if exact_k is None else {"rerank_k": exact_k}
+        return self.search_vectors(q, k=k, num_threads=num_threads, **probe, **exact)
 
     def _known_ids(self, ids) -> list:
         """``ids`` (one id or an iterable) as strings, each an image in the index (remove())."""

@@ -264,7 +264,9 @@ def test_metadata_that_is_not_a_json_object_is_refused(bases, tmp_path, text, ma
 
 def test_a_newer_meta_format_is_a_version_error(bases, tmp_path):
     path = tmp_path / "newer.ptch"
-    write_image_meta(bases["flat"][0], path, _edit(bases["flat"][1], "format", 4))
+    from pypatch.index.meta import META_FORMAT
+
+    write_image_meta(bases["flat"][0], path, _edit(bases["flat"][1], "format", META_FORMAT + 1))
     with pytest.raises(IndexVersionError, match="upgrade pypatch"):
         ImageIndex.load(path)
 
