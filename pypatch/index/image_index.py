@@ -739,10 +739,7 @@ class ImageIndex(SearchableIndex):
         spec = self._meta["rerank"]
         per_patch = bytes_per_patch(spec, int(self._rerank.dim))
         out = {k: v for k, v in spec.items() if k != "token"}
-        try:
-            memory = {k: int(v) for k, v in dict(self._rerank.memory_usage()).items()}
-        except Exception:  # informative only
-            memory = {}
+        memory = {k: int(v) for k, v in dict(self._rerank.memory_usage()).items()}
         out.update(bytes_per_patch=per_patch,
                    bytes_per_image=round(live_patches * per_patch / n_live, 1) if n_live else 0.0,
                    memory_bytes=memory)
