@@ -2,8 +2,10 @@
 #include "pypatch/index/ivf.h"
 
 #include <algorithm>  // min, sort, partial_sort
-#include <cmath>      // INFINITY
+#include <cmath>      // INFINITY, sqrt, ldexp, isfinite
 #include <cstring>    // memcpy
+#include <queue>      // priority_queue
+#include <utility>    // move
 
 #include "pypatch/index/code_layout.h"  // kCodeBlock
 #include "pypatch/index/ivf_fs4.h"      // 4-bit search, IvfHit
@@ -29,6 +31,21 @@ CoarseQuantizer::CoarseQuantizer(int nlist, int dim, const float* c)
     for (int i = 0; i < n; ++i)
       for (int t = 0; t < dim; ++t) dst[static_cast<int64_t>(t) * n + i] = c[static_cast<int64_t>(c0 + i) * dim + t];
   }
+  if (static_cast<int64_t>(nlist) * dim * 4 <= kShortlistBytes) return;
+  std::vector<uint16_t> c16(c_.size());
+  for (size_t i = 0; i < c_.size(); ++i) {
+    c16[i] = float_to_half(c_[i]);
+    if (!std::isfinite(half_to_float(c16[i]))) return;  // past binary16's range: no screen
+  }
+  c16_ = std::move(c16);
+  for (int i = 0; i < nlist; ++i) {
+    double s2 = 0;
+    for (int t = 0; t < dim; ++t) s2 += static_cast<double>(c_[static_cast<int64_t>(i) * dim + t]) * c_[static_cast<int64_t>(i) * dim + t];
+    c_l2_max_ = std::max(c_l2_max_, std::sqrt(s2));
+    norms_max_ = std::max(norms_max_, static_cast<double>(norms_[i]));
+  }
+  one_each_.resize(nlist + 1);
+  for (int i = 0; i <= nlist; ++i) one_each_[i] = i;
 }
 
 void CoarseQuantizer::chunk_scores(const float* x, int ch, float* ip, float* d) const {
@@ -62,6 +79,57 @@ void CoarseQuantizer::assign(int64_t n, const float* x, int32_t* out, int num_th
 }
 
 void CoarseQuantizer::probe(const float* q, int nprobe, int32_t* out) const {
+  nprobe = std::min(nprobe, nlist_);
+  if (c16_.empty() || nprobe <= 0) return probe_exact(q, nprobe, out);
+  // Screen: a[i] = ||c_i||^2 - 2 <q, half(c_i)> (the flat float16 kernel, one centroid per
+  // "image") is within e of the float32 d[i] that probe_exact computes, for every i. With
+  // tau = the nprobe-th smallest a, nprobe lists have d <= tau + e, so a list with
+  // a > tau + 2e (d > tau + e) is not in the top nprobe: the shortlist a <= tau + 2e holds all
+  // of it. e bounds binary16 rounding (2^-11 relative, 2^-25 absolute in its subnormal range),
+  // the float error of both dot products in any summation order ((dim + 2) u each), that of d
+  // itself, and of a in double; one e for all lists, from the largest centroid norm.
+  double q2 = 0, q1 = 0;
+  for (int t = 0; t < dim_; ++t) {
+    q2 += static_cast<double>(q[t]) * q[t];
+    q1 += std::fabs(static_cast<double>(q[t]));
+  }
+  const double u = std::ldexp(1.0, -24), gamma = 1.01 * (dim_ + 2) * u;
+  const double qc = std::sqrt(q2) * c_l2_max_, nrm = norms_max_;
+  const double b = (std::ldexp(1.0, -11) + 2 * gamma) * qc * (1 + std::ldexp(1.0, -10)) +
+                   2 * std::ldexp(1.0, -25) * q1;
+  const double e = (2 * b + 2 * u * (nrm + 2 * qc * (1 + 2 * gamma)) +
+                    std::ldexp(1.0, -50) * (nrm + 2 * qc * 1.01)) * (1 + 1e-6);
+  std::vector<float> ip16(nlist_);
+  std::vector<int32_t> arg(nlist_);
+  kernels().flat_segmax_f16(nlist_, one_each_.data(), c16_.data(), dim_, q, ip16.data(), arg.data());
+  std::vector<double> a(nlist_);
+  std::priority_queue<double> smallest;  // the nprobe smallest a so far (max on top)
+  for (int i = 0; i < nlist_; ++i) {
+    a[i] = static_cast<double>(norms_[i]) - 2.0 * ip16[i];
+    if (arg[i] < 0 || !std::isfinite(a[i])) return probe_exact(q, nprobe, out);  // NaN, overflow
+    if (static_cast<int>(smallest.size()) < nprobe) smallest.push(a[i]);
+    else if (a[i] < smallest.top()) { smallest.pop(); smallest.push(a[i]); }
+  }
+  const double cut = smallest.top() + 2 * e;
+  if (!std::isfinite(cut)) return probe_exact(q, nprobe, out);
+  std::vector<int32_t> cand;
+  for (int i = 0; i < nlist_; ++i)
+    if (a[i] <= cut) cand.push_back(i);
+  // The shortlist's exact scores, as chunk_scores computes them (lut_ip sums t ascending with
+  // separate multiply and add for any ksub, so a one-centroid table gives the same float).
+  std::vector<float> d(nlist_);
+  for (int32_t i : cand) {
+    float ip;
+    kernels().lut_ip(q, c_.data() + static_cast<int64_t>(i) * dim_, 1, 1, dim_, &ip);
+    d[i] = norms_[i] - 2.f * ip;
+  }
+  std::partial_sort(cand.begin(), cand.begin() + nprobe, cand.end(), [&](int32_t a, int32_t b) {
+    return d[a] < d[b] || (d[a] == d[b] && a < b);
+  });
+  std::copy(cand.begin(), cand.begin() + nprobe, out);
+}
+
+void CoarseQuantizer::probe_exact(const float* q, int nprobe, int32_t* out) const {
   std::vector<float> d(nlist_);
   float ip[kChunk];
   for (int ch = 0; ch * kChunk < nlist_; ++ch) chunk_scores(q, ch, ip, d.data() + ch * kChunk);
