@@ -129,7 +129,7 @@ def load_bench(root: Path, size: str, seed: int):
     folder = root / f"{size}-s{seed}"
     if not (folder / "benchmark.json").exists():
         make_benchmark(folder, size=size, seed=seed)
-    return load(folder / "benchmark.json")
+    return load(folder.resolve() / "benchmark.json")  # cached paths are the resolved ones
 
 
 def query_vectors(bench, cache: Path, embedder) -> dict:
