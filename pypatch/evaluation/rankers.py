@@ -5,7 +5,8 @@ the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 
 - ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid) or ``rmac`` (overlapping regions);
 - ``store``: ``flat`` (float32), ``flat16``, or ``pq8`` / ``pq16`` / ``pq32`` / ``pq64``
-  (m sub-quantizers of 8 bits = m bytes per patch);
+  (m sub-quantizers of 8 bits = m bytes per patch); ``pq<m>x4``: m sub-quantizers of 4 bits
+  (the fast-scan store, m/2 bytes per patch), e.g. ``pq64x4`` = 32 bytes like ``pq32``;
 - ``-global``: PQ codebooks trained on whole-image descriptors instead of all patches;
 - ``-pca<d>`` / ``-pcah<d>`` / ``-pcaw<d>``: a PCA pre-transform to d dims learned on the
   database patches (no / half / full whitening; :mod:`pypatch.index.transform`), e.g.
@@ -34,7 +35,8 @@ import numpy as np
 
 REGIONS = ("L1", "L2", "L3", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
-_NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?"
+FOUR_BIT_STORES = ("pq64x4",)  # same bytes as pq32 (benchmarks/README.md, issue 14 item 2)
+_NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+(?:x4)?))?"
                    r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
 _MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass
@@ -77,7 +79,8 @@ def parse_config(name: str) -> dict:
     elif m.group(7):
         kwargs["pca_dim"] = None
     if store.startswith("pq"):
-        kwargs.update(store="pq", pq_m=int(store[2:]), pq_nbits=8,
+        m_text, _, four = store[2:].partition("x")
+        kwargs.update(store="pq", pq_m=int(m_text), pq_nbits=4 if four else 8,
                       train_on="global" if m.group(3) else "patches")
     else:
         kwargs["store"] = store
@@ -98,7 +101,9 @@ def describe_config(name: str) -> str:
     kw = parse_config(base)
     words = [_REGION_WORDS.get(kw["regions"], kw["regions"])]
     if kw["store"] == "pq":
-        words.append(f"PQ {kw['pq_m']} bytes/patch"
+        size = (f"{kw['pq_m']} x 4 bits = {kw['pq_m'] // 2} bytes/patch" if kw["pq_nbits"] == 4
+                else f"{kw['pq_m']} bytes/patch")
+        words.append(f"PQ {size}"
                      + (" (codebooks from whole images)" if kw["train_on"] == "global" else ""))
     else:
         words.append({"flat": "exact float32", "flat16": "float16"}[kw["store"]])
@@ -126,6 +131,8 @@ def config_names() -> list:
                 names.append(f"patchify-{regions}-{store}{sp}")
                 if store.startswith("pq") and regions == "L3":
                     names.append(f"patchify-{regions}-{store}-global{sp}")
+    names += [f"patchify-L3-{store}{sp}" for store in FOUR_BIT_STORES for sp in _MODES]
+    names += [f"patchify-L3-{store}-pcaw192-opq" for store in ("pq32", *FOUR_BIT_STORES)]
     for store in ("flat", "pq16", "pq32", "pq64"):
         for d in PCA_DIMS:
             for w in ("", "h", "w"):
