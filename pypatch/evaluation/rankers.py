@@ -3,7 +3,8 @@
 Importing this module registers, in the evaluation registry, one configuration per name of
 the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 
-- ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid) or ``rmac`` (overlapping regions);
+- ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid), ``L4`` (one level finer) or ``rmac``
+  (overlapping regions);
 - ``store``: ``flat`` (float32), ``flat16``, or ``pq8`` / ``pq16`` / ``pq32`` / ``pq64``
   (m sub-quantizers of 8 bits = m bytes per patch);
 - ``-global``: PQ codebooks trained on whole-image descriptors instead of all patches;
@@ -32,9 +33,9 @@ from typing import Optional
 
 import numpy as np
 
-REGIONS = ("L1", "L2", "L3", "rmac")
+REGIONS = ("L1", "L2", "L3", "L4", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
-_NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+))?"
+_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|rmac))(?:-(flat|flat16|pq\d+))?"
                    r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
 _MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass
@@ -88,7 +89,8 @@ def parse_config(name: str) -> dict:
 # paper's pyramid with the default PQ store and the exact one
 DEFAULT_CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
 _REGION_WORDS = {"L0": "whole image", "L1": "L1 grid (5 cells)", "L2": "L2 grid (14 cells)",
-                 "L3": "L3 grid (30 cells)", "rmac": "R-MAC regions"}
+                 "L3": "L3 grid (30 cells)", "L4": "L4 grid (55 cells)",
+                 "rmac": "R-MAC regions"}
 
 
 def describe_config(name: str) -> str:

@@ -1,0 +1,88 @@
+"""The opt-in L4 pyramid (55 cells) through ImageIndex: build, search against a numpy
+reference over the Embedder's own patch descriptors, save / load round trip, and the META check.
+
+L4 = L3's 30 cells + a 5 x 5 grid (issue 14, item 4; benchmarks/README.md, "Item 4")."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data")
+
+from pypatch import ImageIndex, PatchGrid  # noqa: E402
+from pypatch.errors import IndexFormatError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("photos_l4")
+    d = skimage_data
+    for name, arr in {"astronaut.png": d.astronaut(), "rocket.png": d.rocket(),
+                      "coffee.png": d.coffee()}.items():
+        Image.fromarray(arr).save(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def l4_index(photo_dir, embedder):
+    return ImageIndex.build(photo_dir, regions="L4", store="flat", pca_dim=None,
+                            embedder=embedder, progress=False)
+
+
+def test_l4_index_holds_55_cells_per_image_with_the_grid_boxes(l4_index, photo_dir):
+    info = l4_index.info()
+    assert info["images"] == 3 and info["patches"] == 3 * 55 and info["regions"] == "L4"
+    assert info["bytes_per_image"] == pytest.approx(55 * 1280 * 4 + 8)
+    one = l4_index.image_info("rocket.png")
+    assert one["cells"] == PatchGrid(4).boxes(640, 427).tolist()
+    assert one["levels"] == [0] + [1] * 4 + [2] * 9 + [3] * 16 + [4] * 25
+    assert one["cells"][30] == [0, 0, 128, 85]  # first 5x5 cell: cuts 640 // 5, 427 // 5
+
+
+def test_l4_search_equals_numpy_per_image_max_and_survives_save_load(l4_index, embedder,
+                                                                    photo_dir, tmp_path):
+    query, box = str(photo_dir / "astronaut.png"), [150, 60, 260, 170]
+    q = embedder.embed_query(query, box=box)
+    ref = []
+    for image_id in l4_index.ids:
+        vecs, boxes = embedder.embed_patches(str(photo_dir / image_id), regions="L4")
+        assert len(vecs) == 55
+        s = vecs @ q
+        p = int(np.argmax(s))
+        ref.append((-float(s[p]), image_id, p, tuple(int(v) for v in boxes[p])))
+    ref.sort()
+    hits = l4_index.search(query, box=box, k=3)
+    assert [h.image for h in hits] == [r[1] for r in ref]
+    np.testing.assert_allclose([h.score for h in hits], [-r[0] for r in ref], atol=1e-5)
+    assert [h.patch for h in hits] == [r[2] for r in ref]
+    assert [h.box for h in hits] == [r[3] for r in ref]
+    assert [h.level for h in hits] == [int(PatchGrid(4).levels_of(*Image.open(photo_dir / r[1]).size)[r[2]])
+                                       for r in ref]
+    path = tmp_path / "l4.ptch"
+    l4_index.save(path)
+    for mmap in (True, False):
+        loaded = ImageIndex.load(path, mmap=mmap)
+        loaded.set_embedder(embedder)
+        assert loaded.info()["regions"] == "L4" and loaded.info()["patches"] == 3 * 55
+        assert loaded.search(query, box=box, k=3) == hits
+
+
+def test_meta_check_accepts_level_4_and_rejects_level_5(tmp_path):
+    """The META check bounds pyramid levels by PatchGrid's maximum (4; it was 3), and still
+    checks each image's patch count against the recorded grid (real files, model-free)."""
+    from _image_index_files import fake_image_index, read_image_meta, write_image_meta
+
+    path = tmp_path / "l4.ptch"
+    fake_image_index("flat", "L4").save(path)
+    loaded = ImageIndex.load(path)
+    assert loaded.info()["patches"] == 6 * 55 and loaded.image_info("img0")["levels"][-1] == 4
+    meta = read_image_meta(path)
+    for levels, match in ((5, "regions.grid.levels"), (3, "levels=3")):
+        bad = json.loads(json.dumps(meta))
+        bad["regions"]["grid"]["levels"] = levels
+        write_image_meta(path, tmp_path / "bad.ptch", bad)
+        with pytest.raises(IndexFormatError, match=match):
+            ImageIndex.load(tmp_path / "bad.ptch")
