@@ -113,8 +113,8 @@ def load_extra(cache: Path, name: str) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["embed", "evaluate"])
-    ap.add_argument("--bench", nargs="+", required=True, type=Path, help="benchmark folders (benchmark.json)")
+    ap.add_argument("what", choices=["embed", "evaluate", "report"])
+    ap.add_argument("--bench", nargs="+", default=[], type=Path, help="benchmark folders (benchmark.json)")
     ap.add_argument("--l3-cache", type=Path, required=True, help="bench_retrieval's embedding cache")
     ap.add_argument("--cache", type=Path, required=True, help="cache of the extra cells")
     ap.add_argument("--configs", default=None)
@@ -131,7 +131,26 @@ def main(argv=None) -> None:
             table = embed_database(b, "L3", "crop", args.l3_cache, e)
             embed_extra(b, args.cache, e, check_table=table)
         return
+    if args.what == "report":
+        report(args.out)
+        return
     evaluate(args)
+
+
+def report(path: Path) -> None:
+    """Markdown table of the JSON lines ``--out`` (the last row of each benchmark x config)."""
+    rows = {}
+    for line in open(path):
+        r = json.loads(line)
+        rows[(r["bench"], r["config"])] = r
+    order = {n: i for i, n in enumerate(CONFIGS)}
+    print("| benchmark | configuration | cells | mAP | mAP <10% | mAP <5% | mAP >=10% | LocScore | B/image |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (bench, name), r in sorted(rows.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 99))):
+        f = lambda v: f"{100 * v:.2f}"  # noqa: E731
+        print(f"| {bench.replace('pypatch-synth-', '')} | `{name}` | {r['patches']} | {f(r['map'])} | "
+              f"{f(r['map<10%'])} | {f(r['map<5%'])} | {f(r['map>=10%'])} | {f(r['locscore'])} | "
+              f"{r['bytes_per_image']:.0f} |")
 
 
 # ----------------------------------------------------------------------------- grids
@@ -198,6 +217,12 @@ CONFIGS = {
     # (what pca_dim="auto" does at 256)
     "L3s-pq24": ("L3s", dict(store="pq", pq_m=24, pca_dim=240, pca_power=-0.5, opq=True)),
     "L3-pq16": ("L3", dict(store="pq", pq_m=16)),          # 480 B: what m=16 alone costs L3
+    # flat at the bytes of today's flat default (L3, float32 over PCA-256: 30,720 B): float16
+    # halves the bytes at the same mAP (benchmarks/README.md, "store: flat16")
+    "L4-flat16": ("L4", dict(store="flat16")),             # 55 x 256 x 2 = 28,160 B
+    "L3s-flat16": ("L3s", dict(store="flat16")),           # 39 x 256 x 2 = 19,968 B
+    # PQ16 over PCA-128 whitened + OPQ: 8 dims per sub-quantizer, like the default PQ32 over 256
+    "L4-pq16-pca128": ("L4", dict(store="pq", pq_m=16, pca_dim=128, pca_power=-0.5, opq=True)),
 }
 BUCKETS = (("<5%", 0.0, 0.05), ("<10%", 0.0, 0.10), ("3-10%", 0.03, 0.10), (">=10%", 0.10, 9.0))
 
@@ -234,11 +259,14 @@ def evaluate(args) -> None:
     for d in args.bench:
         b = load(d / "benchmark.json")
         l3 = embed_database(b, "L3", "crop", args.l3_cache, caching._e)
-        extra = load_extra(args.cache, b.name)
+        need = {CONFIGS[n][0] for n in names}
+        extra = load_extra(args.cache, b.name) if need - {"L3"} else {}
         for i, (p, (w, h, v)) in enumerate(l3.items()):
-            ew, eh, ev = extra[p]
+            ew, eh, ev = extra.get(p, (w, h, None))
             assert (ew, eh) == (w, h)
             for gname, grid in g.items():
+                if gname not in need:
+                    continue
                 vec = v if gname == "L3" else np.concatenate([v, ev[grid._take]])
                 boxes, levels = grid.boxes(w, h), grid.levels_of(w, h)
                 assert len(boxes) == len(vec)
