@@ -420,9 +420,9 @@ class Embedder:
 
 def _check_maps(grid: PatchGrid, mode: str, feat_out, model_path) -> None:
     """Box maps are stitched from the finest level of a per-crop pyramid (an n x n grid)."""
-    if mode != "crop" or grid.to_dict().get("kind") != "pyramid":
+    if mode != "crop" or grid.to_dict().get("kind") != "pyramid" or grid.to_dict().get("shifted"):
         raise InvalidArgumentError(
-            f"box maps need per-crop extraction of a pyramid grid (L1..L3); got mode {mode!r}, "
+            f"box maps need per-crop extraction of an unshifted pyramid grid (L1..L4); got mode {mode!r}, "
             f"regions {grid.to_dict().get('kind')!r}")
     if feat_out is None:
         raise InvalidArgumentError(f"{model_path}: box maps need a 'features' output; re-export the model")

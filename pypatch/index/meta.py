@@ -249,6 +249,9 @@ def _grid(c: _Check, meta: dict):
     kind = c.string(g, "kind", "regions.grid.kind", choices=tuple(_GRID_KEYS))
     if kind == "pyramid":
         c.integer(g, "levels", "regions.grid.levels", 0, MAX_PYRAMID_LEVEL)
+        c.boolean(g, "shifted", "regions.grid.shifted")
+        if g.get("shifted") and g["levels"] < 1:
+            c.fail("regions.grid.shifted", "needs levels >= 1")
     elif kind == "rmac":
         c.integer(g, "levels", "regions.grid.levels", 1, 6)
         c.number(g, "overlap", "regions.grid.overlap", 0.0, 1.0, hi_open=True)

@@ -93,6 +93,39 @@ def test_l4_needs_five_pixels_per_side_and_l5_does_not_exist():
         PatchGrid(5)
 
 
+def test_shifted_l3_boxes_hand_computed_for_800x600_and_13x9():
+    """L3s: L3's 30 cells, then 9 cells of the L3 cell size moved by half a cell, row-major;
+    cut points ((2i+1) * W) // 8 and ((2i+3) * W) // 8."""
+    grid = PatchGrid(3, shifted=True)
+    assert len(grid) == grid.num_patches == 39 and repr(grid) == "PatchGrid(levels=3, shifted=True)"
+    boxes, levels = grid.boxes(800, 600), grid.levels_of(800, 600)
+    assert boxes[:30].tolist() == PatchGrid(3).boxes(800, 600).tolist()
+    assert boxes[30:].tolist() == [
+        [100, 75, 300, 225], [300, 75, 500, 225], [500, 75, 700, 225],
+        [100, 225, 300, 375], [300, 225, 500, 375], [500, 225, 700, 375],
+        [100, 375, 300, 525], [300, 375, 500, 525], [500, 375, 700, 525]]
+    assert levels.tolist() == [0] + [1] * 4 + [2] * 9 + [3] * 25
+    # 13 x 9: x cuts (k * 13) // 8 = 0,1,3,4,6,8,9,11,13; y (k * 9) // 8 = 0,1,2,3,4,5,6,7,9
+    b = grid.boxes(13, 9)[30:]
+    assert b[0].tolist() == [1, 1, 4, 3] and b[2].tolist() == [8, 1, 11, 3] and b[8].tolist() == [8, 5, 11, 7]
+    assert grid.counts([[13, 9], [640, 480]]).tolist() == [39, 39]
+    # shifted L1 / L4: 1 and 16 more cells; the dict round-trips, plain pyramids keep theirs
+    assert len(PatchGrid(1, shifted=True)) == 6 and len(PatchGrid(4, shifted=True)) == 71
+    assert PatchGrid(1, shifted=True).boxes(40, 20)[-1].tolist() == [10, 5, 30, 15]
+    assert grid.to_dict() == {"kind": "pyramid", "levels": 3, "shifted": True}
+    assert PatchGrid(3).to_dict() == {"kind": "pyramid", "levels": 3}
+    assert PatchGrid.from_dict(grid.to_dict()) == grid != PatchGrid(3)
+
+
+def test_shifted_needs_a_pyramid_of_level_1_or_more():
+    with pytest.raises(InvalidArgumentError, match="shifted"):
+        PatchGrid(0, shifted=True)
+    with pytest.raises(InvalidArgumentError, match="shifted"):
+        PatchGrid(2, kind="rmac", shifted=True)
+    with pytest.raises(InvalidTypeError, match="shifted"):
+        PatchGrid(3, shifted=1)
+
+
 def test_pyramid_is_row_major():
     boxes = PatchGrid(3).boxes(400, 300)[14:]  # the 4x4 level
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
@@ -189,12 +222,13 @@ def test_parse_regions():
     assert parse_regions("L0") == PatchGrid(0)
     assert parse_regions("l3") == PatchGrid(3)
     assert parse_regions("L4") == PatchGrid(4) and len(parse_regions("l4")) == 55
+    assert parse_regions("L3s") == PatchGrid(3, shifted=True) == parse_regions("l3S")
     assert parse_regions("rmac") == PatchGrid.rmac(3) == parse_regions("rmac3")
     assert parse_regions("rmac2") == PatchGrid.rmac(2)
     assert parse_regions("sliding") == PatchGrid.sliding()
     g = PatchGrid(2)
     assert parse_regions(g) is g
-    for bad in ("L5", "rmac9", "grid", "", 3):
+    for bad in ("L5", "L0s", "L5s", "L3x", "rmac9", "grid", "", 3):
         with pytest.raises(InvalidArgumentError):
             parse_regions(bad)
 

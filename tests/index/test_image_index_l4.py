@@ -1,7 +1,8 @@
-"""The opt-in L4 pyramid (55 cells) through ImageIndex: build, search against a numpy
-reference over the Embedder's own patch descriptors, save / load round trip, and the META check.
+"""The opt-in finer grids through ImageIndex: build, search against a numpy reference over the
+Embedder's own patch descriptors, save / load round trip, and the META check.
 
-L4 = L3's 30 cells + a 5 x 5 grid (issue 14, item 4; benchmarks/README.md, "Item 4")."""
+L4 = L3's 30 cells + a 5 x 5 grid (55); L3s = L3 + 9 half-shifted L3-size cells (39)
+(issue 14, item 4; benchmarks/README.md, "Item 4")."""
 from __future__ import annotations
 
 import json
@@ -26,47 +27,58 @@ def photo_dir(tmp_path_factory):
     return root
 
 
-@pytest.fixture(scope="module")
-def l4_index(photo_dir, embedder):
-    return ImageIndex.build(photo_dir, regions="L4", store="flat", pca_dim=None,
-                            embedder=embedder, progress=False)
+GRIDS = {"L4": (PatchGrid(4), 55), "L3s": (PatchGrid(3, shifted=True), 39)}
 
 
-def test_l4_index_holds_55_cells_per_image_with_the_grid_boxes(l4_index, photo_dir):
-    info = l4_index.info()
-    assert info["images"] == 3 and info["patches"] == 3 * 55 and info["regions"] == "L4"
-    assert info["bytes_per_image"] == pytest.approx(55 * 1280 * 4 + 8)
-    one = l4_index.image_info("rocket.png")
-    assert one["cells"] == PatchGrid(4).boxes(640, 427).tolist()
-    assert one["levels"] == [0] + [1] * 4 + [2] * 9 + [3] * 16 + [4] * 25
-    assert one["cells"][30] == [0, 0, 128, 85]  # first 5x5 cell: cuts 640 // 5, 427 // 5
+@pytest.fixture(scope="module", params=sorted(GRIDS))
+def fine_index(request, photo_dir, embedder):
+    return request.param, ImageIndex.build(photo_dir, regions=request.param, store="flat",
+                                           pca_dim=None, embedder=embedder, progress=False)
 
 
-def test_l4_search_equals_numpy_per_image_max_and_survives_save_load(l4_index, embedder,
-                                                                    photo_dir, tmp_path):
+def test_fine_index_holds_its_cells_with_the_grid_boxes(fine_index, photo_dir):
+    name, index = fine_index
+    grid, n = GRIDS[name]
+    info = index.info()
+    assert info["images"] == 3 and info["patches"] == 3 * n and info["regions"] == name
+    assert info["bytes_per_image"] == pytest.approx(n * 1280 * 4 + 8)
+    one = index.image_info("rocket.png")
+    assert one["cells"] == grid.boxes(640, 427).tolist()
+    if name == "L4":
+        assert one["levels"] == [0] + [1] * 4 + [2] * 9 + [3] * 16 + [4] * 25
+        assert one["cells"][30] == [0, 0, 128, 85]  # first 5x5 cell: cuts 640 // 5, 427 // 5
+    else:
+        assert one["levels"] == [0] + [1] * 4 + [2] * 9 + [3] * 25
+        assert one["cells"][30] == [80, 53, 240, 160]  # (640 // 8, 427 // 8, 3 * 640 // 8, ...)
+
+
+def test_fine_search_equals_numpy_per_image_max_and_survives_save_load(fine_index, embedder,
+                                                                      photo_dir, tmp_path):
+    name, index = fine_index
+    grid, n = GRIDS[name]
     query, box = str(photo_dir / "astronaut.png"), [150, 60, 260, 170]
     q = embedder.embed_query(query, box=box)
     ref = []
-    for image_id in l4_index.ids:
-        vecs, boxes = embedder.embed_patches(str(photo_dir / image_id), regions="L4")
-        assert len(vecs) == 55
+    for image_id in index.ids:
+        vecs, boxes = embedder.embed_patches(str(photo_dir / image_id), regions=grid)
+        assert len(vecs) == n
         s = vecs @ q
         p = int(np.argmax(s))
         ref.append((-float(s[p]), image_id, p, tuple(int(v) for v in boxes[p])))
     ref.sort()
-    hits = l4_index.search(query, box=box, k=3)
+    hits = index.search(query, box=box, k=3)
     assert [h.image for h in hits] == [r[1] for r in ref]
     np.testing.assert_allclose([h.score for h in hits], [-r[0] for r in ref], atol=1e-5)
     assert [h.patch for h in hits] == [r[2] for r in ref]
     assert [h.box for h in hits] == [r[3] for r in ref]
-    assert [h.level for h in hits] == [int(PatchGrid(4).levels_of(*Image.open(photo_dir / r[1]).size)[r[2]])
+    assert [h.level for h in hits] == [int(grid.levels_of(*Image.open(photo_dir / r[1]).size)[r[2]])
                                        for r in ref]
     path = tmp_path / "l4.ptch"
-    l4_index.save(path)
+    index.save(path)
     for mmap in (True, False):
         loaded = ImageIndex.load(path, mmap=mmap)
         loaded.set_embedder(embedder)
-        assert loaded.info()["regions"] == "L4" and loaded.info()["patches"] == 3 * 55
+        assert loaded.info()["regions"] == name and loaded.info()["patches"] == 3 * n
         assert loaded.search(query, box=box, k=3) == hits
 
 
@@ -86,3 +98,30 @@ def test_meta_check_accepts_level_4_and_rejects_level_5(tmp_path):
         write_image_meta(path, tmp_path / "bad.ptch", bad)
         with pytest.raises(IndexFormatError, match=match):
             ImageIndex.load(tmp_path / "bad.ptch")
+
+
+def test_meta_check_of_shifted_grids(tmp_path):
+    """``shifted`` is recorded only when set, must be a boolean, and changes the patch count the
+    loader expects (a plain L3 META over L3s files is refused, and the reverse)."""
+    from _image_index_files import fake_image_index, read_image_meta, write_image_meta
+
+    path = tmp_path / "l3s.ptch"
+    fake_image_index("flat", "L3s").save(path)
+    loaded = ImageIndex.load(path)
+    assert loaded.info()["patches"] == 6 * 39 and loaded.info()["regions"] == "L3s"
+    meta = read_image_meta(path)
+    assert meta["regions"]["grid"] == {"kind": "pyramid", "levels": 3, "shifted": True}
+    for shifted, match in (("yes", "regions.grid.shifted"), (1, "regions.grid.shifted"),
+                           (False, "levels=3\\)"), (None, "regions.grid.shifted")):
+        bad = json.loads(json.dumps(meta))
+        bad["regions"]["grid"]["shifted"] = shifted
+        write_image_meta(path, tmp_path / "bad.ptch", bad)
+        with pytest.raises(IndexFormatError, match=match):
+            ImageIndex.load(tmp_path / "bad.ptch")
+    plain = tmp_path / "l3.ptch"
+    fake_image_index("flat", "L3").save(plain)
+    bad = read_image_meta(plain)
+    bad["regions"]["grid"]["shifted"] = True
+    write_image_meta(plain, tmp_path / "bad.ptch", bad)
+    with pytest.raises(IndexFormatError, match="shifted=True"):
+        ImageIndex.load(tmp_path / "bad.ptch")
