@@ -125,3 +125,26 @@ def test_meta_check_of_shifted_grids(tmp_path):
     write_image_meta(plain, tmp_path / "bad.ptch", bad)
     with pytest.raises(IndexFormatError, match="shifted=True"):
         ImageIndex.load(tmp_path / "bad.ptch")
+
+
+def test_eval_cache_serves_coarser_pyramids_but_never_a_shifted_grid_from_another():
+    """rankers.CachingEmbedder slices a plain pyramid out of any finer cached one (nested
+    cells); a shifted grid's extra cells are not the next level's, so it is served only by
+    itself (keyed apart: before, L3s and L3 shared the key "pyramid:3")."""
+    from pypatch.evaluation.rankers import CachingEmbedder
+    from pypatch.extract.embeddings import PatchEmbedding
+
+    cache = CachingEmbedder(None)
+    l4, l3s, l3 = PatchGrid(4), PatchGrid(3, shifted=True), PatchGrid(3)
+
+    def emb(grid, offset):
+        b, lv = grid.boxes(640, 480), grid.levels_of(640, 480)
+        return PatchEmbedding(0, "a.jpg", 640, 480, np.arange(len(b), dtype=np.float32)[:, None] + offset, b, lv)
+
+    cache.store("a.jpg", l4, "crop", emb(l4, 0))
+    assert cache.lookup("a.jpg", l3s, "crop") is None  # L4's cells 30..38 are not L3s's
+    got = cache.lookup("a.jpg", l3, "crop")
+    assert got.vectors[:, 0].tolist() == list(range(30)) and got.boxes.tolist() == l3.boxes(640, 480).tolist()
+    cache.store("a.jpg", l3s, "crop", emb(l3s, 1000))
+    assert cache.lookup("a.jpg", l3s, "crop").vectors[:, 0].tolist() == [1000.0 + i for i in range(39)]
+    assert cache.lookup("a.jpg", l4, "crop").vectors[0, 0] == 0  # L4 kept under its own key
