@@ -219,7 +219,7 @@ class Embedder:
     def embed_patches(self, image: Any, regions: Any = "L3", mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:
         """Descriptors of an image's regions -> (vectors (P, D) float32, boxes (P, 4) int32).
 
-        ``regions``: "L0".."L4", "rmac", "rmacN", "sliding", a PatchGrid, or explicit (K, 4) pixel boxes.
+        ``regions``: "L0".."L4", "L1s".."L4s", "rmac", "rmacN", "sliding", a PatchGrid, or explicit (K, 4) pixel boxes.
         """
         mode = _check_mode(mode)
         grid = _as_grid(regions)

@@ -190,7 +190,7 @@ def from_xywh(boxes: Any) -> np.ndarray:
 
 class PatchGrid:
     """A region strategy. ``PatchGrid(levels=3)`` is the paper's pyramid (1/5/14/30 patches;
-    ``levels=4``: 55).
+    ``levels=4``: 55); ``shifted=True`` appends the finest cells shifted by half a cell (L3s: 39).
 
     ``boxes(width, height)`` returns ``(P, 4) int32`` boxes ``[x0, y0, x1, y1]``, x1/y1 exclusive.
     """
