@@ -58,7 +58,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--model", default=None,
                    help="ONNX file or registered model name (default: efficientnet_lite0)")
     p.add_argument("--regions", default="L3",
-                   help="region strategy: L0 (global), L1, L2, L3 (default), rmac, rmacN, sliding")
+                   help="region strategy: L0 (global), L1, L2, L3 (default), L4 (55 cells, finer: small "
+                        "objects), L3s (L3 + 9 half-shifted cells), rmac, rmacN, sliding")
     store = p.add_mutually_exclusive_group()
     store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8",
                        help="product-quantised store (the default, m=32, nbits=8)")

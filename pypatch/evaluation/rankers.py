@@ -3,7 +3,8 @@
 Importing this module registers, in the evaluation registry, one configuration per name of
 the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 
-- ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid) or ``rmac`` (overlapping regions);
+- ``regions``: ``L1``, ``L2``, ``L3`` (the paper's pyramid), ``L4`` (one level finer), ``L3s``
+  (L3 + half-shifted finest cells) or ``rmac`` (overlapping regions);
 - ``store``: ``flat`` (float32), ``flat16``, or ``pq8`` / ``pq16`` / ``pq32`` / ``pq64``
   (m sub-quantizers of 8 bits = m bytes per patch); ``pq<m>x4``: m sub-quantizers of 4 bits
   (the fast-scan store, m/2 bytes per patch), e.g. ``pq64x4`` = 32 bytes like ``pq32``;
@@ -33,10 +34,10 @@ from typing import Optional
 
 import numpy as np
 
-REGIONS = ("L1", "L2", "L3", "rmac")
+REGIONS = ("L1", "L2", "L3", "L4", "L3s", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
 FOUR_BIT_STORES = ("pq64x4",)  # same bytes as pq32 (benchmarks/README.md, issue 14 item 2)
-_NAME = re.compile(r"^(?:global|patchify-(L[0-3]|rmac))(?:-(flat|flat16|pq\d+(?:x4)?))?"
+_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|L[1-4]s|rmac))(?:-(flat|flat16|pq\d+(?:x4)?))?"
                    r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
 _MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass
@@ -91,7 +92,9 @@ def parse_config(name: str) -> dict:
 # paper's pyramid with the default PQ store and the exact one
 DEFAULT_CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
 _REGION_WORDS = {"L0": "whole image", "L1": "L1 grid (5 cells)", "L2": "L2 grid (14 cells)",
-                 "L3": "L3 grid (30 cells)", "rmac": "R-MAC regions"}
+                 "L3": "L3 grid (30 cells)", "L4": "L4 grid (55 cells)",
+                 "L3s": "L3 grid + 9 half-shifted cells (39 cells)",
+                 "rmac": "R-MAC regions"}
 
 
 def describe_config(name: str) -> str:
@@ -192,9 +195,9 @@ class CachingEmbedder:
         cached = self._patches.get((str(image), mode), {})
         d = grid.to_dict()
         hit = cached.get(_grid_key(d))
-        if hit is not None or d["kind"] != "pyramid":
+        if hit is not None or d["kind"] != "pyramid" or d.get("shifted"):
             return hit
-        n = grid.num_patches
+        n = grid.num_patches  # a plain pyramid is the first cells of any finer one, shifted or not
         for key, emb in cached.items():
             if key.startswith("pyramid:") and len(emb.vectors) >= n:
                 return PatchEmbedding(emb.index, emb.name, emb.width, emb.height,
@@ -207,7 +210,7 @@ class CachingEmbedder:
 
 def _grid_key(d: dict) -> str:
     if d["kind"] == "pyramid":
-        return f"pyramid:{d['levels']}"
+        return f"pyramid:{d['levels']}{'s' if d.get('shifted') else ''}"
     return repr(sorted(d.items()))
 
 

@@ -219,7 +219,7 @@ class Embedder:
     def embed_patches(self, image: Any, regions: Any = "L3", mode: str = "crop") -> tuple[np.ndarray, np.ndarray]:
         """Descriptors of an image's regions -> (vectors (P, D) float32, boxes (P, 4) int32).
 
-        ``regions``: "L0".."L3", "rmac", "rmacN", "sliding", a PatchGrid, or explicit (K, 4) pixel boxes.
+        ``regions``: "L0".."L4", "L1s".."L4s", "rmac", "rmacN", "sliding", a PatchGrid, or explicit (K, 4) pixel boxes.
         """
         mode = _check_mode(mode)
         grid = _as_grid(regions)
@@ -420,9 +420,9 @@ class Embedder:
 
 def _check_maps(grid: PatchGrid, mode: str, feat_out, model_path) -> None:
     """Box maps are stitched from the finest level of a per-crop pyramid (an n x n grid)."""
-    if mode != "crop" or grid.to_dict().get("kind") != "pyramid":
+    if mode != "crop" or grid.to_dict().get("kind") != "pyramid" or grid.to_dict().get("shifted"):
         raise InvalidArgumentError(
-            f"box maps need per-crop extraction of a pyramid grid (L1..L3); got mode {mode!r}, "
+            f"box maps need per-crop extraction of an unshifted pyramid grid (L1..L4); got mode {mode!r}, "
             f"regions {grid.to_dict().get('kind')!r}")
     if feat_out is None:
         raise InvalidArgumentError(f"{model_path}: box maps need a 'features' output; re-export the model")

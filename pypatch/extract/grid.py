@@ -7,8 +7,13 @@ convention: a box covers columns ``x0 .. x1-1``), so ``x1 - x0`` is the box widt
 Strategies (all share the same interface: ``boxes``, ``levels_of``, ``count``, ``to_dict``):
 
 * ``PatchGrid(levels=3)`` -- the paper's non-overlapping pyramid. Level 0 is the whole image,
-  level l (1..3) is an (l+1) x (l+1) grid, row-major. Cut points are ``(i * W) // n`` so cells
-  tile the image exactly for any (odd) size. 1 / 5 / 14 / 30 patches for levels 0..3.
+  level l (1..4) is an (l+1) x (l+1) grid, row-major. Cut points are ``(i * W) // n`` so cells
+  tile the image exactly for any (odd) size. 1 / 5 / 14 / 30 patches for levels 0..3, and
+  ``levels=4`` (opt-in, finer cells for small objects) adds a 5 x 5 grid: 55 patches.
+  ``shifted=True`` (``"L3s"``, opt-in) appends the finest level's cells shifted by half a cell
+  in x and y: (n-1) x (n-1) more cells of the same size centred on the grid's inner corners,
+  cut points ``((2i + 1) * W) // (2n)``, so an object cut by a cell border is whole in one of
+  them (L3s: 30 + 9 = 39 patches).
 * ``PatchGrid.rmac(levels=3, overlap=0.4)`` -- R-MAC square regions (Tolias et al. 2016, as in
   cirtorch's ``rmac``), plus the whole image as level 0.
 * ``PatchGrid.sliding(window=0.5, stride=0.5)`` -- square windows whose side is ``window`` x the
@@ -26,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from pypatch._checks import as_int
-from pypatch.errors import InvalidArgumentError
+from pypatch.errors import InvalidArgumentError, InvalidTypeError
 
-MAX_PYRAMID_LEVEL = 3
+# L4 (55 cells) is opt-in: finer cells for small objects; it wins in float16 flat stores, not at
+# the bytes of L3 PQ32 (benchmarks/README.md, "Item 4"); L3 stays the default
+MAX_PYRAMID_LEVEL = 4
 _KINDS = ("pyramid", "rmac", "sliding", "custom")
 
 
@@ -47,7 +54,7 @@ def _cuts(length: int, n: int) -> np.ndarray:
     return (np.arange(n + 1, dtype=np.int64) * length) // n
 
 
-def _pyramid(width: int, height: int, levels: int) -> tuple[np.ndarray, np.ndarray]:
+def _pyramid(width: int, height: int, levels: int, shifted: bool = False) -> tuple[np.ndarray, np.ndarray]:
     n_max = levels + 1
     if width < n_max or height < n_max:
         raise InvalidArgumentError(
@@ -62,6 +69,12 @@ def _pyramid(width: int, height: int, levels: int) -> tuple[np.ndarray, np.ndarr
             for c in range(n):
                 boxes.append((xs[c], ys[r], xs[c + 1], ys[r + 1]))
                 lv.append(level)
+    if shifted:  # the finest cells moved by half a cell: starts (2i+1)/(2n), ends (2i+3)/(2n)
+        xs, ys = _cuts(width, 2 * n_max), _cuts(height, 2 * n_max)
+        for r in range(n_max - 1):
+            for c in range(n_max - 1):
+                boxes.append((xs[2 * c + 1], ys[2 * r + 1], xs[2 * c + 3], ys[2 * r + 3]))
+                lv.append(levels)
     return np.asarray(boxes, dtype=np.int32).reshape(-1, 4), np.asarray(lv, dtype=np.uint8)
 
 
@@ -176,18 +189,26 @@ def from_xywh(boxes: Any) -> np.ndarray:
 
 
 class PatchGrid:
-    """A region strategy. ``PatchGrid(levels=3)`` is the paper's pyramid (1/5/14/30 patches).
+    """A region strategy. ``PatchGrid(levels=3)`` is the paper's pyramid (1/5/14/30 patches;
+    ``levels=4``: 55); ``shifted=True`` appends the finest cells shifted by half a cell (L3s: 39).
 
     ``boxes(width, height)`` returns ``(P, 4) int32`` boxes ``[x0, y0, x1, y1]``, x1/y1 exclusive.
     """
 
     def __init__(self, levels: int = 3, *, kind: str = "pyramid", overlap: float = 0.4,
-                 window: float = 0.5, stride: float = 0.5, custom_boxes: Any = None) -> None:
+                 window: float = 0.5, stride: float = 0.5, custom_boxes: Any = None,
+                 shifted: bool = False) -> None:
         if kind not in _KINDS:
             raise InvalidArgumentError(f"kind must be one of {_KINDS}; got {kind!r}")
         levels = as_int(levels, "levels")
         if kind == "pyramid" and not 0 <= levels <= MAX_PYRAMID_LEVEL:
             raise InvalidArgumentError(f"pyramid levels must be in 0..{MAX_PYRAMID_LEVEL}; got {levels}")
+        if not isinstance(shifted, (bool, np.bool_)):
+            raise InvalidTypeError(f"shifted must be True or False; got {shifted!r}")
+        if shifted and (kind != "pyramid" or levels < 1):
+            raise InvalidArgumentError(f"shifted cells need a pyramid of levels 1..{MAX_PYRAMID_LEVEL}; "
+                                       f"got kind {kind!r}, levels {levels}")
+        self.shifted = bool(shifted)
         if kind == "rmac":
             if not 1 <= levels <= 6:
                 raise InvalidArgumentError(f"rmac levels must be in 1..6; got {levels}")
@@ -225,7 +246,7 @@ class PatchGrid:
     def _compute(self, width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
         w, h = _check_size(width, height)
         if self.kind == "pyramid":
-            return _pyramid(w, h, self.levels)
+            return _pyramid(w, h, self.levels, self.shifted)
         if self.kind == "rmac":
             return _rmac(w, h, self.levels, self.overlap)
         if self.kind == "sliding":
@@ -246,7 +267,7 @@ class PatchGrid:
     def num_patches(self) -> int | None:
         """Patches per image when it does not depend on the image size, else None (use ``count``)."""
         if self.kind == "pyramid":
-            return sum((l + 1) ** 2 for l in range(self.levels + 1))
+            return sum((l + 1) ** 2 for l in range(self.levels + 1)) + self.shifted * self.levels ** 2
         if self.kind == "custom":
             return int(self._custom.shape[0])
         return None
@@ -289,6 +310,8 @@ class PatchGrid:
 
     def to_dict(self) -> dict:
         d: dict[str, Any] = {"kind": self.kind, "levels": self.levels}
+        if self.shifted:  # only when set: plain pyramids keep the dict (and META) they had
+            d["shifted"] = True
         if self.kind == "rmac":
             d["overlap"] = self.overlap
         elif self.kind == "sliding":
@@ -308,7 +331,7 @@ class PatchGrid:
             return cls.sliding(d.get("window", 0.5), d.get("stride", 0.5))
         if kind == "rmac":
             return cls.rmac(d.get("levels", 3), d.get("overlap", 0.4))
-        return cls(d.get("levels", 3))
+        return cls(d.get("levels", 3), shifted=d.get("shifted", False))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PatchGrid) and self.to_dict() == other.to_dict()
@@ -318,7 +341,7 @@ class PatchGrid:
 
     def __repr__(self) -> str:
         if self.kind == "pyramid":
-            return f"PatchGrid(levels={self.levels})"
+            return f"PatchGrid(levels={self.levels}{', shifted=True' if self.shifted else ''})"
         if self.kind == "rmac":
             return f"PatchGrid.rmac(levels={self.levels}, overlap={self.overlap})"
         if self.kind == "sliding":
@@ -326,11 +349,11 @@ class PatchGrid:
         return f"PatchGrid.custom({self._custom.shape[0]} boxes)"
 
 
-REGION_CHOICES = ("L0", "L1", "L2", "L3", "rmac", "rmac1", "rmac2", "rmac3", "sliding")
+REGION_CHOICES = ("L0", "L1", "L2", "L3", "L4", "L3s", "rmac", "rmac1", "rmac2", "rmac3", "sliding")
 
 
 def parse_regions(spec: Any) -> PatchGrid:
-    """A PatchGrid from a string (``"L0".."L3"``, ``"rmac"`` = ``"rmac3"``, ``"rmacN"``, ``"sliding"``),
+    """A PatchGrid from a string (``"L0".."L4"``, ``"L1s".."L4s"`` (shifted), ``"rmac"`` = ``"rmac3"``, ``"rmacN"``, ``"sliding"``),
     an existing PatchGrid, or a ``to_dict()`` dict. Shared by the Embedder and the CLI."""
     if isinstance(spec, PatchGrid):
         return spec
@@ -339,10 +362,10 @@ def parse_regions(spec: Any) -> PatchGrid:
     if not isinstance(spec, str):
         raise InvalidArgumentError(f"regions must be a string like 'L3', 'rmac' or 'sliding', or a PatchGrid; got {spec!r}")
     s = spec.strip().lower()
-    if len(s) == 2 and s[0] == "l" and s[1].isdigit():
+    if len(s) in (2, 3) and s[0] == "l" and s[1].isdigit() and s[2:] in ("", "s"):
         level = int(s[1])
-        if level <= MAX_PYRAMID_LEVEL:
-            return PatchGrid(level)
+        if (1 if s[2:] else 0) <= level <= MAX_PYRAMID_LEVEL:
+            return PatchGrid(level, shifted=bool(s[2:]))
     if s == "rmac":
         return PatchGrid.rmac(3)
     if s.startswith("rmac") and s[4:].isdigit() and 1 <= int(s[4:]) <= 6:

@@ -112,7 +112,7 @@ class ImageIndex(SearchableIndex):
         source : folder, image file, list of paths, or iterable of ``(id, image)``
             (see :mod:`pypatch.index.sources`).
         model : ``.onnx`` path or registered model name (None = the offline default).
-        regions : region strategy (``"L0"``..``"L3"``, ``"rmac"``, ...) or a ``PatchGrid``.
+        regions : region strategy (``"L0"``..``"L4"``, ``"L3s"``, ``"rmac"``, ...) or a ``PatchGrid``.
         store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
             ``"flat16"`` (float16).
         mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools

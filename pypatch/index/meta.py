@@ -13,6 +13,7 @@ import math
 import numpy as np
 
 from pypatch.errors import IndexFormatError, PypatchError
+from pypatch.extract.grid import MAX_PYRAMID_LEVEL
 
 META_KEY = "pypatch.image_index"  # the metadata entry that marks an image-level index
 # 4: a re-rank store saved beside the file (``rerank``: kind and the token pairing the files);
@@ -249,7 +250,10 @@ def _grid(c: _Check, meta: dict):
     g = c.obj(regions, "grid", "regions.grid")
     kind = c.string(g, "kind", "regions.grid.kind", choices=tuple(_GRID_KEYS))
     if kind == "pyramid":
-        c.integer(g, "levels", "regions.grid.levels", 0, 3)
+        c.integer(g, "levels", "regions.grid.levels", 0, MAX_PYRAMID_LEVEL)
+        c.boolean(g, "shifted", "regions.grid.shifted")
+        if g.get("shifted") and g["levels"] < 1:
+            c.fail("regions.grid.shifted", "needs levels >= 1")
     elif kind == "rmac":
         c.integer(g, "levels", "regions.grid.levels", 1, 6)
         c.number(g, "overlap", "regions.grid.overlap", 0.0, 1.0, hi_open=True)

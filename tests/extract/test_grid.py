@@ -18,7 +18,7 @@ def coverage(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
     return cov
 
 
-@pytest.mark.parametrize("levels, expected", [(0, 1), (1, 5), (2, 14), (3, 30)])
+@pytest.mark.parametrize("levels, expected", [(0, 1), (1, 5), (2, 14), (3, 30), (4, 55)])
 def test_pyramid_patch_counts(levels, expected):
     grid = PatchGrid(levels)
     assert len(grid) == grid.num_patches == expected
@@ -54,6 +54,78 @@ def test_pyramid_boxes_hand_computed_for_7x5():
     assert boxes.tolist() == expected
 
 
+def test_l4_level_boxes_hand_computed_for_11x7():
+    """The opt-in L4 level: a 5x5 grid after L3's 30 cells; cuts x (i*11)//5 = 0,2,4,6,8,11 and
+    y (i*7)//5 = 0,1,2,4,5,7."""
+    grid = PatchGrid(4)
+    boxes, levels = grid.boxes(11, 7), grid.levels_of(11, 7)
+    assert boxes.shape == (55, 4) and levels.dtype == np.uint8
+    assert levels.tolist() == [0] + [1] * 4 + [2] * 9 + [3] * 16 + [4] * 25
+    assert boxes[:30].tolist() == PatchGrid(3).boxes(11, 7).tolist()  # nested: L3 comes first
+    xs, ys = [0, 2, 4, 6, 8, 11], [0, 1, 2, 4, 5, 7]
+    expected = [[xs[c], ys[r], xs[c + 1], ys[r + 1]] for r in range(5) for c in range(5)]
+    assert expected[:6] == [[0, 0, 2, 1], [2, 0, 4, 1], [4, 0, 6, 1], [6, 0, 8, 1], [8, 0, 11, 1],
+                            [0, 1, 2, 2]]
+    assert boxes[30:].tolist() == expected
+    assert np.all(coverage(boxes[30:], 11, 7) == 1)
+    assert grid.counts([[11, 7], [640, 480]]).tolist() == [55, 55]
+    assert PatchGrid.from_dict(grid.to_dict()) == grid and repr(grid) == "PatchGrid(levels=4)"
+
+
+@pytest.mark.parametrize("width, height", [(5, 5), (101, 37), (333, 1001), (640, 480)])
+def test_l4_tiles_the_image_exactly(width, height):
+    boxes, levels = PatchGrid(4).boxes(width, height), PatchGrid(4).levels_of(width, height)
+    assert np.array_equal(np.bincount(levels), [1, 4, 9, 16, 25])
+    for level in range(5):
+        lb = boxes[levels == level]
+        assert np.all(coverage(lb, width, height) == 1)
+        widths, heights = lb[:, 2] - lb[:, 0], lb[:, 3] - lb[:, 1]
+        assert widths.min() >= 1 and widths.max() - widths.min() <= 1
+        assert heights.min() >= 1 and heights.max() - heights.min() <= 1
+
+
+def test_l4_needs_five_pixels_per_side_and_l5_does_not_exist():
+    with pytest.raises(InvalidArgumentError, match="level-4 grid"):
+        PatchGrid(4).boxes(4, 10)
+    with pytest.raises(InvalidArgumentError, match="level-4 grid"):
+        PatchGrid(4).counts([[10, 10], [10, 4]])
+    with pytest.raises(InvalidArgumentError, match="0..4"):
+        PatchGrid(5)
+
+
+def test_shifted_l3_boxes_hand_computed_for_800x600_and_13x9():
+    """L3s: L3's 30 cells, then 9 cells of the L3 cell size moved by half a cell, row-major;
+    cut points ((2i+1) * W) // 8 and ((2i+3) * W) // 8."""
+    grid = PatchGrid(3, shifted=True)
+    assert len(grid) == grid.num_patches == 39 and repr(grid) == "PatchGrid(levels=3, shifted=True)"
+    boxes, levels = grid.boxes(800, 600), grid.levels_of(800, 600)
+    assert boxes[:30].tolist() == PatchGrid(3).boxes(800, 600).tolist()
+    assert boxes[30:].tolist() == [
+        [100, 75, 300, 225], [300, 75, 500, 225], [500, 75, 700, 225],
+        [100, 225, 300, 375], [300, 225, 500, 375], [500, 225, 700, 375],
+        [100, 375, 300, 525], [300, 375, 500, 525], [500, 375, 700, 525]]
+    assert levels.tolist() == [0] + [1] * 4 + [2] * 9 + [3] * 25
+    # 13 x 9: x cuts (k * 13) // 8 = 0,1,3,4,6,8,9,11,13; y (k * 9) // 8 = 0,1,2,3,4,5,6,7,9
+    b = grid.boxes(13, 9)[30:]
+    assert b[0].tolist() == [1, 1, 4, 3] and b[2].tolist() == [8, 1, 11, 3] and b[8].tolist() == [8, 5, 11, 7]
+    assert grid.counts([[13, 9], [640, 480]]).tolist() == [39, 39]
+    # shifted L1 / L4: 1 and 16 more cells; the dict round-trips, plain pyramids keep theirs
+    assert len(PatchGrid(1, shifted=True)) == 6 and len(PatchGrid(4, shifted=True)) == 71
+    assert PatchGrid(1, shifted=True).boxes(40, 20)[-1].tolist() == [10, 5, 30, 15]
+    assert grid.to_dict() == {"kind": "pyramid", "levels": 3, "shifted": True}
+    assert PatchGrid(3).to_dict() == {"kind": "pyramid", "levels": 3}
+    assert PatchGrid.from_dict(grid.to_dict()) == grid != PatchGrid(3)
+
+
+def test_shifted_needs_a_pyramid_of_level_1_or_more():
+    with pytest.raises(InvalidArgumentError, match="shifted"):
+        PatchGrid(0, shifted=True)
+    with pytest.raises(InvalidArgumentError, match="shifted"):
+        PatchGrid(2, kind="rmac", shifted=True)
+    with pytest.raises(InvalidTypeError, match="shifted"):
+        PatchGrid(3, shifted=1)
+
+
 def test_pyramid_is_row_major():
     boxes = PatchGrid(3).boxes(400, 300)[14:]  # the 4x4 level
     centres = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
@@ -75,7 +147,7 @@ def test_image_too_small_for_level_raises():
     assert PatchGrid(1).boxes(2, 2).shape == (5, 4)
 
 
-@pytest.mark.parametrize("levels, error", [(-1, InvalidArgumentError), (4, InvalidArgumentError),
+@pytest.mark.parametrize("levels, error", [(-1, InvalidArgumentError), (5, InvalidArgumentError),
                                            (2.0, InvalidTypeError), (True, InvalidTypeError)])
 def test_bad_levels_raise(levels, error):
     with pytest.raises(error, match="levels"):
@@ -149,12 +221,14 @@ def test_dict_round_trip(grid):
 def test_parse_regions():
     assert parse_regions("L0") == PatchGrid(0)
     assert parse_regions("l3") == PatchGrid(3)
+    assert parse_regions("L4") == PatchGrid(4) and len(parse_regions("l4")) == 55
+    assert parse_regions("L3s") == PatchGrid(3, shifted=True) == parse_regions("l3S")
     assert parse_regions("rmac") == PatchGrid.rmac(3) == parse_regions("rmac3")
     assert parse_regions("rmac2") == PatchGrid.rmac(2)
     assert parse_regions("sliding") == PatchGrid.sliding()
     g = PatchGrid(2)
     assert parse_regions(g) is g
-    for bad in ("L4", "rmac9", "grid", "", 3):
+    for bad in ("L5", "L0s", "L5s", "L3x", "rmac9", "grid", "", 3):
         with pytest.raises(InvalidArgumentError):
             parse_regions(bad)
 

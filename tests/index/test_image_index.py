@@ -275,8 +275,10 @@ def test_eval_configuration_names():
         "train_on": "global"}
     assert parse_config("patchify-rmac-flat16") == {"regions": "rmac", "mode": "crop",
                                                     "store": "flat16"}
+    assert parse_config("patchify-L4-flat16") == {"regions": "L4", "mode": "crop", "store": "flat16"}
     names = config_names()
-    assert {"global", "patchify-L3-pq32", "patchify-L3-flat", "patchify-L1-flat-sp"} <= set(names)
+    assert {"global", "patchify-L3-pq32", "patchify-L3-flat", "patchify-L1-flat-sp",
+            "patchify-L4-flat16", "patchify-L4-pq16"} <= set(names)
     assert all(parse_config(n) for n in names)
     with pytest.raises(InvalidArgumentError):
         parse_config("patchify-L9-flat")

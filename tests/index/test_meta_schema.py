@@ -84,7 +84,7 @@ WRONG_TYPE = {
         "regions.spec": [1, None, ["L1"]],
         "regions.grid": ["pyramid", [], None],
         "regions.grid.kind": ["custom", "grid", 1, None],
-        "regions.grid.levels": ["1", 1.0, True, 4, -1, None],
+        "regions.grid.levels": ["1", 1.0, True, 5, -1, None],
         "mode": ["fast", 0, None, ["crop"]],
         "store": ["flat", [], None],
         "store.kind": ["pq", "flat16", "float32", 0, None],
