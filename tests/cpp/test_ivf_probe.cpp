@@ -1,7 +1,8 @@
-// The coarse probe's float16 screen (index/ivf.h CoarseQuantizer::probe): past kShortlistBytes
-// of centroids it screens in binary16 and scores an error-bounded shortlist in float32; the lists
-// it returns must be exactly probe_exact's (float32 scores of every centroid), order and ties
-// included, at every SIMD level, also on centroids binary16 cannot tell apart.
+// The coarse probe's int8 screen (index/ivf.h CoarseQuantizer::probe): past kScreenBytes of
+// centroids it screens with int8 copies (a scale per centroid) and scores an error-bounded
+// shortlist in float32; the lists it returns must be exactly probe_exact's (float32 scores of
+// every centroid), order and ties included, at every SIMD level, also on centroids the int8
+// copies cannot tell apart.
 #include <cmath>
 #include <vector>
 
@@ -58,7 +59,7 @@ TEST(screened_probe_equals_exact_on_unit_centroids) {
   auto c = test_data::randn(nlist * dim, 3);
   normalise_rows(c, dim);
   CoarseQuantizer cq(nlist, dim, c.data());
-  CHECK(cq.screens_f16());
+  CHECK(cq.screens());
   auto q = test_data::randn(nq * dim, 4);
   for (int i = 0; i < nq / 2; ++i)  // half the queries are noisy copies of centroids
     for (int t = 0; t < dim; ++t) q[i * dim + t] = c[(i * 37 % nlist) * dim + t] + 0.05f * q[i * dim + t];
@@ -66,8 +67,9 @@ TEST(screened_probe_equals_exact_on_unit_centroids) {
 }
 
 TEST(screened_probe_breaks_near_ties_as_exact) {
-  // pairs binary16 cannot separate: a copy, and copies moved by less than half a binary16 ulp;
-  // plus tiny-valued centroids (binary16 subnormals) and values near its largest finite value
+  // pairs int8 cannot separate: a copy, and copies moved by far less than an int8 step; plus
+  // tiny-valued centroids, an all-zero one, huge values and one outlier that coarsens its
+  // centroid's int8 step (and the screen's bound) a thousandfold
   const int nlist = 2100, dim = 256, nq = 30;  // 2.1 MB
   auto c = test_data::randn(nlist * dim, 8);
   normalise_rows(c, dim);
@@ -78,22 +80,26 @@ TEST(screened_probe_breaks_near_ties_as_exact) {
   for (int i = 200; i < 220; ++i)
     for (int t = 0; t < dim; ++t) c[i * dim + t] *= 1e-5f;
   for (int t = 0; t < dim; ++t) c[230 * dim + t] = (t % 2 ? 1 : -1) * 65000.f;
+  for (int t = 0; t < dim; ++t) c[231 * dim + t] = 0.f;
+  c[232 * dim + 7] = 100.f;
   CoarseQuantizer cq(nlist, dim, c.data());
-  CHECK(cq.screens_f16());
+  CHECK(cq.screens());
   std::vector<float> q(nq * dim);
   for (int i = 0; i < nq; ++i)  // queries right at the twins, and at the tiny ones
     for (int t = 0; t < dim; ++t) q[i * dim + t] = i < 20 ? c[(2 * i) * dim + t] : c[(200 + i - 20) * dim + t];
   CHECK(probes_agree(cq, q, nq));
 }
 
-TEST(probe_does_not_screen_small_or_out_of_range_centroids) {
+TEST(probe_screens_only_past_l2_sizes_and_agrees_on_extreme_values) {
   const int dim = 256;
   auto small = test_data::randn(1024 * dim, 1);  // 1 MiB of centroids (L2-sized): probe_exact
-  CHECK(!CoarseQuantizer(1024, dim, small.data()).screens_f16());
-  auto big = test_data::randn(4096 * dim, 2);  // 4 MiB, but one value past binary16's range
+  CHECK(!CoarseQuantizer(1024, dim, small.data()).screens());
+  auto big = test_data::randn(4096 * dim, 2);  // 4 MiB, with values far apart in magnitude
   big[5] = 1e5f;
+  big[dim * 9 + 3] = 1e-30f;
   CoarseQuantizer cq(4096, dim, big.data());
-  CHECK(!cq.screens_f16());
+  CHECK(cq.screens());
   auto q = test_data::randn(8 * dim, 6);
+  for (int t = 0; t < dim; ++t) q[7 * dim + t] *= 1e12f;  // huge, still within value limits
   CHECK(probes_agree(cq, q, 8));
 }
