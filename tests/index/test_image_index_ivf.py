@@ -10,14 +10,14 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")
 
 from pypatch import ImageIndex  # noqa: E402
 from pypatch.errors import IndexFormatError, InvalidArgumentError, TooFewVectorsError  # noqa: E402
 from pypatch.evaluation.rankers import CachingEmbedder  # noqa: E402
 from pypatch.index import ivf_settings  # noqa: E402
+from _photo_folder import write_photos_and_crops  # noqa: E402
 
 NLIST = 8
 SETTINGS = dict(regions="L3", store="pq", pq_m=8, progress=False, seed=3)
@@ -26,15 +26,7 @@ SETTINGS = dict(regions="L3", store="pq", pq_m=8, progress=False, seed=3)
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """12 images: six photos and a crop of each (30 cells each: 360 patch vectors)."""
-    root = tmp_path_factory.mktemp("ivf_photos")
-    arrays = {"astronaut": skimage_data.astronaut(), "chelsea": skimage_data.chelsea(),
-              "coffee": skimage_data.coffee(), "rocket": skimage_data.rocket(),
-              "coins": skimage_data.coins(), "camera": skimage_data.camera()}
-    for name, arr in arrays.items():
-        Image.fromarray(arr).save(root / f"{name}.png")
-        h, w = arr.shape[:2]
-        Image.fromarray(arr[h // 4:, : 3 * w // 4]).save(root / f"{name}_crop.png")
-    return root
+    return write_photos_and_crops(tmp_path_factory.mktemp("ivf_photos"))
 
 
 @pytest.fixture(scope="module")

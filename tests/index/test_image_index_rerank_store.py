@@ -12,30 +12,24 @@ import os
 
 import numpy as np
 import pytest
-from PIL import Image
 
-skimage_data = pytest.importorskip("skimage.data")
+pytest.importorskip("skimage.data")
 
 from pypatch import ImageIndex, PatchIndex  # noqa: E402
 from pypatch.errors import IndexFormatError, InvalidArgumentError  # noqa: E402
 from pypatch.evaluation.rankers import CachingEmbedder  # noqa: E402
+from _photo_folder import SIX_PHOTOS, write_photos_and_crops  # noqa: E402
 
 NLIST = 8
 SETTINGS = dict(regions="L3", store="pq", pq_m=8, pq_nbits=4, nlist=NLIST, nprobe=2,
                 progress=False, seed=3)
-NAMES = ("astronaut", "chelsea", "coffee", "rocket", "coins", "camera")
+NAMES = SIX_PHOTOS
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """12 images: six photos and a crop of each (30 cells each: 360 patch vectors)."""
-    root = tmp_path_factory.mktemp("rerank_photos")
-    for name in NAMES:
-        arr = getattr(skimage_data, name)()
-        Image.fromarray(arr).save(root / f"{name}.png")
-        h, w = arr.shape[:2]
-        Image.fromarray(arr[h // 4:, : 3 * w // 4]).save(root / f"{name}_crop.png")
-    return root
+    return write_photos_and_crops(tmp_path_factory.mktemp("rerank_photos"), NAMES)
 
 
 @pytest.fixture(scope="module")
