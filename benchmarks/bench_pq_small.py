@@ -36,7 +36,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE.parent))  # a checkout as fallback: an installed pypatch (with _core) wins
 
 VARIANTS = {
     "flat": dict(store="flat"), "pq": dict(), "pq-noopq": dict(opq=0),

@@ -20,7 +20,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE.parent))  # a checkout as fallback: an installed pypatch (with _core) wins
 
 CONFIGS = ("patchify-L3-flat-nopca", "patchify-L3-flat-pcaw256", "patchify-L3-flat-pcah256",
            "patchify-L3-flat-pcaw512", "patchify-L3-pq32", "patchify-L3-pq32-nopca")

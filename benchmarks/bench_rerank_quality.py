@@ -26,7 +26,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE.parent))  # a checkout as fallback: an installed pypatch (with _core) wins
 
 
 def with_ivf(base, table: dict, nlist: int, rerank_store, seed: int = 0):

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.append(str(HERE.parent))  # a checkout as fallback: an installed pypatch (with _core) wins
 
 
 # ----------------------------------------------------------------------------- embedding cache
