@@ -2,10 +2,8 @@
 #include "pypatch/index/ivf.h"
 
 #include <algorithm>  // min, sort, partial_sort
-#include <cmath>      // INFINITY, sqrt, ldexp, isfinite
+#include <cmath>      // INFINITY
 #include <cstring>    // memcpy
-#include <queue>      // priority_queue
-#include <utility>    // move
 
 #include "pypatch/index/code_layout.h"  // kCodeBlock
 #include "pypatch/index/ivf_fs4.h"      // 4-bit search, IvfHit
@@ -30,32 +28,6 @@ CoarseQuantizer::CoarseQuantizer(int nlist, int dim, const float* c)
     float* dst = chunks_.data() + static_cast<int64_t>(c0) * dim;
     for (int i = 0; i < n; ++i)
       for (int t = 0; t < dim; ++t) dst[static_cast<int64_t>(t) * n + i] = c[static_cast<int64_t>(c0 + i) * dim + t];
-  }
-  if (static_cast<int64_t>(nlist) * dim * 4 <= kScreenBytes) return;
-  // int8 per centroid with its own scale, in the chunks' transposed layout; the rounding error
-  // actually made is measured (in double) for the screen's bound.
-  c8_.resize(chunks_.size());
-  scale_.resize(nlist);
-  for (int i = 0; i < nlist; ++i) {
-    const float* ci = c + static_cast<int64_t>(i) * dim;
-    double amax = 0, s2 = 0;
-    for (int t = 0; t < dim; ++t) {
-      amax = std::max(amax, std::fabs(static_cast<double>(ci[t])));
-      s2 += static_cast<double>(ci[t]) * ci[t];
-    }
-    const double sc = amax / 127;
-    scale_[i] = sc;
-    const int c0 = i / kChunk * kChunk, n = std::min(kChunk, nlist - c0);
-    int8_t* dst = c8_.data() + static_cast<int64_t>(c0) * dim + (i - c0);
-    for (int t = 0; t < dim; ++t) {
-      const double v = sc > 0 ? std::nearbyint(ci[t] / sc) : 0.0;
-      const int8_t q8 = static_cast<int8_t>(std::max(-127.0, std::min(127.0, v)));
-      dst[static_cast<int64_t>(t) * n] = q8;
-      round_max_ = std::max(round_max_, std::fabs(ci[t] - sc * q8));
-    }
-    c_l2_max_ = std::max(c_l2_max_, std::sqrt(s2));
-    norms_max_ = std::max(norms_max_, static_cast<double>(norms_[i]));
-    scale_max_ = std::max(scale_max_, sc);
   }
 }
 
@@ -90,57 +62,6 @@ void CoarseQuantizer::assign(int64_t n, const float* x, int32_t* out, int num_th
 }
 
 void CoarseQuantizer::probe(const float* q, int nprobe, int32_t* out) const {
-  nprobe = std::min(nprobe, nlist_);
-  if (c8_.empty() || nprobe <= 0) return probe_exact(q, nprobe, out);
-  // Screen: a[i] = ||c_i||^2 - 2 scale_i <q, c8_i> is within e of the float32 d[i] that
-  // probe_exact computes, for every i. With tau = the nprobe-th smallest a, nprobe lists have
-  // d <= tau + e, so a list with a > tau + 2e (d > tau + e) is not in the top nprobe: the
-  // shortlist a <= tau + 2e holds all of it. e bounds the int8 rounding (|c - scale c8| <=
-  // round_max_ per value, times ||q||_1), the float error of both dot products in any
-  // summation order ((dim + 2) u each), that of d itself and of a in double; one e for all.
-  double q2 = 0, q1 = 0;
-  for (int t = 0; t < dim_; ++t) {
-    q2 += static_cast<double>(q[t]) * q[t];
-    q1 += std::fabs(static_cast<double>(q[t]));
-  }
-  const double u = std::ldexp(1.0, -24), gamma = 1.01 * (dim_ + 2) * u;
-  const double qc = std::sqrt(q2) * c_l2_max_, nrm = norms_max_;
-  const double b = round_max_ * q1 * (1 + 1e-9) + gamma * scale_max_ * 127 * q1 + gamma * qc;
-  const double e = (2 * b + 2 * u * (nrm + 2 * qc * (1 + 2 * gamma)) +
-                    std::ldexp(1.0, -50) * (nrm + 2 * qc * 1.01 + 2 * b)) * (1 + 1e-6);
-  std::vector<float> ip8(nlist_);
-  for (int ch = 0; ch * kChunk < nlist_; ++ch) {
-    const int c0 = ch * kChunk, n = std::min(kChunk, nlist_ - c0);
-    kernels().ip_chunk_i8(q, c8_.data() + static_cast<int64_t>(c0) * dim_, dim_, n, ip8.data() + c0);
-  }
-  std::vector<double> a(nlist_);
-  std::priority_queue<double> smallest;  // the nprobe smallest a so far (max on top)
-  for (int i = 0; i < nlist_; ++i) {
-    a[i] = static_cast<double>(norms_[i]) - 2.0 * scale_[i] * ip8[i];
-    if (!std::isfinite(a[i])) return probe_exact(q, nprobe, out);  // NaN or overflow
-    if (static_cast<int>(smallest.size()) < nprobe) smallest.push(a[i]);
-    else if (a[i] < smallest.top()) { smallest.pop(); smallest.push(a[i]); }
-  }
-  const double cut = smallest.top() + 2 * e;
-  if (!std::isfinite(cut)) return probe_exact(q, nprobe, out);
-  std::vector<int32_t> cand;
-  for (int i = 0; i < nlist_; ++i)
-    if (a[i] <= cut) cand.push_back(i);
-  // The shortlist's exact scores, as chunk_scores computes them (lut_ip sums t ascending with
-  // separate multiply and add for any ksub, so a one-centroid table gives the same float).
-  std::vector<float> d(nlist_);
-  for (int32_t i : cand) {
-    float ip;
-    kernels().lut_ip(q, c_.data() + static_cast<int64_t>(i) * dim_, 1, 1, dim_, &ip);
-    d[i] = norms_[i] - 2.f * ip;
-  }
-  std::partial_sort(cand.begin(), cand.begin() + nprobe, cand.end(), [&](int32_t a, int32_t b) {
-    return d[a] < d[b] || (d[a] == d[b] && a < b);
-  });
-  std::copy(cand.begin(), cand.begin() + nprobe, out);
-}
-
-void CoarseQuantizer::probe_exact(const float* q, int nprobe, int32_t* out) const {
   std::vector<float> d(nlist_);
   float ip[kChunk];
   for (int ch = 0; ch * kChunk < nlist_; ++ch) chunk_scores(q, ch, ip, d.data() + ch * kChunk);

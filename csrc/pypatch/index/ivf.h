@@ -43,15 +43,7 @@ class CoarseQuantizer {
   void assign(int64_t n, const float* x, int32_t* out, int num_threads,
               const std::function<void()>& interrupt = {}) const;
   /// q: (dim) -> out: the nprobe nearest lists, nearest first (ties: lower list first).
-  /// Centroids past kScreenBytes are screened in int8 first (a quarter of the bytes to stream
-  /// per query) and only an error-bounded shortlist is scored in float32: the lists chosen
-  /// are exactly probe_exact's.
   void probe(const float* q, int nprobe, int32_t* out) const;
-  /// The same from float32 scores of every centroid (the reference of probe).
-  void probe_exact(const float* q, int nprobe, int32_t* out) const;
-  /// Whether probe screens (centroids past kScreenBytes).
-  bool screens() const { return !c8_.empty(); }
-  static constexpr int64_t kScreenBytes = 1024 * 1024;  // float32 centroids past L2-resident sizes
 
  private:
   static constexpr int kChunk = 64;  // centroids per transposed chunk (64 KB at dim 256)
@@ -61,11 +53,6 @@ class CoarseQuantizer {
   std::vector<float> c_;       // (nlist, dim)
   std::vector<float> norms_;   // ||c||^2
   std::vector<float> chunks_;  // chunk ch: (dim, n_ch) transposed, at ch * kChunk * dim
-  // The screen: per centroid c ~ scale * c8, c8 int8 in chunks laid out as chunks_ (empty when
-  // probe does not screen); the largest ||c||, ||c||^2 and |c - scale * c8| (its error bound).
-  std::vector<int8_t> c8_;
-  std::vector<double> scale_;
-  double c_l2_max_ = 0, norms_max_ = 0, round_max_ = 0, scale_max_ = 0;
 };
 
 /// nlist lists; each one either owned (vectors) or a view into a loaded file.

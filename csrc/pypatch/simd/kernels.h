@@ -37,10 +37,6 @@ struct KernelTable {
   /// x: (n_patches, dim) IEEE binary16 bits; per-image max/argmax of <q, float(x[p])>.
   void (*flat_segmax_f16)(int64_t n_images, const int64_t* offsets, const uint16_t* x, int dim,
                           const float* q, float* best, int32_t* arg);
-  /// ct: (dim, n) int8, n <= 64 (a transposed chunk); out[i] = sum_t q[t] * ct[t][i] in float,
-  /// in an order of the level's choosing: a screen whose callers bound its error (the coarse
-  /// probe, index/ivf.cpp), the one kernel here NOT bit-exact across levels.
-  void (*ip_chunk_i8)(const float* q, const int8_t* ct, int dim, int n, float* out);
 };
 
 /// Kernels of the selected level (see simd_level.h). The float kernels have no NEON version:

@@ -146,29 +146,8 @@ void flat_f16_avx2(int64_t n, const int64_t* off, const uint16_t* x, int dim, co
   segmax(n, off, DotF16Avx2{x, dim, q}, best, arg);
 }
 
-void ip_chunk_i8_avx2(const float* q, const int8_t* ct, int dim, int n, float* out) {
-  if (n != 64) {  // the last, partial chunk: rare, scalar order
-    for (int i = 0; i < n; ++i) out[i] = 0.f;
-    for (int t = 0; t < dim; ++t)
-      for (int i = 0; i < n; ++i) out[i] += q[t] * static_cast<float>(ct[static_cast<int64_t>(t) * n + i]);
-    return;
-  }
-  __m256 a[8];
-  for (__m256& v : a) v = _mm256_setzero_ps();
-  for (int t = 0; t < dim; ++t) {
-    const __m256 qv = _mm256_set1_ps(q[t]);
-    const int8_t* row = ct + static_cast<int64_t>(t) * 64;
-    for (int g = 0; g < 8; ++g) {
-      const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + 8 * g));
-      a[g] = _mm256_fmadd_ps(qv, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)), a[g]);
-    }
-  }
-  for (int g = 0; g < 8; ++g) _mm256_storeu_ps(out + 8 * g, a[g]);
-}
-
 const KernelTable kTable{SimdLevel::AVX2, lut_ip_avx2,   assign_l2_avx2,
-                         adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2,
-                         ip_chunk_i8_avx2};
+                         adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2};
 
 }  // namespace
 

@@ -145,31 +145,8 @@ void flat_f16_avx512(int64_t n, const int64_t* off, const uint16_t* x, int dim, 
   segmax(n, off, DotF16Avx512{x, dim, q}, best, arg);
 }
 
-void ip_chunk_i8_avx512(const float* q, const int8_t* ct, int dim, int n, float* out) {
-  if (n != 64) {  // the last, partial chunk: rare, scalar order
-    for (int i = 0; i < n; ++i) out[i] = 0.f;
-    for (int t = 0; t < dim; ++t)
-      for (int i = 0; i < n; ++i) out[i] += q[t] * static_cast<float>(ct[static_cast<int64_t>(t) * n + i]);
-    return;
-  }
-  __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-  for (int t = 0; t < dim; ++t) {
-    const __m512 qv = _mm512_set1_ps(q[t]);
-    const __m128i* row = reinterpret_cast<const __m128i*>(ct + static_cast<int64_t>(t) * 64);
-    a0 = _mm512_fmadd_ps(qv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row))), a0);
-    a1 = _mm512_fmadd_ps(qv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row + 1))), a1);
-    a2 = _mm512_fmadd_ps(qv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row + 2))), a2);
-    a3 = _mm512_fmadd_ps(qv, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(row + 3))), a3);
-  }
-  _mm512_storeu_ps(out, a0);
-  _mm512_storeu_ps(out + 16, a1);
-  _mm512_storeu_ps(out + 32, a2);
-  _mm512_storeu_ps(out + 48, a3);
-}
-
 const KernelTable kTable{SimdLevel::AVX512, lut_ip_avx512,   assign_l2_avx512,
-                         adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512,
-                         ip_chunk_i8_avx512};
+                         adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512};
 
 }  // namespace
 

@@ -142,15 +142,8 @@ void flat_f16_scalar(int64_t n, const int64_t* off, const uint16_t* x, int dim, 
   segmax(n, off, DotF16Scalar{x, dim, q}, best, arg);
 }
 
-void ip_chunk_i8_scalar(const float* q, const int8_t* ct, int dim, int n, float* out) {
-  for (int i = 0; i < n; ++i) out[i] = 0.f;
-  for (int t = 0; t < dim; ++t)
-    for (int i = 0; i < n; ++i) out[i] += q[t] * static_cast<float>(ct[static_cast<int64_t>(t) * n + i]);
-}
-
 const KernelTable kTable{SimdLevel::Scalar, lut_ip_scalar,   assign_l2_scalar,
-                         adc_segmax_scalar, flat_f32_scalar, flat_f16_scalar,
-                         ip_chunk_i8_scalar};
+                         adc_segmax_scalar, flat_f32_scalar, flat_f16_scalar};
 
 }  // namespace
 
