@@ -29,6 +29,12 @@ CoarseQuantizer::CoarseQuantizer(int nlist, int dim, const float* c)
     for (int i = 0; i < n; ++i)
       for (int t = 0; t < dim; ++t) dst[static_cast<int64_t>(t) * n + i] = c[static_cast<int64_t>(c0 + i) * dim + t];
   }
+  if (static_cast<int64_t>(nlist) * dim * 4 > CoarseScreen::kMinFloatBytes)
+    screen_ = CoarseScreen(nlist, dim, c, norms_.data());
+}
+
+int64_t CoarseQuantizer::bytes() const {
+  return 4 * static_cast<int64_t>(c_.size() + chunks_.size() + norms_.size()) + screen_.bytes();
 }
 
 void CoarseQuantizer::chunk_scores(const float* x, int ch, float* ip, float* d) const {
@@ -62,12 +68,35 @@ void CoarseQuantizer::assign(int64_t n, const float* x, int32_t* out, int num_th
 }
 
 void CoarseQuantizer::probe(const float* q, int nprobe, int32_t* out) const {
+  nprobe = std::min(nprobe, nlist_);
+  thread_local std::vector<int32_t> cand;
+  cand.clear();
+  if (!screen_.empty() && screen_.shortlist(q, nprobe, cand)) {
+    // The shortlist's float32 distances, as chunk_scores computes them (lut_ip sums t ascending
+    // with separate multiply and add for any ksub, so a one-centroid table gives the same float).
+    thread_local std::vector<float> d;
+    d.resize(nlist_);
+    for (int32_t i : cand) {
+      float ip;
+      kernels().lut_ip(q, c_.data() + static_cast<int64_t>(i) * dim_, 1, 1, dim_, &ip);
+      d[i] = norms_[i] - 2.f * ip;
+    }
+    std::partial_sort(cand.begin(), cand.begin() + nprobe, cand.end(), [&](int32_t a, int32_t b) {
+      return d[a] < d[b] || (d[a] == d[b] && a < b);
+    });
+    std::copy(cand.begin(), cand.begin() + nprobe, out);
+    return;
+  }
+  probe_exact(q, nprobe, out);
+}
+
+void CoarseQuantizer::probe_exact(const float* q, int nprobe, int32_t* out) const {
+  nprobe = std::min(nprobe, nlist_);
   std::vector<float> d(nlist_);
   float ip[kChunk];
   for (int ch = 0; ch * kChunk < nlist_; ++ch) chunk_scores(q, ch, ip, d.data() + ch * kChunk);
   std::vector<int32_t> idx(nlist_);
   for (int i = 0; i < nlist_; ++i) idx[i] = i;
-  nprobe = std::min(nprobe, nlist_);
   std::partial_sort(idx.begin(), idx.begin() + nprobe, idx.end(), [&](int32_t a, int32_t b) {
     return d[a] < d[b] || (d[a] == d[b] && a < b);
   });

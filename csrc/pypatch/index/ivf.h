@@ -20,7 +20,8 @@
 #include <functional>  // interrupt
 #include <vector>
 
-#include "pypatch/index/topk.h"  // TopK
+#include "pypatch/index/coarse_screen.h"  // CoarseScreen
+#include "pypatch/index/topk.h"          // TopK
 
 namespace pypatch {
 
@@ -42,8 +43,15 @@ class CoarseQuantizer {
   /// x: (n, dim) -> out: (n) nearest list.
   void assign(int64_t n, const float* x, int32_t* out, int num_threads,
               const std::function<void()>& interrupt = {}) const;
-  /// q: (dim) -> out: the nprobe nearest lists, nearest first (ties: lower list first).
+  /// q: (dim) -> out: the nprobe nearest lists, nearest first (ties: lower list first). The
+  /// same lists whether or not the screen runs (it only skips centroids that cannot qualify).
   void probe(const float* q, int nprobe, int32_t* out) const;
+  /// The same, scoring every centroid in float32 (what probe does when it does not screen).
+  void probe_exact(const float* q, int nprobe, int32_t* out) const;
+  /// Whether probe screens (the float32 centroids exceed CoarseScreen::kMinFloatBytes).
+  bool screens() const { return !screen_.empty(); }
+  /// Bytes held (float32 centroids, their transposed chunks and norms, the screen).
+  int64_t bytes() const;
 
  private:
   static constexpr int kChunk = 64;  // centroids per transposed chunk (64 KB at dim 256)
@@ -53,6 +61,7 @@ class CoarseQuantizer {
   std::vector<float> c_;       // (nlist, dim)
   std::vector<float> norms_;   // ||c||^2
   std::vector<float> chunks_;  // chunk ch: (dim, n_ch) transposed, at ch * kChunk * dim
+  CoarseScreen screen_;        // empty when the float32 centroids are small
 };
 
 /// nlist lists; each one either owned (vectors) or a view into a loaded file.

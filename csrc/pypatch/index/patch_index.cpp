@@ -568,7 +568,7 @@ std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
         {"codes", code_bytes},
         {"ivf_ids", ids},
         {"ivf_lists", static_cast<int64_t>(nlist_) * static_cast<int64_t>(8 + 3 * sizeof(void*) + sizeof(IvfLists::Owned))},
-        {"coarse_centroids", cq_ ? static_cast<int64_t>(nlist_) * (8 * dim_ + 4) : 0},
+        {"coarse_centroids", cq_ ? cq_->bytes() : 0},
         {"image_offsets", static_cast<int64_t>(offsets_.size() * sizeof(int64_t))},
         {"removed", static_cast<int64_t>(removed_.size())},
         {"centroids", pq_->is_trained() ? static_cast<int64_t>(pq_->centroids().size() * 8) : 0},

@@ -37,6 +37,11 @@ struct KernelTable {
   /// x: (n_patches, dim) IEEE binary16 bits; per-image max/argmax of <q, float(x[p])>.
   void (*flat_segmax_f16)(int64_t n_images, const int64_t* offsets, const uint16_t* x, int dim,
                           const float* q, float* best, int32_t* arg);
+  /// The coarse probe's integer screen (index/coarse_screen.h). q: npair int32, each a pair of
+  /// int16 (t = 2s in the low half, 2s + 1 in the high); c: (npair, 64, 2) int8, a chunk of 64
+  /// centroids with each centroid's pair (2s, 2s + 1) adjacent. out[i] = sum_t q[t] * c[i][t]
+  /// as an exact int32 (the caller bounds |q| so it cannot overflow): equal at every level.
+  void (*ip_screen_i8)(const int32_t* q, const int8_t* c, int npair, int32_t* out);
 };
 
 /// Kernels of the selected level (see simd_level.h). The float kernels have no NEON version:

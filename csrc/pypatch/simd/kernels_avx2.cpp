@@ -146,8 +146,23 @@ void flat_f16_avx2(int64_t n, const int64_t* off, const uint16_t* x, int dim, co
   segmax(n, off, DotF16Avx2{x, dim, q}, best, arg);
 }
 
+// vpmaddwd on sign-extended int8: each int32 lane gets q[2s] c[2s] + q[2s+1] c[2s+1] of one
+// centroid, exactly (no saturation: |c| <= 127).
+void ip_screen_i8_avx2(const int32_t* q, const int8_t* c, int npair, int32_t* out) {
+  __m256i acc[8];
+  for (auto& a : acc) a = _mm256_setzero_si256();
+  for (int s = 0; s < npair; ++s) {
+    const __m256i qv = _mm256_set1_epi32(q[s]);
+    const __m128i* row = reinterpret_cast<const __m128i*>(c + static_cast<int64_t>(s) * 128);
+    for (int j = 0; j < 8; ++j)
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(row + j)), qv));
+  }
+  for (int j = 0; j < 8; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), acc[j]);
+}
+
 const KernelTable kTable{SimdLevel::AVX2, lut_ip_avx2,   assign_l2_avx2,
-                         adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2};
+                         adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2,
+                         ip_screen_i8_avx2};
 
 }  // namespace
 

@@ -145,8 +145,26 @@ void flat_f16_avx512(int64_t n, const int64_t* off, const uint16_t* x, int dim, 
   segmax(n, off, DotF16Avx512{x, dim, q}, best, arg);
 }
 
+// As the AVX2 kernel, 16 centroids a register.
+void ip_screen_i8_avx512(const int32_t* q, const int8_t* c, int npair, int32_t* out) {
+  __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
+  for (int s = 0; s < npair; ++s) {
+    const __m512i qv = _mm512_set1_epi32(q[s]);
+    const __m256i* row = reinterpret_cast<const __m256i*>(c + static_cast<int64_t>(s) * 128);
+    a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(row)), qv));
+    a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(row + 1)), qv));
+    a2 = _mm512_add_epi32(a2, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(row + 2)), qv));
+    a3 = _mm512_add_epi32(a3, _mm512_madd_epi16(_mm512_cvtepi8_epi16(_mm256_loadu_si256(row + 3)), qv));
+  }
+  _mm512_storeu_si512(out, a0);
+  _mm512_storeu_si512(out + 16, a1);
+  _mm512_storeu_si512(out + 32, a2);
+  _mm512_storeu_si512(out + 48, a3);
+}
+
 const KernelTable kTable{SimdLevel::AVX512, lut_ip_avx512,   assign_l2_avx512,
-                         adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512};
+                         adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512,
+                         ip_screen_i8_avx512};
 
 }  // namespace
 

@@ -142,8 +142,18 @@ void flat_f16_scalar(int64_t n, const int64_t* off, const uint16_t* x, int dim, 
   segmax(n, off, DotF16Scalar{x, dim, q}, best, arg);
 }
 
+void ip_screen_i8_scalar(const int32_t* q, const int8_t* c, int npair, int32_t* out) {
+  for (int i = 0; i < 64; ++i) out[i] = 0;
+  for (int s = 0; s < npair; ++s) {
+    const int32_t q0 = static_cast<int16_t>(q[s] & 0xffff), q1 = static_cast<int16_t>(q[s] >> 16);
+    const int8_t* row = c + static_cast<int64_t>(s) * 128;
+    for (int i = 0; i < 64; ++i) out[i] += q0 * row[2 * i] + q1 * row[2 * i + 1];
+  }
+}
+
 const KernelTable kTable{SimdLevel::Scalar, lut_ip_scalar,   assign_l2_scalar,
-                         adc_segmax_scalar, flat_f32_scalar, flat_f16_scalar};
+                         adc_segmax_scalar, flat_f32_scalar, flat_f16_scalar,
+                         ip_screen_i8_scalar};
 
 }  // namespace
 
