@@ -19,11 +19,20 @@ int32_t query_range(int dim) {
 
 }  // namespace
 
+// The bound's terms (header): |<q, c> - <q^, c^>| <= ||q|| err + ||q - q^|| hat, and the float32
+// probe's rounding 2 gamma ||q|| len + 2u (norm2 + 2.02 ||q|| len) on the distance, all doubled
+// for the distance and inflated for this file's double arithmetic.
+namespace {
+constexpr double kUnit = 1.0 / (1 << 24);  // float32 unit roundoff
+constexpr double kSlack = 1 + 1e-6;
+}  // namespace
+
 CoarseScreen::CoarseScreen(int nlist, int dim, const float* c, const float* norms)
     : nlist_(nlist), dim_(dim), npair_((dim + 1) / 2),
-      scale_(nlist), err_(nlist), hat_(nlist), len_(nlist), norm2_(nlist) {
+      scale_(nlist), norm2_(nlist), p_(nlist), h_(nlist), n_(nlist) {
   const int n_chunks = (nlist + kLanes - 1) / kLanes;
   c8_.assign(static_cast<size_t>(n_chunks) * npair_ * 2 * kLanes, 0);
+  const double gamma = 1.01 * (dim + 2) * kUnit;
   for (int i = 0; i < nlist; ++i) {
     const float* ci = c + static_cast<int64_t>(i) * dim;
     double amax = 0, len2 = 0;
@@ -41,17 +50,47 @@ CoarseScreen::CoarseScreen(int nlist, int dim, const float* c, const float* norm
       e2 += r * r;
       h2 += (s * v) * (s * v);
     }
+    // (1 + 1e-9): the double rounding of these sums, over-covered
+    const double err = std::sqrt(e2) * (1 + 1e-9), hat = std::sqrt(h2) * (1 + 1e-9);
+    const double len = std::sqrt(len2) * (1 + 1e-9);
     scale_[i] = s;
-    err_[i] = std::sqrt(e2) * (1 + 1e-9);  // the double rounding of these sums, over-covered
-    hat_[i] = std::sqrt(h2) * (1 + 1e-9);
-    len_[i] = std::sqrt(len2) * (1 + 1e-9);
     norm2_[i] = norms[i];
+    p_[i] = (2 * err + (2 * gamma + 4.04 * kUnit + 8e-12) * len) * kSlack;
+    h_[i] = 2 * hat * kSlack;
+    n_[i] = (2 * kUnit + 1e-12) * std::fabs(static_cast<double>(norms[i])) * kSlack;
+    p_max_ = std::max(p_max_, p_[i]);
+    h_max_ = std::max(h_max_, h_[i]);
+    n_max_ = std::max(n_max_, n_[i]);
   }
 }
 
 int64_t CoarseScreen::bytes() const {
   return static_cast<int64_t>(c8_.size()) + 8 * static_cast<int64_t>(nlist_) * 5;
 }
+
+namespace {
+
+// The nprobe-th smallest of v[0 .. n) (NaN never counts as smaller).
+double nth_smallest(const double* v, int n, int nprobe) {
+  if (nprobe > 64) {
+    std::vector<double> h(v, v + n);
+    std::nth_element(h.begin(), h.begin() + (nprobe - 1), h.end());
+    return h[nprobe - 1];
+  }
+  double best[64];
+  int nb = 0;
+  for (int i = 0; i < n; ++i) {
+    const double x = v[i];
+    if (nb == nprobe && !(x < best[nb - 1])) continue;
+    const int pos = static_cast<int>(std::upper_bound(best, best + nb, x) - best);
+    if (nb < nprobe) ++nb;
+    for (int k = nb - 1; k > pos; --k) best[k] = best[k - 1];
+    best[pos] = x;
+  }
+  return best[nprobe - 1];
+}
+
+}  // namespace
 
 bool CoarseScreen::shortlist(const float* q, int nprobe, std::vector<int32_t>& out) const {
   nprobe = std::max(1, std::min(nprobe, nlist_));
@@ -74,58 +113,47 @@ bool CoarseScreen::shortlist(const float* q, int nprobe, std::vector<int32_t>& o
     q32[t / 2] |= static_cast<int32_t>(t % 2 ? bits << 16 : bits);
   }
   const double qlen = std::sqrt(qlen2) * (1 + 1e-9), eq = std::sqrt(eq2) * (1 + 1e-9);
-  // b = kq_err err + kq_hat hat + k_len len + k_norm norm2 (see the header), inflated.
-  const double u = std::ldexp(1.0, -24), gamma = 1.01 * (dim_ + 2) * u, slack = 1 + 1e-6;
-  const double k_err = 2 * qlen * slack, k_hat = 2 * eq * slack;
-  const double k_len = (2 * gamma * qlen + 4 * u * 1.01 * qlen) * slack, k_norm = 2 * u * slack;
 
-  thread_local std::vector<double> lo, hi;
-  lo.resize(nlist_);
-  hi.resize(nlist_);
+  // a_c = ||c||^2 - 2 <q^, c^>, exact up to double rounding (covered by n_).
+  thread_local std::vector<double> a;
+  a.resize(nlist_);
   int32_t ip[kLanes];
   const KernelTable& kt = kernels();
   const int64_t chunk_bytes = static_cast<int64_t>(npair_) * 2 * kLanes;
+  const double two_sq = 2 * sq;
   for (int c0 = 0; c0 < nlist_; c0 += kLanes) {
     kt.ip_screen_i8(q32.data(), c8_.data() + c0 / kLanes * chunk_bytes, npair_, ip);
     const int n = std::min(kLanes, nlist_ - c0);
-    for (int j = 0; j < n; ++j) {
-      const int i = c0 + j;
-      const double dot = sq * scale_[i] * ip[j];
-      const double a = norm2_[i] - 2 * dot;
-      const double b = k_err * err_[i] + k_hat * hat_[i] + k_len * len_[i] +
-                       k_norm * norm2_[i] + 1e-12 * (norm2_[i] + 2 * std::fabs(dot));
-      lo[i] = a - b;
-      hi[i] = a + b;
-    }
+    const double* s = scale_.data() + c0;
+    const double* n2 = norm2_.data() + c0;
+    double* ac = a.data() + c0;
+    for (int j = 0; j < n; ++j) ac[j] = n2[j] - two_sq * s[j] * ip[j];
   }
-  // U = the nprobe-th smallest upper bound.
-  double cut;
-  if (nprobe <= 64) {
-    double best[64];
-    int nb = 0;
-    for (int i = 0; i < nlist_; ++i) {
-      const double h = hi[i];
-      if (nb == nprobe && !(h < best[nb - 1])) continue;
-      int pos = static_cast<int>(std::upper_bound(best, best + nb, h) - best);
-      if (nb < nprobe) ++nb;
-      for (int k = nb - 1; k > pos; --k) best[k] = best[k - 1];
-      best[pos] = h;
-    }
-    cut = best[nprobe - 1];
-  } else {
-    std::vector<double> h(hi.begin(), hi.end());
-    std::nth_element(h.begin(), h.begin() + (nprobe - 1), h.end());
-    cut = h[nprobe - 1];
-  }
-  if (!std::isfinite(cut)) return false;
-  const size_t start = out.size();
+  // With one bound B >= every b_c: the nprobe smallest a + b lie in F = {a <= a_(nprobe) + 2B},
+  // and so does every c with a - b <= U (the nprobe-th smallest a + b <= a_(nprobe) + B). So
+  // b_c is computed on F only.
+  const double big_b = qlen * p_max_ + eq * h_max_ + n_max_;
+  const double f_cut = nth_smallest(a.data(), nlist_, nprobe) + 2 * big_b;
+  if (!std::isfinite(f_cut)) return false;
+  thread_local std::vector<int32_t> f;
+  thread_local std::vector<double> lo, hi;
+  f.clear();
+  lo.clear();
+  hi.clear();
   for (int i = 0; i < nlist_; ++i) {
-    if (!std::isfinite(lo[i]) || !std::isfinite(hi[i])) {
-      out.resize(start);
-      return false;
+    if (!(a[i] <= f_cut)) {
+      if (std::isnan(a[i])) return false;
+      continue;
     }
-    if (lo[i] <= cut) out.push_back(i);
+    const double b = qlen * p_[i] + eq * h_[i] + n_[i];
+    f.push_back(i);
+    lo.push_back(a[i] - b);
+    hi.push_back(a[i] + b);
   }
+  const double cut = nth_smallest(hi.data(), static_cast<int>(hi.size()), nprobe);
+  if (!std::isfinite(cut)) return false;
+  for (size_t j = 0; j < f.size(); ++j)
+    if (lo[j] <= cut) out.push_back(f[j]);
   return true;
 }
 

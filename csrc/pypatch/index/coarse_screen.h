@@ -38,12 +38,12 @@ class CoarseScreen {
 
  private:
   int nlist_ = 0, dim_ = 0, npair_ = 0;
-  std::vector<int8_t> c8_;    // chunk ch: (npair, 64, 2) at ch * npair * 128; lanes past nlist 0
+  std::vector<int8_t> c8_;     // chunk ch: (npair, 64, 2) at ch * npair * 128; lanes past nlist 0
   std::vector<double> scale_;  // s_c
-  std::vector<double> err_;    // ||c - c^||
-  std::vector<double> hat_;    // ||c^||
-  std::vector<double> len_;    // ||c||
   std::vector<double> norm2_;  // the float probe's ||c||^2, as double
+  // b_c = ||q|| p_[c] + ||q - q^|| h_[c] + n_[c] (coarse_screen.cpp), and their maxima
+  std::vector<double> p_, h_, n_;
+  double p_max_ = 0, h_max_ = 0, n_max_ = 0;
 };
 
 }  // namespace pypatch
