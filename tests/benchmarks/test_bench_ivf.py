@@ -66,7 +66,7 @@ def test_quick_ivf_section_runs_and_reruns_from_cache(tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     rows = [r for r in rows if r.get("kind") == "ivf"]
     engines = {r["engine"] for r in rows}
-    want = {"ours-8", "ours-4", "faiss-pqfs", "faiss-ivfpq", "faiss-ivfpqfs"}
+    want = {"ours-8", "ours-4", "faiss-pqfs", "faiss-ivfpq", "faiss-ivfpqfs", "faiss-ivfpqfs-hnsw"}
     assert want <= engines and (("ours-ivf8" in engines) == have_ivf)
     for r in rows:
         assert 0 <= r["recall_float"] <= 1 and 0 <= r["recall_adc8"] <= 1
