@@ -140,7 +140,19 @@ def test_ranker_mistakes_are_clear_errors(bench):
         make_ranker("does-not-exist", bench)
 
 
-def test_hits_as_objects_and_registry_through_the_cli(bench_path, tmp_path, capsys):
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """Rankers a test registers (and plugins it loads) vanish after it: the registry is global,
+    and a test-only entry without a description broke `pypatch eval --list-configs` tests that
+    ran later in the same process."""
+    from pypatch.evaluation import harness
+
+    available_rankers()  # the built-in plugins, loaded into the real registry first
+    monkeypatch.setattr(harness, "_REGISTRY", dict(harness._REGISTRY))
+    monkeypatch.setattr(harness, "_LOADED", set(harness._LOADED))
+
+
+def test_hits_as_objects_and_registry_through_the_cli(bench_path, tmp_path, capsys, isolated_registry):
     class Hit:  # an object with image_id
         def __init__(self, image_id, score, box):
             self.image_id, self.score, self.box = image_id, score, box
@@ -196,7 +208,7 @@ def test_batch_form_is_used_and_checked(bench, results):
         evaluate(bench, {"short": Short()})
 
 
-def test_plugin_modules_register_configurations(bench_path, tmp_path, monkeypatch, capsys):
+def test_plugin_modules_register_configurations(bench_path, tmp_path, monkeypatch, capsys, isolated_registry):
     (tmp_path / "my_ranker_plugin.py").write_text(
         "from pypatch.evaluation.harness import register_ranker, make_ranker\n"
         "register_ranker('plugin-hist', lambda b: make_ranker('hist-global', b), overwrite=True)\n")
