@@ -115,8 +115,8 @@ def run(args) -> int:
         _say(f"training {args.nlist} coarse centroids", t0)
         ivf.train(sample, num_threads=args.threads)
         ivf.nprobe = args.nprobe
-        # per patch: its code + u32 image + u8 ordinal; per image: offset + removed flag
-        stores.append((f"ivf{args.nlist} p{ivf.nprobe}", ivf, code_bytes + 5 * args.patches + 9))
+        # per patch: its code + a 4-byte id (image << bits | ordinal); per image: offset + removed flag
+        stores.append((f"ivf{args.nlist} p{ivf.nprobe}", ivf, code_bytes + 4 * args.patches + 9))
     for start in range(0, args.images, _CHUNK_IMAGES):
         n = min(_CHUNK_IMAGES, args.images - start)
         _say(f"adding images {start + 1}-{start + n} of {args.images}", t0)

@@ -813,8 +813,8 @@ def _box_maps_dim(box_maps):
 
 
 def _bytes_per_patch(store: dict, dim: int) -> float:
-    if store["kind"] == "pq":  # an inverted file adds its ids: u32 image + u8 ordinal
-        return store["m"] * store["nbits"] / 8 + (5 if store.get("nlist") else 0)
+    if store["kind"] == "pq":  # an inverted file adds its 4-byte ids (image << bits | ordinal)
+        return store["m"] * store["nbits"] / 8 + (4 if store.get("nlist") else 0)
     return dim * (2 if store["kind"] == "flat16" else 4)
 
 

@@ -11,8 +11,9 @@ Inverted file (``nlist=N``, PQ only): a coarse k-means quantizer of N centroids 
 patches into N lists (nearest centroid in L2); ``search`` probes the ``nprobe`` lists nearest
 each query and ranks images by the max over their *probed* patches, exactly as the exhaustive
 ADC scan restricted to those patches would (codes are not residuals: they equal the exhaustive
-index's codes for the same quantizer). Storage per patch: the code plus 5 bytes (u32 image,
-u8 ordinal), so an IVF index holds at most 256 patches per image.
+index's codes for the same quantizer). Storage per patch: the code plus a 4-byte id, image <<
+b | patch ordinal with b the bits the largest image needs (5 for 30 patches), so an IVF index
+holds at most 256 patches per image and 2**(32 - b) images (2**27 at 30 patches).
 
 Exact re-rank (``search(..., rerank=other)``): a fast first stage (e.g. IVF over 4-bit codes)
 picks ``rerank_k`` candidate images, which ``other`` (an exhaustive index of the same images in a

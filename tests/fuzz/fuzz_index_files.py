@@ -53,7 +53,8 @@ from _ptch_bytes import section_table  # noqa: E402
 GOLDEN = [TESTS / "data" / "format_v1" / "flat_float16.ptch",
           TESTS / "data" / "format_v1" / "pq_m4_nbits8.ptch",
           TESTS / "data" / "format_v2" / "flat_pca8_l1.ptch",
-          TESTS / "data" / "format_ivf" / "ivf4.ptch"]
+          TESTS / "data" / "format_ivf" / "ivf4.ptch",
+          TESTS / "data" / "format_ivf3" / "ivf4.ptch"]
 U32_EDGES = [0, 1, 2, 3, 4, 7, 8, 16, 63, 64, 65, 255, 256, 4096, 4097, 1 << 20, (1 << 20) + 1,
              (1 << 31) - 1, 1 << 31, (1 << 32) - 1]
 U64_EDGES = U32_EDGES + [1 << 32, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, (1 << 64) - 64]
@@ -103,7 +104,7 @@ def make_seeds(root: Path) -> list:
             ix.set_transform(rng.standard_normal(16).astype(np.float32),
                              np.ascontiguousarray(q, dtype=np.float32))
         save(f"patch_pq{nbits}", ix)
-    for nbits in (8, 4):  # inverted files: PIDX version 2, IVFC/IVFN/IVFI/IVFO, per-list CODE
+    for nbits in (8, 4):  # inverted files: PIDX version 3, IVFC/IVFN/IVFP, per-list CODE
         ix = PatchIndex(16, ProductQuantizer(16, 4, nbits=nbits), nlist=3)
         ix.train(train, iters=2)
         ix.add(x, patches_per_image=counts)
@@ -264,7 +265,8 @@ def _fields(r: random.Random, kind: str, size: int) -> list:
               "IVFC": [(at(4), 4, "f")],
               "IVFN": [(at(8), 8, "u")],
               "IVFI": [(at(4), 4, "u")],
-              "IVFO": [(at(1), 1, "u")]}.get(kind, [(r.randrange(size), 1, "u")])
+              "IVFO": [(at(1), 1, "u")],
+              "IVFP": [(0, 4, "u"), (4, 4, "u"), (64 + at(4), 4, "u")]}.get(kind, [(r.randrange(size), 1, "u")])
     return [(o, n, t) for o, n, t in fields if o + n <= size] or [(0, 1, "u")]
 
 

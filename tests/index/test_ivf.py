@@ -7,7 +7,8 @@ asc). Search must equal it bit for bit at every SIMD level and thread count, for
 4-bit codes, odd m, ties, removed images and 0..40 patches per image; with nprobe = nlist it
 equals the exhaustive index. Lists and probes are checked against numpy's own L2 assignment
 (up to float near-ties). Files: round trips (mmap, eager, bytes, pickle), damaged IVF sections
-raise IndexFormatError, golden files of tests/data/format_ivf load and answer as recorded.
+raise IndexFormatError, golden files of tests/data/format_ivf (version 2: u32 image + u8 ordinal)
+and tests/data/format_ivf3 (version 3: packed 4-byte ids) load and answer as recorded.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from _simd_levels import simd_level, usable_levels
 from pypatch.errors import IndexFormatError, InvalidArgumentError, InvalidTypeError, NotTrainedError
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "format_ivf"
+GOLDEN3 = Path(__file__).resolve().parent.parent / "data" / "format_ivf3"
 
 
 def _unit(rng, n, d):
@@ -349,7 +351,7 @@ def test_memory_per_patch_ivf4_m32():
     ix.train(x[:2000], iters=3)
     ix.add(x, patches_per_image=30)
     u = ix.memory_usage()
-    assert u["ivf_ids"] == 5 * len(x)
+    assert u["ivf_ids"] == 4 * len(x)  # image << 5 | ordinal
     # 16 bytes of codes a patch plus at most one padded 32-patch block per list
     assert 16 * len(x) <= u["codes"] <= 16 * (len(x) + 32 * 16)
 
@@ -369,15 +371,24 @@ def test_damaged_ivf_sections_raise_index_format_error():
     lists = np.frombuffer(data, np.uint64, count=9, offset=section_table(data)["IVFN"][1])
     first = int(np.nonzero(np.diff(lists.astype(np.int64)) >= 2)[0][0])  # a list with >= 2 entries
     e0 = int(lists[first])
+    ids_at = section_table(data)["IVFP"][1]
+    bits = struct.unpack_from("<I", data, ids_at + 4)[0]
+    assert bits == 6  # images of up to 40 patches
+    ids = np.frombuffer(data, np.uint32, offset=ids_at + 64, count=len(x))
+    im0 = int(ids[0]) >> bits
+    assert off[im0 + 1] - off[im0] < 63
 
-    def set_image(i, v):
-        return lambda b: struct.pack_into("<I", b, 4 * i, v)
+    def set_id(i, v):
+        return lambda b: struct.pack_into("<I", b, 64 + 4 * i, v)
 
     cases = {  # what: (section, edit, the loader's message)
-        "image out of range": ("IVFI", set_image(0, 40), "names image 40 of 40"),
-        "huge image": ("IVFI", set_image(0, 0xFFFFFFFF), "names image"),
-        "unsorted list": ("IVFI", lambda b: (struct.pack_into("<I", b, 4 * e0, 39),), "not sorted"),
-        "ordinal past its image": ("IVFO", lambda b: b.__setitem__(0, 255), "ordinal 255 but image"),
+        "image out of range": ("IVFP", set_id(0, 40 << bits), "names image 40 of 40"),
+        "huge image": ("IVFP", set_id(0, 0xFFFFFFFF), "names image"),
+        "unsorted list": ("IVFP", set_id(e0, 39 << bits), "not sorted"),
+        "ordinal past its image": ("IVFP", set_id(0, im0 << bits | 63), "ordinal 63 but image"),
+        "ordinal bits too few": ("IVFP", lambda b: struct.pack_into("<I", b, 4, 5), "ordinal bits 5 cannot hold"),
+        "ordinal bits too many": ("IVFP", lambda b: struct.pack_into("<I", b, 4, 9), "ordinal bits 9 cannot hold"),
+        "id section version": ("IVFP", lambda b: struct.pack_into("<I", b, 0, 2), "unknown IVFP version 2"),
         "list offsets past the patches": ("IVFN", lambda b: struct.pack_into("<Q", b, 8, 10**9),
                                           "exceeds the patch count"),
         "list offsets decrease": ("IVFN", lambda b: struct.pack_into("<Q", b, 8 * 8, 0), "decrease"),
@@ -392,15 +403,12 @@ def test_damaged_ivf_sections_raise_index_format_error():
         with pytest.raises(IndexFormatError, match=message):
             pypatch.PatchIndex.from_bytes(_damaged(data, kind, edit))
             pytest.fail(what)
-    # a patch listed twice (and so another one missing): copy entry e0 + 1 over entry e0 + 0
-    ids = np.frombuffer(data, np.uint32, offset=section_table(data)["IVFI"][1], count=len(x))
-    ords = np.frombuffer(data, np.uint8, offset=section_table(data)["IVFO"][1], count=len(x))
-    twin = _damaged(data, "IVFI", set_image(e0 + 1, int(ids[e0])))
-    twin = _damaged(twin, "IVFO", lambda b: b.__setitem__(e0 + 1, int(ords[e0])))
+    # a patch listed twice (and so another one missing): copy entry e0 over entry e0 + 1
+    twin = _damaged(data, "IVFP", set_id(e0 + 1, int(ids[e0])))
     with pytest.raises(IndexFormatError, match="sorted|two inverted lists"):
         pypatch.PatchIndex.from_bytes(twin)
     # a stale CRC on the ids is caught even on a mapped open
-    _, o, s = section_table(data)["IVFI"]
+    _, o, s = section_table(data)["IVFP"]
     stale = data[:o] + bytes([data[o] ^ 1]) + data[o + 1:]
     with pytest.raises(IndexFormatError):
         pypatch.PatchIndex.from_bytes(stale)
@@ -447,11 +455,12 @@ def test_searches_while_another_thread_adds_see_a_consistent_state():
         assert any(all(np.array_equal(g, e) for g, e in zip(got, exp)) for exp in expected)
 
 
+@pytest.mark.parametrize("folder", [GOLDEN, GOLDEN3], ids=["v2", "v3"])
 @pytest.mark.parametrize("name", ["ivf8", "ivf4"])
-def test_golden_files_load_and_answer_as_recorded(name):
-    want = np.load(GOLDEN / f"{name}_expected.npz")
+def test_golden_files_load_and_answer_as_recorded(name, folder):
+    want = np.load(folder / f"{name}_expected.npz")
     for mmap in (True, False):
-        ix = pypatch.PatchIndex.load(GOLDEN / f"{name}.ptch", mmap=mmap, verify=True)
+        ix = pypatch.PatchIndex.load(folder / f"{name}.ptch", mmap=mmap, verify=True)
         assert ix.is_ivf and ix.nlist == int(want["nlist"]) and ix.nprobe == int(want["nprobe"])
         for level in usable_levels():
             with simd_level(level):
@@ -460,6 +469,42 @@ def test_golden_files_load_and_answer_as_recorded(name):
             np.testing.assert_array_equal(got[1], want["images"])
             np.testing.assert_array_equal(got[2], want["patches"])
         _same(ix.search(want["queries"], k=10), _reference(ix, want["queries"], 10, ix.nprobe))
+
+
+@pytest.mark.parametrize("name", ["ivf8", "ivf4"])
+def test_version_2_files_load_into_packed_ids_and_resave_as_version_3(name, tmp_path):
+    old = pypatch.PatchIndex.load(GOLDEN / f"{name}.ptch", mmap=True)
+    new = pypatch.PatchIndex.load(GOLDEN3 / f"{name}.ptch", mmap=True)
+    assert old.memory_usage()["ivf_ids"] == 4 * old.num_patches  # converted in memory
+    np.testing.assert_array_equal(old.patch_lists(), new.patch_lists())
+    old.save(tmp_path / "a.ptch")
+    assert (tmp_path / "a.ptch").read_bytes() == (GOLDEN3 / f"{name}.ptch").read_bytes()
+    table = section_table((tmp_path / "a.ptch").read_bytes())
+    assert "IVFP" in table and "IVFI" not in table and "IVFO" not in table
+
+
+def test_ordinal_bits_widen_as_images_with_more_patches_arrive(tmp_path):
+    """Ids start with no ordinal bits (one patch an image) and are repacked as later adds bring
+    images of 3, then 40 patches; search, files and memory follow."""
+    rng = np.random.default_rng(21)
+    d, nlist = 16, 5
+    ix = pypatch.PatchIndex(d, pypatch.ProductQuantizer(d, 4, nbits=4), nlist=nlist)
+    ix.train(_clustered(rng, 2000, d), iters=4, seed=1)
+    q = _unit(rng, 3, d)
+    for counts, bits in (([1] * 30, 0), ([3, 1, 2] * 10, 2), ([40, 0, 7], 6)):
+        off = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        ix.add(_clustered(rng, int(off[-1]), d), image_offsets=off)
+        assert ix.memory_usage()["ivf_ids"] >= 4 * ix.num_patches
+        data = ix.to_bytes()
+        assert struct.unpack_from("<I", data, section_table(data)["IVFP"][1] + 4)[0] == bits
+        for nprobe in (1, nlist):
+            _same(ix.search(q, k=20, nprobe=nprobe), _reference(ix, q, 20, nprobe))
+        back = pypatch.PatchIndex.from_bytes(data)
+        _same(back.search(q, k=20), ix.search(q, k=20))
+    ix.remove([1, 31])
+    mapping = ix.compact()
+    assert len(mapping) == 63
+    _same(ix.search(q, k=20, nprobe=nlist), _reference(ix, q, 20, nlist))
 
 
 def test_image_index_subset_keeps_each_patch_in_its_list(embedder):

@@ -120,12 +120,10 @@ void IvfLists::reset(int nlist) {
 void IvfLists::point_at_owned() {
   const int nl = static_cast<int>(owned.size());
   codes.resize(nl);
-  images.resize(nl);
-  ords.resize(nl);
+  ids.resize(nl);
   for (int l = 0; l < nl; ++l) {
     codes[l] = owned[l].codes.data();
-    images[l] = owned[l].images.data();
-    ords[l] = owned[l].ords.data();
+    ids[l] = owned[l].ids.data();
   }
 }
 
@@ -198,7 +196,8 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
   parallel_for(static_cast<int64_t>(todo.size()), nt, [&](int64_t t, int w) {
     const int l = todo[t];
     const int64_t n = s.lists->size[l];
-    const uint32_t* img = s.lists->images[l];
+    const uint32_t* ids = s.lists->ids[l];
+    const int bits = s.lists->ord_bits;
     Scratch& sc = scratch[w];
     if (static_cast<int64_t>(sc.runs.size()) < n + 1) {
       sc.runs.resize(n + 1);
@@ -209,11 +208,11 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
     runs[n_runs++] = 0;
     for (int64_t e = 1; e < n; ++e) {
       runs[n_runs] = e;
-      n_runs += img[e] != img[e - 1];
+      n_runs += (ids[e] >> bits) != (ids[e - 1] >> bits);
     }
     runs[n_runs] = n;
     if (s.removed)
-      for (int64_t r = 0; r < n_runs; ++r) n_removed += sc.removed[r] = s.removed[img[runs[r]]];
+      for (int64_t r = 0; r < n_runs; ++r) n_removed += sc.removed[r] = s.removed[ivf_image(ids[runs[r]], bits)];
     ScanSetup ss{StoreKind::PQ, dim, m, &pq, s.lists->codes[l], sc.runs.data(), n_runs,
                  n_removed ? sc.removed.data() : nullptr, n_removed};
     const int64_t nql = qoff[l + 1] - qoff[l];
@@ -238,12 +237,11 @@ std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q
     } else {
       top = scan_topk_exact(ss, nql, nullptr, lp, k, 1, {});
     }
-    const uint8_t* ord = s.lists->ords[l];
     for (int64_t i = 0; i < nql; ++i) {
       std::vector<IvfHit>& out = hits[qoff[l] + i];
       for (const Hit& h : top[i].sorted()) {
-        const int64_t e = sc.runs[h.image];
-        out.push_back({h.score, img[e], ord[e + h.patch]});
+        const uint32_t id = ids[sc.runs[h.image] + h.patch];
+        out.push_back({h.score, ivf_image(id, bits), static_cast<uint8_t>(ivf_ord(id, bits))});
       }
     }
   }, interrupt);

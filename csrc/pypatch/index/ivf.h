@@ -1,5 +1,6 @@
 // The inverted file over patches (issue 11): a coarse quantizer of nlist centroids in the
-// index's space, and nlist lists holding (image u32, patch ordinal u8, PQ code) per patch.
+// index's space, and nlist lists holding (id u32, PQ code) per patch, where the id packs the
+// image and the patch ordinal: image << ord_bits | ordinal (4 bytes a patch, not 5).
 //
 // Codes are NOT residuals: a list holds exactly the codes the exhaustive index would hold for
 // the same quantizer, so an IVF search equals the exhaustive ADC scan restricted to the
@@ -11,8 +12,8 @@
 // SIMD levels: a patch lands in the same list, and a query probes the same lists, at every
 // level. Ties go to the lower list.
 //
-// Each list is sorted by (image, ordinal): adds append larger image numbers, compact keeps the
-// order. So an image's entries in one list are contiguous ("runs"), and a list is a small CSR
+// Each list is sorted by (image, ordinal), i.e. by id: adds append larger image numbers,
+// compact keeps the order. So an image's entries in one list are contiguous ("runs"), and a list is a small CSR
 // store whose "images" are those runs, scanned by the exhaustive scan's own code (8-bit, and
 // 4-bit at the exact float path); the 4-bit fast scan goes query by query (ivf_fs4.h).
 #pragma once
@@ -27,10 +28,20 @@ namespace pypatch {
 
 class ProductQuantizer;
 
-/// Largest patch ordinal + 1 an IVF entry can hold (u8 ordinals).
+/// Largest patch ordinal + 1 an IVF entry can hold (at most 8 ordinal bits).
 constexpr int64_t kIvfMaxPatchesPerImage = 256;
-/// Largest image number + 1 (u32 image ids).
-constexpr int64_t kIvfMaxImages = int64_t{1} << 32;
+/// Largest image number + 1 for ord_bits ordinal bits (the rest of a u32 id).
+constexpr int64_t ivf_max_images(int ord_bits) { return int64_t{1} << (32 - ord_bits); }
+/// Bits an ordinal in [0, max_patches) needs: 0 for at most one patch an image.
+inline int ivf_ord_bits_for(int64_t max_patches) {
+  int b = 0;
+  while ((int64_t{1} << b) < max_patches) ++b;
+  return b;
+}
+/// The image and the ordinal of a packed id.
+inline uint32_t ivf_image(uint32_t id, int ord_bits) { return id >> ord_bits; }
+inline uint32_t ivf_ord(uint32_t id, int ord_bits) { return id & ((uint32_t{1} << ord_bits) - 1); }
+inline uint32_t ivf_id(uint32_t image, uint32_t ord, int ord_bits) { return image << ord_bits | ord; }
 
 class CoarseQuantizer {
  public:
@@ -68,14 +79,13 @@ class CoarseQuantizer {
 struct IvfLists {
   struct Owned {
     std::vector<uint8_t> codes;    // blocked64 (8-bit) or blocked32_fs4 (4-bit), whole blocks
-    std::vector<uint32_t> images;  // ascending
-    std::vector<uint8_t> ords;     // ascending within an image
+    std::vector<uint32_t> ids;     // ascending
   };
   std::vector<int64_t> size;               // entries per list
   std::vector<const uint8_t*> codes;       // views (into owned or a file)
-  std::vector<const uint32_t*> images;
-  std::vector<const uint8_t*> ords;
+  std::vector<const uint32_t*> ids;
   std::vector<Owned> owned;                // empty while viewing a file
+  int ord_bits = 0;                        // of every id; grows (repacking) as adds need
 
   int nlist() const { return static_cast<int>(size.size()); }
   int64_t total() const;

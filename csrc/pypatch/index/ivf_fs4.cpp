@@ -41,7 +41,8 @@ struct RunCand {
 // entries of one image (they are adjacent: a list is sorted by image) into a run.
 struct Sink : Fs4Sink {
   // the list being scanned
-  const uint32_t* img = nullptr;
+  const uint32_t* ids = nullptr;
+  int ord_bits = 0;
   int32_t list = 0;
   // the run being joined
   bool open = false;
@@ -66,8 +67,9 @@ struct Sink : Fs4Sink {
     best.clear();
     cand.clear();
   }
-  void start_list(const uint32_t* images, int32_t l) {
-    img = images;
+  void start_list(const uint32_t* list_ids, int bits, int32_t l) {
+    ids = list_ids;
+    ord_bits = bits;
     list = l;
     open = false;
   }
@@ -88,7 +90,7 @@ struct Sink : Fs4Sink {
 
   static void on_emit(Fs4Sink* self, int64_t entry, int32_t q) {
     Sink& st = *static_cast<Sink*>(self);
-    const uint32_t image = st.img[entry];
+    const uint32_t image = st.ids[entry] >> st.ord_bits;
     if (st.open && image == st.run_image) {
       if (q > st.run_q) st.run_q = q;
       return;
@@ -165,14 +167,15 @@ struct Scratch {
 // runs of list l into sc.runs; returns the number of runs.
 int64_t build_runs(const IvfLists& lists, int l, std::vector<int64_t>& runs) {
   const int64_t n = lists.size[l];
-  const uint32_t* img = lists.images[l];
+  const uint32_t* ids = lists.ids[l];
+  const int bits = lists.ord_bits;
   if (static_cast<int64_t>(runs.size()) < n + 1) runs.resize(n + 1);
   int64_t* r = runs.data();
   int64_t n_runs = 0;
   r[n_runs++] = 0;
   for (int64_t e = 1; e < n; ++e) {
     r[n_runs] = e;
-    n_runs += img[e] != img[e - 1];
+    n_runs += (ids[e] >> bits) != (ids[e - 1] >> bits);
   }
   r[n_runs] = n;
   return n_runs;
@@ -247,7 +250,7 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
       for (size_t i = o.second; i < v.size() && v[i].list == l; ++i) {
         const int64_t qi = q0 + v[i].query;
         Sink& st = sc.sinks[v[i].query];
-        st.start_list(lists.images[l], l);
+        st.start_list(lists.ids[l], lists.ord_bits, l);
         scan(lists.codes[l], m, tables[qi].q.data(), off, 0, lists.size[l], &st);
         st.flush();
       }
@@ -265,18 +268,18 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
         const int l = probes[qi * nprobe + p];
         if (lists.size[l] == 0) continue;
         const int64_t n_runs = build_runs(lists, l, sc.runs);
-        const uint32_t* img = lists.images[l];
+        const uint32_t* ids = lists.ids[l];
         TopK top(k);
         for (int64_t r = 0; r < n_runs; ++r) {
-          const uint32_t image = img[sc.runs[r]];
+          const uint32_t image = ivf_image(ids[sc.runs[r]], lists.ord_bits);
           if (s.removed && s.removed[image]) continue;
           Hit h = rescore_fs4_range(lists.codes[l], m, lut, sc.runs[r], sc.runs[r + 1]);
           h.image = r;
           top.push(h);
         }
         for (const Hit& h : top.sorted()) {
-          const int64_t e = sc.runs[h.image];
-          out.push_back({h.score, img[e], lists.ords[l][e + h.patch]});
+          const uint32_t id = ids[sc.runs[h.image] + h.patch];
+          out.push_back({h.score, ivf_image(id, lists.ord_bits), static_cast<uint8_t>(ivf_ord(id, lists.ord_bits))});
         }
       }
     }
@@ -320,12 +323,13 @@ std::vector<TopK> ivf_search_fs4(const IvfSearchSetup& s, int64_t nq, const floa
           Hit best{0.f, static_cast<int64_t>(all[first[g]].image), -1};
           for (size_t i = first[g]; i < first[g + 1]; ++i) {
             const RunCand& c = all[i];
-            const uint32_t* img = lists.images[c.list];
+            const uint32_t* ids = lists.ids[c.list];
+            const int bits = lists.ord_bits;
             int64_t e0 = c.entry, e1 = c.entry + 1;
-            while (e0 > 0 && img[e0 - 1] == c.image) --e0;
-            while (e1 < lists.size[c.list] && img[e1] == c.image) ++e1;
+            while (e0 > 0 && ivf_image(ids[e0 - 1], bits) == c.image) --e0;
+            while (e1 < lists.size[c.list] && ivf_image(ids[e1], bits) == c.image) ++e1;
             const Hit h = rescore_fs4_range(lists.codes[c.list], m, lut, e0, e1);
-            const int32_t ord = lists.ords[c.list][e0 + h.patch];
+            const int32_t ord = static_cast<int32_t>(ivf_ord(ids[e0 + h.patch], bits));
             if (best.patch < 0 || h.score > best.score || (h.score == best.score && ord < best.patch)) {
               best.score = h.score;
               best.patch = ord;

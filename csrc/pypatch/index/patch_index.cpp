@@ -133,7 +133,7 @@ std::vector<int32_t> PatchIndex::patch_lists() const {
   std::vector<int32_t> out(static_cast<size_t>(patches_()), -1);
   for (int l = 0; l < nlist_; ++l)
     for (int64_t e = 0; e < lists_.size[l]; ++e)
-      out[offsets_[lists_.images[l][e]] + lists_.ords[l][e]] = l;
+      out[offsets_[ivf_image(lists_.ids[l][e], lists_.ord_bits)] + ivf_ord(lists_.ids[l][e], lists_.ord_bits)] = l;
   return out;
 }
 
@@ -190,12 +190,13 @@ void PatchIndex::ivf_copy_rows_(int64_t p0, int64_t n, uint8_t* out) const {
   const int64_t i0 = std::upper_bound(offsets_.begin(), offsets_.end(), p0) - offsets_.begin() - 1;
   const int64_t i1 = std::upper_bound(offsets_.begin(), offsets_.end(), p0 + n - 1) - offsets_.begin() - 1;
   const int m = code_size_;
+  const int bits = lists_.ord_bits;
   for (int l = 0; l < nlist_; ++l) {
-    const uint32_t* img = lists_.images[l];
+    const uint32_t* ids = lists_.ids[l];
     const int64_t sz = lists_.size[l];
-    for (int64_t e = std::lower_bound(img, img + sz, static_cast<uint32_t>(i0)) - img;
-         e < sz && img[e] <= static_cast<uint64_t>(i1); ++e) {
-      const int64_t p = offsets_[img[e]] + lists_.ords[l][e];
+    for (int64_t e = std::lower_bound(ids, ids + sz, ivf_id(static_cast<uint32_t>(i0), 0, bits)) - ids;
+         e < sz && ivf_image(ids[e], bits) <= static_cast<uint64_t>(i1); ++e) {
+      const int64_t p = offsets_[ivf_image(ids[e], bits)] + ivf_ord(ids[e], bits);
       if (p < p0 || p >= p0 + n) continue;
       if (fs4_()) fs4_to_rows(lists_.codes[l], e, 1, m, out + (p - p0) * m);
       else blocked_to_rows(lists_.codes[l], e, 1, m, out + (p - p0) * m);
@@ -254,14 +255,31 @@ void PatchIndex::append_rows(const uint8_t* rows, int64_t n) {
   view_ = owned_.data();
 }
 
-void PatchIndex::ivf_check_counts_(int64_t n_new, const int64_t* counts) const {
-  for (int64_t i = 0; i < n_new; ++i)
+int PatchIndex::ivf_check_counts_(int64_t n_new, const int64_t* counts) const {
+  int64_t most = 0;
+  for (int64_t i = 0; i < n_new; ++i) {
     PTCH_CHECK(counts[i] <= kIvfMaxPatchesPerImage,
                "an inverted-file index holds at most " + std::to_string(kIvfMaxPatchesPerImage) +
-                   " patches per image (u8 ordinals); image " + std::to_string(i) + " has " +
+                   " patches per image (8-bit ordinals); image " + std::to_string(i) + " has " +
                    std::to_string(counts[i]));
-  PTCH_CHECK(images_() + n_new <= kIvfMaxImages - 1,
-             "an inverted-file index holds fewer than 2**32 images (u32 ids)");
+    most = std::max(most, counts[i]);
+  }
+  const int bits = std::max(lists_.ord_bits, ivf_ord_bits_for(most));
+  PTCH_CHECK(images_() + n_new <= ivf_max_images(bits),
+             "an inverted-file index whose images have up to " + std::to_string(int64_t{1} << bits) +
+                 " patches holds at most 2**" + std::to_string(32 - bits) +
+                 " images (4-byte ids: image << " + std::to_string(bits) +
+                 " | patch ordinal); it has " + std::to_string(images_()) + " and " +
+                 std::to_string(n_new) + " would be added: split the collection into shards");
+  return bits;
+}
+
+void PatchIndex::ivf_widen_ids_(int bits) {
+  const int old = lists_.ord_bits;
+  if (bits == old) return;
+  for (int l = 0; l < nlist_; ++l)
+    for (uint32_t& id : lists_.owned[l].ids) id = ivf_id(ivf_image(id, old), ivf_ord(id, old), bits);
+  lists_.ord_bits = bits;
 }
 
 void PatchIndex::ivf_materialize_() {
@@ -270,8 +288,7 @@ void PatchIndex::ivf_materialize_() {
     const int64_t n = lists_.size[l];
     IvfLists::Owned& o = lists_.owned[l];
     o.codes.assign(lists_.codes[l], lists_.codes[l] + storage_bytes(n));
-    o.images.assign(lists_.images[l], lists_.images[l] + n);
-    o.ords.assign(lists_.ords[l], lists_.ords[l] + n);
+    o.ids.assign(lists_.ids[l], lists_.ids[l] + n);
   }
   lists_.point_at_owned();
   file_.reset();
@@ -279,6 +296,8 @@ void PatchIndex::ivf_materialize_() {
 
 void PatchIndex::ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t* rows, const int32_t* assign) {
   ivf_materialize_();
+  const int bits = ivf_check_counts_(n_new, counts);
+  ivf_widen_ids_(bits);  // an image with more patches than any before: wider ordinals
   const int m = code_size_;
   // Reserve what this batch adds to each list: one big add holds exactly its bytes (a
   // doubling vector would hold up to 2x), repeated small adds grow by at least 1/4.
@@ -289,11 +308,10 @@ void PatchIndex::ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t
   for (int l = 0; l < nlist_; ++l) {
     if (!add_n[l]) continue;
     IvfLists::Owned& L = lists_.owned[l];
-    const size_t want = L.images.size() + static_cast<size_t>(add_n[l]);
-    if (want <= L.images.capacity()) continue;
-    const size_t cap = std::max(want, L.images.capacity() + L.images.capacity() / 4);
-    L.images.reserve(cap);
-    L.ords.reserve(cap);
+    const size_t want = L.ids.size() + static_cast<size_t>(add_n[l]);
+    if (want <= L.ids.capacity()) continue;
+    const size_t cap = std::max(want, L.ids.capacity() + L.ids.capacity() / 4);
+    L.ids.reserve(cap);
     L.codes.reserve(static_cast<size_t>(storage_bytes(static_cast<int64_t>(cap))));
   }
   int64_t p = 0;
@@ -301,15 +319,14 @@ void PatchIndex::ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t
     const uint32_t image = static_cast<uint32_t>(images_() + i);
     for (int64_t o = 0; o < counts[i]; ++o, ++p) {
       IvfLists::Owned& L = lists_.owned[assign[p]];
-      const int64_t n = static_cast<int64_t>(L.images.size());
+      const int64_t n = static_cast<int64_t>(L.ids.size());
       L.codes.resize(static_cast<size_t>(storage_bytes(n + 1)), 0);
       if (fs4_()) rows_to_fs4(rows + p * m, n, 1, m, L.codes.data());
       else rows_to_blocked(rows + p * m, n, 1, m, L.codes.data());
-      L.images.push_back(image);
-      L.ords.push_back(static_cast<uint8_t>(o));
+      L.ids.push_back(ivf_id(image, static_cast<uint32_t>(o), bits));
     }
   }
-  for (int l = 0; l < nlist_; ++l) lists_.size[l] = static_cast<int64_t>(lists_.owned[l].images.size());
+  for (int l = 0; l < nlist_; ++l) lists_.size[l] = static_cast<int64_t>(lists_.owned[l].ids.size());
   lists_.point_at_owned();
 }
 
@@ -449,27 +466,25 @@ std::vector<int64_t> PatchIndex::compact() {
       IvfLists::Owned kept;
       const int64_t nl = lists_.size[l];
       int64_t n_kept = 0;
-      for (int64_t e = 0; e < nl; ++e) n_kept += !removed_[lists_.images[l][e]];
-      kept.images.reserve(static_cast<size_t>(n_kept));  // exact: memory_usage counts capacity
-      kept.ords.reserve(static_cast<size_t>(n_kept));
+      const int bits = lists_.ord_bits;
+      for (int64_t e = 0; e < nl; ++e) n_kept += !removed_[ivf_image(lists_.ids[l][e], bits)];
+      kept.ids.reserve(static_cast<size_t>(n_kept));  // exact: memory_usage counts capacity
       kept.codes.reserve(static_cast<size_t>(storage_bytes(n_kept)));
       for (int64_t e = 0; e < nl; ++e) {
-        const uint32_t img = lists_.images[l][e];
+        const uint32_t id = lists_.ids[l][e], img = ivf_image(id, bits);
         if (removed_[img]) continue;
         if (fs4_()) fs4_to_rows(lists_.codes[l], e, 1, m, row.data());
         else blocked_to_rows(lists_.codes[l], e, 1, m, row.data());
-        const int64_t j = static_cast<int64_t>(kept.images.size());
+        const int64_t j = static_cast<int64_t>(kept.ids.size());
         kept.codes.resize(static_cast<size_t>(storage_bytes(j + 1)), 0);
         if (fs4_()) rows_to_fs4(row.data(), j, 1, m, kept.codes.data());
         else rows_to_blocked(row.data(), j, 1, m, kept.codes.data());
-        kept.images.push_back(static_cast<uint32_t>(mapping[img]));
-        kept.ords.push_back(lists_.ords[l][e]);
+        kept.ids.push_back(ivf_id(static_cast<uint32_t>(mapping[img]), ivf_ord(id, bits), bits));
       }
       lists_.owned[l] = std::move(kept);  // list l of a file view is read before it is replaced
-      lists_.size[l] = static_cast<int64_t>(lists_.owned[l].images.size());
+      lists_.size[l] = static_cast<int64_t>(lists_.owned[l].ids.size());
       lists_.codes[l] = lists_.owned[l].codes.data();
-      lists_.images[l] = lists_.owned[l].images.data();
-      lists_.ords[l] = lists_.owned[l].ords.data();
+      lists_.ids[l] = lists_.owned[l].ids.data();
     }
     file_.reset();
     offsets_ = std::move(off);
@@ -560,7 +575,7 @@ std::vector<std::pair<std::string, int64_t>> PatchIndex::memory_usage() const {
     for (int l = 0; l < nlist_; ++l) {
       const IvfLists::Owned& o = lists_.owned[l];
       code_bytes += file_ ? storage_bytes(lists_.size[l]) : static_cast<int64_t>(o.codes.capacity());
-      ids += file_ ? 5 * lists_.size[l] : static_cast<int64_t>(4 * o.images.capacity() + o.ords.capacity());
+      ids += file_ ? 4 * lists_.size[l] : static_cast<int64_t>(4 * o.ids.capacity());
     }
     const int64_t transform_bytes =
         transform_ ? static_cast<int64_t>((transform_->mean().size() + transform_->matrix().size()) * 4) : 0;

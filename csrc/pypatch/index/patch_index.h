@@ -172,7 +172,7 @@ class PatchIndex {
 
   /// Bytes by part: "codes" (or "vectors"), "image_offsets", "removed", "centroids",
   /// "metadata", "transform", and "mapped" (bytes of storage that are views of a file, not owned);
-  /// IVF adds "ivf_ids" (5 bytes a patch: u32 image, u8 ordinal), "ivf_lists" (per-list
+  /// IVF adds "ivf_ids" (4 bytes a patch: image << ord_bits | ordinal), "ivf_lists" (per-list
   /// bookkeeping) and "coarse_centroids" (the centroids, their transposed copy and norms).
   std::vector<std::pair<std::string, int64_t>> memory_usage() const;
 
@@ -192,7 +192,9 @@ class PatchIndex {
   void append_rows(const uint8_t* rows, int64_t n);  // n patches, row-major
   // IVF: append n_new images' rows (row-major codes) to the lists `assign` gives each patch.
   void ivf_append_(int64_t n_new, const int64_t* counts, const uint8_t* rows, const int32_t* assign);
-  void ivf_check_counts_(int64_t n_new, const int64_t* counts) const;
+  // Checks a batch's patch counts against the id limits; returns the ordinal bits it needs.
+  int ivf_check_counts_(int64_t n_new, const int64_t* counts) const;
+  void ivf_widen_ids_(int bits);  // repacks every (owned) id with more ordinal bits
   void ivf_materialize_();
   void ivf_copy_rows_(int64_t p0, int64_t n, uint8_t* out) const;
 

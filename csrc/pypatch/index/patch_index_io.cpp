@@ -14,19 +14,21 @@
 //   XFRM  optional LinearTransform: 64-byte header (u32 version = 1, u32 kind = 1 "centre,
 //         project, L2-normalise", u32 dim_in, u32 dim_out = the index dim, zeros), then f32
 //         mean (dim_in) and f32 matrix (dim_out, dim_in) row-major, packed (no padding)
-//   Inverted file (PIDX version 2, written only for an IVF index, so an older pypatch refuses
+//   Inverted file (PIDX version 3, written only for an IVF index, so an older pypatch refuses
 //   it with "upgrade pypatch"; version 1 files are exhaustive and load as before):
 //   PIDX  bytes 56..59 u32 nlist (>= 1), 60..63 u32 default nprobe (1..nlist)
 //   IVFC  f32 (nlist, dim) coarse centroids (present once trained)
 //   IVFN  u64 (nlist + 1) list offsets in entries (little-endian): list l holds entries
-//         [off[l], off[l+1]) of IVFI/IVFO; off[nlist] = n_patches
-//   IVFI  u32 (n_patches) image of each entry, lists concatenated; ascending within a list
-//   IVFO  u8 (n_patches) patch ordinal of each entry; (image, ordinal) strictly ascending
-//         within a list, ordinal < that image's patch count, every patch exactly once
+//         [off[l], off[l+1]) of IVFP; off[nlist] = n_patches
+//   IVFP  64-byte header (u32 version = 1, u32 ord_bits in 0..8, zeros), then u32 (n_patches)
+//         ids, image << ord_bits | patch ordinal, lists concatenated; strictly ascending within
+//         a list, ordinal < that image's patch count, every patch exactly once
 //   CODE  each list's codes in the index's layout (blocked64 / blocked32_fs4) from entry 0 of
 //         the list, padded to whole blocks, lists concatenated in order
-//   IVFC/IVFN/IVFI/IVFO are CRC-checked and validated on every load (O(n_patches), 5 bytes a
-//   patch: an entry pointing outside its image would make the scan read past a code list).
+//   IVFC/IVFN/IVFP are CRC-checked and validated on every load (O(n_patches), 4 bytes a patch:
+//   an entry pointing outside its image would make the scan read past a code list).
+//   PIDX version 2 (the first inverted files) held IVFI (u32 image a patch) and IVFO (u8
+//   ordinal a patch) instead of IVFP; such files load by conversion into memory (not mapped).
 // PIDX and IOFF are read and written byte by byte in little-endian (io/little_endian.h), so a
 // file means the same on any host. PQCB/CODE/VECS are the host's floats and bytes as-is (they
 // are viewed in place; every supported host is little-endian).
@@ -55,11 +57,14 @@ namespace {
 constexpr uint32_t kKindHeader = io::fourcc("PIDX");
 constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
 constexpr uint32_t kKindTransform = io::fourcc("XFRM");
-constexpr uint32_t kHeaderVersion = 2;     // newest read; 1 = exhaustive, 2 = inverted file
+constexpr uint32_t kHeaderVersion = 3;     // newest read; 1 = exhaustive, 2-3 = inverted file
 constexpr uint32_t kIvfCentroids = io::fourcc("IVFC");
 constexpr uint32_t kIvfListOffsets = io::fourcc("IVFN");
 constexpr uint32_t kIvfImages = io::fourcc("IVFI");
 constexpr uint32_t kIvfOrdinals = io::fourcc("IVFO");
+constexpr uint32_t kIvfPackedIds = io::fourcc("IVFP");
+constexpr uint32_t kIvfPackedVersion = 1;
+constexpr size_t kIvfPackedHeader = 64;
 constexpr size_t kHeaderSize = 64;
 // XFRM header: version, transform kind (1 = LinearTransform), dim_in, dim_out; 64 bytes so
 // the floats that follow start 64-aligned.
@@ -80,8 +85,8 @@ struct HeaderFields {
   uint64_t n_images;    // 32
   uint64_t n_patches;   // 40
   uint64_t n_removed;   // 48
-  uint32_t nlist;       // 56 (version 2 only)
-  uint32_t nprobe;      // 60 (version 2 only)
+  uint32_t nlist;       // 56 (versions 2, 3 only)
+  uint32_t nprobe;      // 60 (versions 2, 3 only)
 };
 
 void put32(std::vector<uint8_t>& b, size_t off, uint32_t v) { io::le::store32(b.data() + off, v); }
@@ -168,7 +173,7 @@ std::string user_metadata(const io::Container& c) {
 class PatchIndex::Writer {
  public:
   // offsets_le: storage for IOFF (little-endian u64), kept alive by the caller until written.
-  // IVFC, IVFN, IVFI, IVFO, CODE: the lists streamed straight from memory (no copy).
+  // IVFC, IVFN, IVFP, CODE: the lists streamed straight from memory (no copy).
   static void add_ivf_sections(const PatchIndex& ix, io::ContainerWriter& w, std::vector<uint8_t>& list_off_le) {
     const int nl = ix.nlist_;
     const IvfLists& L = ix.lists_;
@@ -182,13 +187,13 @@ class PatchIndex::Writer {
     }
     w.add_view(kIvfListOffsets, list_off_le.data(), list_off_le.size());
     // (empty lists are skipped: their pointers may be null)
-    w.add_producer(kIvfImages, acc * 4, [&ix](io::SectionSink& out) {
+    w.add_producer(kIvfPackedIds, kIvfPackedHeader + acc * 4, [&ix](io::SectionSink& out) {
+      std::vector<uint8_t> h(kIvfPackedHeader, 0);
+      put32(h, 0, kIvfPackedVersion);
+      put32(h, 4, static_cast<uint32_t>(ix.lists_.ord_bits));
+      out.write(h.data(), h.size());
       for (int l = 0; l < ix.nlist_; ++l)
-        if (ix.lists_.size[l]) out.write(ix.lists_.images[l], static_cast<size_t>(ix.lists_.size[l]) * 4);
-    });
-    w.add_producer(kIvfOrdinals, acc, [&ix](io::SectionSink& out) {
-      for (int l = 0; l < ix.nlist_; ++l)
-        if (ix.lists_.size[l]) out.write(ix.lists_.ords[l], static_cast<size_t>(ix.lists_.size[l]));
+        if (ix.lists_.size[l]) out.write(ix.lists_.ids[l], static_cast<size_t>(ix.lists_.size[l]) * 4);
     });
     w.add_producer(io::kind::kCodes, code_bytes, [&ix](io::SectionSink& out) {
       for (int l = 0; l < ix.nlist_; ++l)
@@ -196,11 +201,21 @@ class PatchIndex::Writer {
     });
   }
 
-  // Reads and validates the IVF sections of a version-2 file into ix (views into c).
-  static void read_ivf(io::Container& c, PatchIndex& ix, const std::vector<int64_t>& off, uint64_t n_patches) {
+  // Reads and validates the IVF sections of a version-2 or -3 file into ix: views into c for
+  // version 3 (IVFP); owned, converted lists for version 2 (IVFI + IVFO; returns false: the
+  // index must not keep c as its backing file).
+  static bool read_ivf(io::Container& c, PatchIndex& ix, const std::vector<int64_t>& off, uint64_t n_patches,
+                       uint32_t version) {
     const std::string& name = c.name();
     const int nl = ix.nlist_;
-    for (uint32_t k : {kIvfListOffsets, kIvfImages, kIvfOrdinals}) c.verify_crc(k);
+    const bool packed = version >= 3;
+    c.verify_crc(kIvfListOffsets);
+    if (packed) {
+      c.verify_crc(kIvfPackedIds);
+    } else {
+      c.verify_crc(kIvfImages);
+      c.verify_crc(kIvfOrdinals);
+    }
     if (c.has(kIvfCentroids)) {
       c.verify_crc(kIvfCentroids);
       const uint64_t n = static_cast<uint64_t>(nl) * ix.dim_;
@@ -220,22 +235,46 @@ class PatchIndex::Writer {
       if (l > 0 && lo[l] < lo[l - 1]) bad(name, "IVFN list offsets decrease at list " + std::to_string(l - 1));
     }
     if (lo[0] != 0 || static_cast<uint64_t>(lo[nl]) != n_patches) bad(name, "IVFN list offsets do not span the patches");
-    const uint32_t* images = c.array<uint32_t>(kIvfImages, n_patches);
-    const uint8_t* ords = c.array<uint8_t>(kIvfOrdinals, n_patches);
+    const int64_t n_images = static_cast<int64_t>(off.size()) - 1;
+    int64_t most = 0;
+    for (int64_t i = 0; i < n_images; ++i) most = std::max(most, off[i + 1] - off[i]);
+    const uint32_t* ids = nullptr;  // version 3
+    const uint32_t* images = nullptr;  // version 2
+    const uint8_t* ords = nullptr;
+    int bits;
+    if (packed) {
+      const uint8_t* sec = c.array<uint8_t>(kIvfPackedIds, kIvfPackedHeader + n_patches * 4);
+      if (get32(sec, 0) != kIvfPackedVersion) bad(name, "unknown IVFP version " + std::to_string(get32(sec, 0)));
+      const uint32_t b = get32(sec, 4);
+      if (b > 8 || b < static_cast<uint32_t>(ivf_ord_bits_for(most)))
+        bad(name, "IVFP ordinal bits " + std::to_string(b) + " cannot hold images of " + std::to_string(most) + " patches");
+      bits = static_cast<int>(b);
+      if (n_images > ivf_max_images(bits)) bad(name, "more images than " + std::to_string(32 - bits) + "-bit image ids hold");
+      ids = reinterpret_cast<const uint32_t*>(sec + kIvfPackedHeader);  // 64-aligned section + 64
+    } else {
+      images = c.array<uint32_t>(kIvfImages, n_patches);
+      ords = c.array<uint8_t>(kIvfOrdinals, n_patches);
+      bits = ivf_ord_bits_for(most);
+      if (n_images > ivf_max_images(bits))
+        bad(name, "more images than 4-byte ids with " + std::to_string(bits) + " ordinal bits hold");
+    }
     // Every entry inside its image, (image, ordinal) strictly ascending in a list, and every
     // patch exactly once (a bit per patch).
-    const int64_t n_images = static_cast<int64_t>(off.size()) - 1;
     std::vector<uint64_t> seen((n_patches + 63) / 64, 0);
     for (int l = 0; l < nl; ++l)
       for (int64_t e = lo[l]; e < lo[l + 1]; ++e) {
-        const uint32_t im = images[e];
-        const uint8_t o = ords[e];
+        const uint32_t im = packed ? ivf_image(ids[e], bits) : images[e];
+        const uint32_t o = packed ? ivf_ord(ids[e], bits) : ords[e];
         if (static_cast<int64_t>(im) >= n_images)
-          bad(name, "IVFI entry " + std::to_string(e) + " names image " + std::to_string(im) + " of " + std::to_string(n_images));
+          bad(name, std::string(packed ? "IVFP" : "IVFI") + " entry " + std::to_string(e) + " names image " +
+                        std::to_string(im) + " of " + std::to_string(n_images));
         if (o >= off[im + 1] - off[im])
-          bad(name, "IVFO entry " + std::to_string(e) + ": ordinal " + std::to_string(o) + " but image " +
-                        std::to_string(im) + " has " + std::to_string(off[im + 1] - off[im]) + " patches");
-        if (e > lo[l] && (im < images[e - 1] || (im == images[e - 1] && o <= ords[e - 1])))
+          bad(name, std::string(packed ? "IVFP" : "IVFO") + " entry " + std::to_string(e) + ": ordinal " +
+                        std::to_string(o) + " but image " + std::to_string(im) + " has " +
+                        std::to_string(off[im + 1] - off[im]) + " patches");
+        const bool ascending = packed ? ids[e] > ids[e - 1]
+                                      : (im > images[e - 1] || (im == images[e - 1] && o > ords[e - 1]));
+        if (e > lo[l] && !ascending)
           bad(name, "inverted list " + std::to_string(l) + " is not sorted by (image, ordinal) at entry " + std::to_string(e));
         const uint64_t p = static_cast<uint64_t>(off[im] + o);
         if (seen[p / 64] >> (p % 64) & 1) bad(name, "patch " + std::to_string(p) + " is in two inverted lists");
@@ -249,16 +288,26 @@ class PatchIndex::Writer {
     L.owned.assign(nl, IvfLists::Owned{});
     L.size.resize(nl);
     L.codes.resize(nl);
-    L.images.resize(nl);
-    L.ords.resize(nl);
+    L.ids.resize(nl);
+    L.ord_bits = bits;
     uint64_t at = 0;
     for (int l = 0; l < nl; ++l) {
       L.size[l] = lo[l + 1] - lo[l];
-      L.codes[l] = codes + at;
-      L.images[l] = images + lo[l];
-      L.ords[l] = ords + lo[l];
-      at += static_cast<uint64_t>(ix.storage_bytes(L.size[l]));
+      const int64_t nbytes = ix.storage_bytes(L.size[l]);
+      if (packed) {
+        L.codes[l] = codes + at;
+        L.ids[l] = ids + lo[l];
+      } else {
+        IvfLists::Owned& o = L.owned[l];
+        o.codes.assign(codes + at, codes + at + nbytes);
+        o.ids.resize(static_cast<size_t>(L.size[l]));
+        for (int64_t e = 0; e < L.size[l]; ++e)
+          o.ids[e] = ivf_id(images[lo[l] + e], ords[lo[l] + e], bits);
+      }
+      at += static_cast<uint64_t>(nbytes);
     }
+    if (!packed) L.point_at_owned();
+    return packed;
   }
 
   static io::ContainerWriter build(const PatchIndex& ix, std::vector<uint8_t>& offsets_le,
@@ -267,7 +316,7 @@ class PatchIndex::Writer {
     const bool trained = pq && ix.pq_->is_trained();
     std::vector<uint8_t> h(kHeaderSize, 0);
     const bool ivf = ix.nlist_ > 0;
-    put32(h, 0, ivf ? 2 : 1);
+    put32(h, 0, ivf ? 3 : 1);
     if (ivf) {
       put32(h, 56, static_cast<uint32_t>(ix.nlist_));
       put32(h, 60, static_cast<uint32_t>(ix.nprobe_.load()));
@@ -290,7 +339,8 @@ class PatchIndex::Writer {
                        ", \"n_patches\": " + std::to_string(ix.patches_()) +
                        ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\"" +
                        (ivf ? ", \"ivf\": {\"nlist\": " + std::to_string(ix.nlist_) + ", \"nprobe\": " +
-                                  std::to_string(ix.nprobe_.load()) + ", \"ids\": \"u32 image + u8 ordinal\"}"
+                                  std::to_string(ix.nprobe_.load()) + ", \"ids\": \"u32 image << " +
+                                  std::to_string(ix.lists_.ord_bits) + " | ordinal\"}"
                             : std::string()) +
                        ", \"user\": " + ix.metadata_ + "}";
     offsets_le.assign(ix.offsets_.size() * 8, 0);
@@ -368,19 +418,20 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
   const uint32_t layout = get32(h, 28);
   const uint64_t n_images = get64(h, 32), n_patches = get64(h, 40);
-  const uint32_t nlist = version == 2 ? get32(h, 56) : 0, nprobe = version == 2 ? get32(h, 60) : 0;
+  const bool ivf = version == 2 || version == 3;
+  const uint32_t nlist = ivf ? get32(h, 56) : 0, nprobe = ivf ? get32(h, 60) : 0;
   if (version > kHeaderVersion)  // written by a newer pypatch: same rule as a newer container major
     throw io::VersionError(name + ": PatchIndex header version " + std::to_string(version) +
                                " is newer than this pypatch reads (" + std::to_string(kHeaderVersion) +
                                "); upgrade pypatch",
                            c->major(), c->minor());
-  if (version != 1 && version != 2) bad(name, "invalid PIDX header version " + std::to_string(version));
-  if (version == 2) {  // inverted file
+  if (version < 1) bad(name, "invalid PIDX header version " + std::to_string(version));
+  if (ivf) {  // inverted file
     if (kind != static_cast<uint32_t>(StoreKind::PQ)) bad(name, "an inverted file needs a PQ store");
     if (nlist < 1 || nlist > static_cast<uint32_t>(kMaxNlist)) bad(name, "implausible nlist " + std::to_string(nlist));
     if (nprobe < 1 || nprobe > nlist) bad(name, "nprobe " + std::to_string(nprobe) + " outside 1..nlist");
     if (layout != 1 && layout != 2) bad(name, "an inverted file needs code layout 1 or 2; got " + std::to_string(layout));
-    if (n_images >= kIvfMaxImages) bad(name, "an inverted file holds fewer than 2**32 images");
+    if (n_images > ivf_max_images(0)) bad(name, "an inverted file holds at most 2**32 images");
   }
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
   if (dim < 1 || dim > static_cast<uint32_t>(kMaxDim)) bad(name, "implausible dim " + std::to_string(dim));
@@ -433,14 +484,14 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
     ix->nprobe_ = static_cast<int>(nprobe);
     if (layout == 2 && nbits != 4) bad(name, "code layout 2 (blocked32_fs4) needs nbits = 4");
     if (layout == 1 && nbits != 8) bad(name, "an inverted file of 4-bit codes needs code layout 2");
-    Writer::read_ivf(*c, *ix, off, n_patches);
+    const bool mapped = Writer::read_ivf(*c, *ix, off, n_patches, version);
     const uint8_t* removed = c->array<uint8_t>(kKindRemoved, n_images);
     ix->offsets_.assign(off.begin(), off.end());
     ix->removed_.assign(removed, removed + n_images);
     ix->n_removed_ = 0;
     for (uint64_t i = 0; i < n_images; ++i) ix->n_removed_ += ix->removed_[i] ? 1 : 0;
     ix->metadata_ = user_metadata(*c);
-    ix->file_ = std::move(c);
+    if (mapped) ix->file_ = std::move(c);
     return ix;
   }
   const uint32_t data_kind = sk == StoreKind::PQ ? io::kind::kCodes : io::kind::kVectors;
