@@ -89,7 +89,7 @@ def test_save_load_keeps_the_inverted_file_and_nprobe(ivf, photos, tmp_path):
         assert info["store"]["nlist"] == NLIST and info["store"]["nprobe"] == 5
         assert loaded.nprobe == 5
         # 8 bytes of codes + 5 of ids per patch
-        assert info["bytes_per_patch"] == 8 + 5
+        assert info["bytes_per_patch"] == 8 + 4  # code + packed id
         query = str(photos / "camera_crop.png")
         assert _key(loaded.search(query, k=5)) == _key(ivf.search(query, k=5))
     finally:
