@@ -13,9 +13,10 @@
 // level. Ties go to the lower list.
 //
 // Each list is sorted by (image, ordinal), i.e. by id: adds append larger image numbers,
-// compact keeps the order. So an image's entries in one list are contiguous ("runs"), and a list is a small CSR
-// store whose "images" are those runs, scanned by the exhaustive scan's own code (8-bit, and
-// 4-bit at the exact float path); the 4-bit fast scan goes query by query (ivf_fs4.h).
+// compact keeps the order. So an image's entries in one list are contiguous ("runs"), and a
+// list is a small CSR store whose "images" are those runs, scanned by the exhaustive scan's own
+// code (8-bit, and 4-bit at the exact float path); the 4-bit fast scan goes query by query
+// (ivf_fs4.h).
 #pragma once
 #include <cstdint>     // fixed-width ints
 #include <functional>  // interrupt
