@@ -57,6 +57,9 @@ def main(argv=None) -> int:
     ap.add_argument("--root", default="/tmp/pypatch-quality")
     ap.add_argument("--cache", default=str(HERE / "results" / "embeddings"))
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--regions", default="L3",
+                    help="the grid the database is embedded at (L3s serves the L3 configs too: "
+                         "a plain pyramid is the first cells of its shifted grid)")
     ap.add_argument("--out", default=str(HERE / "results" / "quality_defaults.jsonl"))
     args = ap.parse_args(argv)
     caching = er.shared_embedder(None, args.threads)
@@ -68,7 +71,8 @@ def main(argv=None) -> int:
         if not (folder / "benchmark.json").exists():
             make_benchmark(folder, size=size, seed=int(seed))
         bench = load(folder / "benchmark.json")
-        fill_cache(caching, embed_database(bench, "L3", "crop", Path(args.cache), caching._e), "L3", "crop")
+        table = embed_database(bench, args.regions, "crop", Path(args.cache), caching._e)
+        fill_cache(caching, table, args.regions, "crop")
         b = subset(bench, int(n)) if n else bench
         for cfg in args.configs:
             t0 = time.time()

@@ -203,8 +203,9 @@ class Embedder:
 
             out = []
             for p, v, f in zip(items, vecs, np.split(feats, splits)):
-                finest = np.flatnonzero(p.levels == p.levels.max())
-                out.append((v, stitch_cell_maps(f[finest], int(round(np.sqrt(len(finest)))))))
+                n = int(p.levels.max()) + 1  # the finest level is an n x n grid; shifted cells follow it
+                finest = np.flatnonzero(p.levels == p.levels.max())[:n * n]
+                out.append((v, stitch_cell_maps(f[finest], n)))
             return out
         if self._feat_out is None:
             raise InvalidArgumentError(f"{self.model_path}: {mode} needs a 'features' output; re-export the model")
@@ -419,10 +420,11 @@ class Embedder:
 
 
 def _check_maps(grid: PatchGrid, mode: str, feat_out, model_path) -> None:
-    """Box maps are stitched from the finest level of a per-crop pyramid (an n x n grid)."""
-    if mode != "crop" or grid.to_dict().get("kind") != "pyramid" or grid.to_dict().get("shifted"):
+    """Box maps are stitched from the finest level of a per-crop pyramid (an n x n grid; the
+    half-shifted cells of L3s and the like are not part of the map)."""
+    if mode != "crop" or grid.to_dict().get("kind") != "pyramid":
         raise InvalidArgumentError(
-            f"box maps need per-crop extraction of an unshifted pyramid grid (L1..L4); got mode {mode!r}, "
+            f"box maps need per-crop extraction of a pyramid grid (L1..L4, L1s..L4s); got mode {mode!r}, "
             f"regions {grid.to_dict().get('kind')!r}")
     if feat_out is None:
         raise InvalidArgumentError(f"{model_path}: box maps need a 'features' output; re-export the model")

@@ -79,6 +79,11 @@ def test_embed_many_maps_are_the_finest_crops_feature_maps(embedder, photo):
     hh, ww = 3 * h // 2, 3 * w // 2
     ref = tiled[:, :2 * hh, :2 * ww].reshape(d, hh, 2, ww, 2).mean((2, 4))
     np.testing.assert_allclose(with_maps.maps, ref, rtol=1e-3, atol=1e-4)
+    # a shifted grid's extra cells stay out of the map: L2s gives L2's map and 14 + 4 vectors
+    shifted = list(embedder.embed_many([str(photo)], regions="L2s", mode="crop", maps=True))[0]
+    assert len(shifted.vectors) == 18
+    np.testing.assert_allclose(shifted.maps, with_maps.maps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(shifted.vectors[:14], plain.vectors, rtol=1e-5, atol=1e-6)
     with pytest.raises(InvalidArgumentError):
         embedder.embed_many([str(photo)], regions="L2", mode="single_pass", maps=True)
     with pytest.raises(InvalidArgumentError):
