@@ -4,7 +4,8 @@ from __future__ import annotations
 from pypatch.commands._args import require_positive
 
 # pypatch.evaluation.rankers.DEFAULT_CONFIGS, repeated here so that --help stays fast
-DEFAULT_CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
+DEFAULT_CONFIGS = ("global", "patchify-L3s-pq32", "patchify-L3s-flat", "patchify-L3-pq32",
+                   "patchify-L3-flat")
 BASELINES = ("hist-global", "hist-grid", "oracle")
 
 

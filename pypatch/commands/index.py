@@ -7,6 +7,10 @@ import re
 from pypatch.commands._args import require_positive
 from pypatch.extract.modes import MODES
 
+# pypatch.extract.grid.DEFAULT_REGIONS, repeated so that --help does not import numpy (a test
+# checks that they agree)
+DEFAULT_REGIONS = "L3s"
+
 
 def parse_pq(text: str) -> dict:
     """``"m=32,nbits=8"`` (either key optional) -> {"m": 32, "nbits": 8}."""
@@ -57,9 +61,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out", "-o", required=True, metavar="INDEX", help="index file to write")
     p.add_argument("--model", default=None,
                    help="ONNX file or registered model name (default: efficientnet_lite0)")
-    p.add_argument("--regions", default="L3",
-                   help="region strategy: L0 (global), L1, L2, L3 (default), L4 (55 cells, finer: small "
-                        "objects), L3s (L3 + 9 half-shifted cells), rmac, rmacN, sliding")
+    p.add_argument("--regions", default=DEFAULT_REGIONS,
+                   help="region strategy: L0 (global), L1, L2, L3 (the paper's pyramid, 30 cells), "
+                        "L3s (default: L3 + 9 half-shifted cells, 39), L4 (55 cells, finer: small "
+                        "objects), rmac, rmacN, sliding")
     store = p.add_mutually_exclusive_group()
     store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8",
                        help="product-quantised store (the default, m=32, nbits=8)")
@@ -70,7 +75,7 @@ def add_parser(subparsers) -> None:
                    metavar="nlist=auto,nprobe=16",
                    help="PQ stores: an inverted file over the patches; a search probes nprobe "
                         "(default 16) of nlist lists; nlist=auto (default): exhaustive below "
-                        "3M patches (~100k images), about 4*sqrt(patches) lists above")
+                        "3M patches (~77k images at L3s), about 4*sqrt(patches) lists above")
     p.add_argument("--rerank-store", choices=("flat16", "flat", "pq8"), default=None,
                    help="PQ stores: also keep each patch's vector in a second, exhaustive store "
                         "(<INDEX>.rerank.ptch) that re-scores a search's top candidates exactly "

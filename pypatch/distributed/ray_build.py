@@ -36,6 +36,7 @@ import numpy as np
 from pypatch.distributed import manifest as mf
 from pypatch.distributed.ray_search import require_ray
 from pypatch.errors import InvalidArgumentError
+from pypatch.extract.grid import DEFAULT_REGIONS
 from pypatch.index.image_index import ImageIndex
 from pypatch.index.sources import iter_source
 
@@ -235,7 +236,7 @@ class _Embedding:
         self.ray, self.workers, self.batch_size = ray, int(workers), int(batch_size)
         self.threads, self.on_batch = int(threads), on_batch
         self.model = settings.get("model")
-        self.regions = settings.get("regions", "L3")
+        self.regions = settings.get("regions", DEFAULT_REGIONS)
         self.mode = settings.get("mode", "crop")
 
     def stream(self, items):

@@ -88,9 +88,10 @@ def parse_config(name: str) -> dict:
     return kwargs
 
 
-# what `pypatch eval` runs without --config (and `pypatch demo` builds): the baseline and the
-# paper's pyramid with the default PQ store and the exact one
-DEFAULT_CONFIGS = ("global", "patchify-L3-pq32", "patchify-L3-flat")
+# what `pypatch eval` runs without --config (and `pypatch demo` builds): the baseline, the
+# paper's pyramid and ImageIndex's default grid (L3s), each with the default PQ store and the exact one
+DEFAULT_CONFIGS = ("global", "patchify-L3s-pq32", "patchify-L3s-flat", "patchify-L3-pq32",
+                   "patchify-L3-flat")
 _REGION_WORDS = {"L0": "whole image", "L1": "L1 grid (5 cells)", "L2": "L2 grid (14 cells)",
                  "L3": "L3 grid (30 cells)", "L4": "L4 grid (55 cells)",
                  "L3s": "L3 grid + 9 half-shifted cells (39 cells)",

@@ -32,6 +32,7 @@ from pypatch.errors import (IndexFormatError, InvalidArgumentError, InvalidTypeE
 from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_meta, read_meta,
                                 saved_meta, transform_from_meta, transform_summary)
 from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
+from pypatch.extract.grid import DEFAULT_REGIONS
 from pypatch.extract.modes import MODES
 from pypatch.index.rerank_store import load_rerank_index, rerank_path, rerank_spec
 from pypatch.index.results import SearchHit
@@ -98,7 +99,7 @@ class ImageIndex(SearchableIndex):
 
     # ------------------------------------------------------------------ building
     @classmethod
-    def build(cls, source, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
+    def build(cls, source, model=None, regions=DEFAULT_REGIONS, store: str = "pq", pq_m: int = 32,
               pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
               train_size: int = 65536, num_threads: Optional[int] = None,
               progress: bool = True, embedder=None, seed: int = 0,
@@ -112,7 +113,9 @@ class ImageIndex(SearchableIndex):
         source : folder, image file, list of paths, or iterable of ``(id, image)``
             (see :mod:`pypatch.index.sources`).
         model : ``.onnx`` path or registered model name (None = the offline default).
-        regions : region strategy (``"L0"``..``"L4"``, ``"L3s"``, ``"rmac"``, ...) or a ``PatchGrid``.
+        regions : region strategy (``"L0"``..``"L4"``, ``"L3s"``, ``"rmac"``, ...) or a ``PatchGrid``;
+            default :data:`~pypatch.extract.grid.DEFAULT_REGIONS` (``"L3s"``: the paper's L3
+            pyramid + 9 half-shifted finest cells, 39 patches; ``"L3"`` is the paper's 30).
         store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
             ``"flat16"`` (float16).
         mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
@@ -173,7 +176,7 @@ class ImageIndex(SearchableIndex):
         return self
 
     @classmethod
-    def create(cls, model=None, regions="L3", store: str = "pq", pq_m: int = 32,
+    def create(cls, model=None, regions=DEFAULT_REGIONS, store: str = "pq", pq_m: int = 32,
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
                seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto", nlist=None,

@@ -14,7 +14,7 @@ from typing import Optional
 from pypatch._checks import as_int
 from pypatch.errors import InvalidArgumentError
 
-#: below this many patches "auto" keeps the exhaustive scan (about 100k images of 30 patches)
+#: below this many patches "auto" keeps the exhaustive scan (about 100k images of 30 patches, 77k of 39)
 AUTO_MIN_PATCHES = 3_000_000
 #: coarse centroids get at least this many training vectors each under "auto"
 AUTO_TRAIN_PER_LIST = 32

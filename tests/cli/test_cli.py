@@ -124,7 +124,7 @@ def test_search_table_output(index_file, photos, capsys):
 
 def test_pq_index_from_a_path_list(photos, tmp_path, capsys, default_model_path):
     listing = tmp_path / "list.txt"
-    # 4 photos + 5 crops of them: 9 images x 30 cells = 270 training patches
+    # 4 photos + 5 crops of them: 9 images x 39 cells (L3s, the default) = 351 training patches
     paths = [str(p) for p in sorted(photos.rglob("*.*")) if p.suffix in (".jpg", ".png")]
     astronaut = np.asarray(Image.open(photos / "astronaut.jpg"))
     for i in range(5):
@@ -140,7 +140,7 @@ def test_pq_index_from_a_path_list(photos, tmp_path, capsys, default_model_path)
     status, stdout, _ = _run(capsys, ["info", str(out)])
     info = json.loads(stdout)
     assert info["store"]["kind"] == "pq" and info["store"]["m"] == 16
-    assert info["bytes_per_image"] == pytest.approx(30 * 16 + 8) and info["mode"] == "single_pass"
+    assert info["bytes_per_image"] == pytest.approx(39 * 16 + 8) and info["mode"] == "single_pass"
 
 
 @pytest.mark.parametrize("pca, opq", [(["--pca-dim", "32"], True),

@@ -96,12 +96,12 @@ def test_index_of_one_image_falls_back_to_the_flat_store(one_image_index, photo,
     out, proc = one_image_index
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if line.startswith("pypatch index:")]
-    assert len(notes) == 1 and "30 training vectors" in notes[0] and "--flat" in notes[0]
+    assert len(notes) == 1 and "39 training vectors" in notes[0] and "--flat" in notes[0]
     assert "indexed 1 images" in proc.stdout
     status, stdout, _ = _run(capsys, ["info", str(out)])
     info = json.loads(stdout)
     assert info["store"]["kind"] == "flat" and info["transform"] is None
-    assert info["patches"] == 30 and info["bytes_per_patch"] == 4 * info["dim"]
+    assert info["patches"] == 39 and info["bytes_per_patch"] == 4 * info["dim"]
     status, stdout, _ = _run(capsys, ["search", str(out), str(photo), "--json", "--refine", "none"])
     hit = json.loads(stdout)["hits"][0]
     assert status == 0 and hit["score"] == pytest.approx(1.0, abs=1e-4) and hit["level"] == 0
@@ -112,7 +112,7 @@ def test_an_explicit_pq_store_that_cannot_train_names_the_flags(photo, tmp_path,
     status, out, err = _run(capsys, ["index", str(photo), "--out", str(tmp_path / "x.ptch"),
                                      "--pq", "m=16,nbits=8", "--model", str(default_model_path)])
     assert status == 2 and len(err.strip().splitlines()) == 1
-    assert "256 training vectors" in err and "gave 30" in err
+    assert "256 training vectors" in err and "gave 39" in err
     assert "--flat" in err and "--pq m=M,nbits=4" in err
     assert "store=" not in err and "pca_dim" not in err and "pq_nbits" not in err
     assert not (tmp_path / "x.ptch").exists()
@@ -195,18 +195,32 @@ def test_eval_takes_several_names_after_one_config(tmp_path, capsys):
     assert "oracle: mAP 100.00" in out
 
 
-def test_eval_defaults_to_the_shipped_configurations(capsys):
+def test_eval_defaults_to_the_shipped_configurations(capsys, monkeypatch):
     from pypatch.commands import demo, eval as eval_command
     from pypatch.evaluation.rankers import DEFAULT_CONFIGS
 
     args = build_parser().parse_args(["eval", "b.json", "--out", "r"])
     assert eval_command.selected_configs(args) == list(DEFAULT_CONFIGS) == list(demo.CONFIGS)
     assert "hist" not in " ".join(DEFAULT_CONFIGS)
+    monkeypatch.setenv("COLUMNS", "400")  # argparse wraps at hyphens ("hist-" / "global")
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "default: global patchify-L3-pq32 patchify-L3-flat" in text
+    assert "default: global patchify-L3s-pq32 patchify-L3s-flat patchify-L3-pq32 patchify-L3-flat" in text
     assert "hist-global, hist-grid, oracle" in text
+
+
+def test_index_defaults_to_the_library_grid():
+    import inspect
+
+    from pypatch import ImageIndex
+    from pypatch.commands import index as index_command
+    from pypatch.extract.grid import DEFAULT_REGIONS
+
+    args = build_parser().parse_args(["index", "photos", "--out", "x.ptch"])
+    assert args.regions == index_command.DEFAULT_REGIONS == DEFAULT_REGIONS == "L3s"
+    for method in (ImageIndex.build, ImageIndex.create):
+        assert inspect.signature(method).parameters["regions"].default == DEFAULT_REGIONS
 
 
 def test_eval_without_dataset_or_out_says_which(tmp_path, capsys):

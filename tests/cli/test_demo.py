@@ -27,15 +27,15 @@ def test_demo_runs_the_main_job_end_to_end(tmp_path, capsys, default_model_path)
     assert main(["demo", "--out", str(out), "--threads", "2"]) == 0
     printed = capsys.readouterr().out
     global_map = _row(printed, "global")[0]
-    pq_map, pq_loc, _ = _row(printed, "patchify-L3-pq32")
-    refined_map, refined_loc, _ = _row(printed, "patchify-L3-pq32-refine")
+    pq_map, pq_loc, _ = _row(printed, "patchify-L3s-pq32")  # the defaults
+    refined_map, refined_loc, _ = _row(printed, "patchify-L3s-pq32-refine")
     assert pq_map >= global_map + 15, printed  # the paper's claim, on the offline benchmark
     assert refined_map == pq_map and refined_loc > pq_loc  # same ranking, sharper boxes
     html = (out / "report" / "index.html").read_text()
-    assert "patchify-L3-pq32" in html and re.search(r"<img|data:image", html)
+    assert "patchify-L3s-pq32" in html and "patchify-L3-pq32" in html and re.search(r"<img|data:image", html)
     assert (out / "report" / "results.md").exists()
     index = ImageIndex.load(out / "patchify.ptch")
-    assert len(index) == 100 and index.info()["mode"] == "crop"
+    assert len(index) == 100 and index.info()["mode"] == "crop" and index.info()["regions"] == "L3s"
     query = re.search(r"try: pypatch search \S+ (\S+) --k 5", printed).group(1)
     assert len(index.search(query, k=5)) == 5
 
