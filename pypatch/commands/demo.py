@@ -18,7 +18,8 @@ CONFIGS = ("global", "patchify-L3s-pq32", "patchify-L3s-flat", "patchify-L3-pq32
 # pypatch.evaluation.benchgen.SIZES in words (one text for demo and make-benchmark; a test
 # checks it against the generator; not imported here so that --help stays fast)
 SIZE_WORDS = {"small": "12 queries + 100 database images",
-              "large": "80 queries + 1,000 database images"}
+              "large": "80 queries + 1,000 database images",
+              "xlarge": "80 queries + 5,000 database images"}
 # evaluated again on the same index with each hit's box refined (same ranking, sharper boxes)
 REFINED = "patchify-L3s-pq32"  # ImageIndex.build's defaults; saved for `pypatch search`
 
@@ -30,9 +31,9 @@ def add_parser(subparsers) -> None:
                     "Patchify retrieval (mAP, LocScore) and write an HTML report.")
     p.add_argument("--out", default="pypatch-demo", metavar="DIR",
                    help="output folder (default: ./pypatch-demo)")
-    p.add_argument("--size", choices=("small", "large"), default="small",
+    p.add_argument("--size", choices=tuple(SIZE_WORDS), default="small",
                    help=f"benchmark size (small: {SIZE_WORDS['small']}, about a minute; "
-                        f"large: {SIZE_WORDS['large']})")
+                        f"large: {SIZE_WORDS['large']}; xlarge: {SIZE_WORDS['xlarge']})")
     p.add_argument("--seed", type=int, default=0, help="benchmark seed")
     p.add_argument("--mode", choices=MODES, default="crop",
                    help="patch extraction (crop: the paper's per-cell crops)")

@@ -10,9 +10,10 @@ def add_parser(subparsers) -> None:
         description="Write a deterministic instance-retrieval benchmark (images + benchmark.json) built "
         "from photos bundled with scikit-image, scikit-learn and matplotlib. No network needed.")
     p.add_argument("out", metavar="OUT", help="output folder (created if missing)")
-    p.add_argument("--size", choices=("small", "large"), default="small",
+    p.add_argument("--size", choices=tuple(SIZE_WORDS), default="small",
                    help=f"small: {SIZE_WORDS['small']} (tests, the demo); large: "
-                        f"{SIZE_WORDS['large']} (benchmarks). Default small")
+                        f"{SIZE_WORDS['large']} (benchmarks); xlarge: {SIZE_WORDS['xlarge']} "
+                        f"(large's plan among more distractors). Default small")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same bytes (default 0)")
     p.set_defaults(func=run)
 

@@ -24,7 +24,8 @@ What it contains
   box) and ``instance``; top level ``instances`` (query id -> instance name) and ``generator``.
 
 Sizes: ``small`` = 12 instances, 12 queries, 100 database images (112 files, a second or two);
-``large`` = 40 instances, 80 queries, 1,000 database images. Same seed -> same bytes (fixed
+``large`` = 40 instances, 80 queries, 1,000 database images; ``xlarge`` = large's plan (40
+instances, 80 queries, 640 scenes with an instance) among 5,000 database images. Same seed -> same bytes (fixed
 JPEG quality 90 with 4:2:0 subsampling, no timestamps, sorted JSON), for fixed library versions.
 """
 from __future__ import annotations
@@ -59,6 +60,8 @@ class _Size:
 SIZES = {
     "small": _Size(instances=12, scenes_per_instance=5, distractors=40, queries_per_instance=1, scene_side=320),
     "large": _Size(instances=40, scenes_per_instance=16, distractors=360, queries_per_instance=2, scene_side=448),
+    # large's plan among 5x the images (more distractors; the collection-size checks of issue 14)
+    "xlarge": _Size(instances=40, scenes_per_instance=16, distractors=4360, queries_per_instance=2, scene_side=448),
 }
 # photos that only serve as background texture (repetitive, no distinctive object)
 _BACKGROUND_ONLY = ("brick", "grass", "gravel")

@@ -103,6 +103,10 @@ def test_large_size_plan_has_at_least_1000_images():
     c = SIZES["large"]
     n = c.instances * c.scenes_per_instance + c.distractors + c.instances * c.queries_per_instance
     assert n >= 1000
+    x = SIZES["xlarge"]  # large's plan, 5,000 database images
+    assert (x.instances, x.scenes_per_instance, x.queries_per_instance) == \
+        (c.instances, c.scenes_per_instance, c.queries_per_instance)
+    assert x.instances * x.scenes_per_instance + x.distractors == 5000
     s = SIZES["small"]
     assert s.instances * s.scenes_per_instance + s.distractors + s.instances * s.queries_per_instance <= 200
 
