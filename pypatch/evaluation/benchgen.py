@@ -25,8 +25,9 @@ What it contains
 
 Sizes: ``small`` = 12 instances, 12 queries, 100 database images (112 files, a second or two);
 ``large`` = 40 instances, 80 queries, 1,000 database images; ``xlarge`` = large's plan (40
-instances, 80 queries, 640 scenes with an instance) among 5,000 database images. Same seed -> same bytes (fixed
-JPEG quality 90 with 4:2:0 subsampling, no timestamps, sorted JSON), for fixed library versions.
+instances, 80 queries, 640 scenes with an instance) among 5,000 database images. Same seed ->
+same bytes (fixed JPEG quality 90 with 4:2:0 subsampling, no timestamps, sorted JSON), for
+fixed library versions.
 """
 from __future__ import annotations
 

@@ -10,8 +10,8 @@ Strategies (all share the same interface: ``boxes``, ``levels_of``, ``count``, `
   level l (1..4) is an (l+1) x (l+1) grid, row-major. Cut points are ``(i * W) // n`` so cells
   tile the image exactly for any (odd) size. 1 / 5 / 14 / 30 patches for levels 0..3, and
   ``levels=4`` (opt-in, finer cells for small objects) adds a 5 x 5 grid: 55 patches.
-  ``shifted=True`` (``"L3s"``, the index default) appends the finest level's cells shifted by half a cell
-  in x and y: (n-1) x (n-1) more cells of the same size centred on the grid's inner corners,
+  ``shifted=True`` (``"L3s"``, the index default) appends the finest level's cells shifted by
+  half a cell in x and y: (n-1) x (n-1) more cells of the same size centred on the inner corners,
   cut points ``((2i + 1) * W) // (2n)``, so an object cut by a cell border is whole in one of
   them (L3s: 30 + 9 = 39 patches).
 * ``PatchGrid.rmac(levels=3, overlap=0.4)`` -- R-MAC square regions (Tolias et al. 2016, as in
