@@ -187,6 +187,8 @@ class CachingEmbedder:
     def embed_many(self, images, regions="L3", mode="crop", **kwargs):
         from pypatch.extract.grid import parse_regions
 
+        if kwargs.get("maps"):  # feature maps are not cached: every image needs its backbone runs
+            return self._e.embed_many(images, regions=regions, mode=mode, **kwargs)
         return _CachedResults(self, list(images), parse_regions(regions), mode, kwargs)
 
     def lookup(self, image, grid, mode):

@@ -139,11 +139,12 @@ class BoxMaps:
         except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
             raise IndexFormatError(f"{path}: not a pypatch box-map file ({exc})") from exc
         n = h.astype(np.int64) * w
+        unlearned = basis.size == 0 and not ids  # saved before any image was added
         if (len(h) != len(ids) or len(w) != len(ids) or int(n.sum()) != len(cells)
                 or len(scales) != len(cells) or cells.ndim != 2 or cells.shape[1] != dim
-                or basis.shape[0] != dim):
+                or basis.ndim != 2 or (basis.shape[0] != dim and not unlearned)):
             raise IndexFormatError(f"{path}: box-map arrays do not agree with each other")
-        out = cls(dim, basis)
+        out = cls(dim, None if unlearned else basis)
         off = np.concatenate([[0], np.cumsum(n)])
         for i, image_id in enumerate(ids):
             out._maps[image_id] = (cells[off[i]:off[i + 1]], scales[off[i]:off[i + 1]],

@@ -297,7 +297,11 @@ class ImageIndex(SearchableIndex):
                     # Boxes are recomputed from the grid at search time: they must agree.
                     raise AssertionError(f"embedder boxes differ from the grid's for {item.id!r}")
                 vectors = np.ascontiguousarray(emb.vectors, dtype=np.float32)
-                if self._box_maps is not None and getattr(emb, "maps", None) is not None:
+                if self._box_maps is not None:
+                    if getattr(emb, "maps", None) is None:  # a custom embedder without maps=
+                        raise InvalidArgumentError(
+                            f"box maps: the embedder returned no feature map for {item.id!r} "
+                            f"(embed_many(..., maps=True) must set PatchEmbedding.maps)")
                     self._box_maps.add(item.id, emb.maps)
                 pending.append((item, vectors, size))
                 pending_bytes += vectors.nbytes
@@ -531,7 +535,13 @@ class ImageIndex(SearchableIndex):
 
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> None:
-        """Write the index as one file (atomic). Tombstoned images are compacted away."""
+        """Write the index as one file (atomic). Tombstoned images are compacted away. An index
+        not yet trained (``create`` without ``train_embedded``) raises NotTrainedError: its
+        file could not be searched or loaded."""
+        if not self.is_trained:
+            raise NotTrainedError("cannot save an index that is not trained yet (its PQ codebooks "
+                                  "or pre-transform are not fitted): use ImageIndex.build or "
+                                  "train_embedded first")
         folder = os.path.dirname(os.path.abspath(os.fspath(path)))
         if not os.path.isdir(folder):  # the native writer would name its temporary file
             raise FileNotFoundError(f"cannot save the index to {os.fspath(path)!r}: folder "
@@ -731,6 +741,9 @@ class ImageIndex(SearchableIndex):
                       "sha256": model.get("sha256")},
             "memory_bytes": memory,
             "rerank_store": self._rerank_info(live_patches, n_live),
+            "box_maps": None if self._box_maps is None else {
+                "dim": int(self._box_maps.dim),
+                "bytes_per_image": round(self._box_maps.nbytes_per_image(), 1)},
             "pypatch_version": self._meta.get("pypatch_version", __version__),
         }
 

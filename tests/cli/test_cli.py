@@ -143,6 +143,40 @@ def test_pq_index_from_a_path_list(photos, tmp_path, capsys, default_model_path)
     assert info["bytes_per_image"] == pytest.approx(39 * 16 + 8) and info["mode"] == "single_pass"
 
 
+def test_index_box_maps_refine_without_a_backbone_pass(photos, tmp_path, capsys, default_model_path):
+    from pypatch import ImageIndex
+    from pypatch.index.image_index import box_maps_path
+
+    out = tmp_path / "maps.ptch"
+    status, _, err = _run(capsys, ["index", str(photos), "--out", str(out), "--flat", "--box-maps",
+                                   "16", "--model", str(default_model_path)])
+    assert status == 0, err
+    assert os.path.exists(box_maps_path(out))
+    status, stdout, _ = _run(capsys, ["info", str(out)])
+    info = json.loads(stdout)
+    assert info["box_maps"]["dim"] == 16
+    assert info["box_maps"]["bytes_per_image"] == pytest.approx(196 * (16 + 2))  # int8 + float16 scale
+    query = str(photos / "rocket.jpg")
+    status, stdout, _ = _run(capsys, ["search", str(out), query, "--json", "--k", "2"])
+    cli_boxes = [h["box"] for h in json.loads(stdout)["hits"]]
+    index = ImageIndex.load(out)
+    hits = index.search(query, k=2, refine=True)
+    assert cli_boxes == [list(h.box) for h in hits]
+    assert getattr(index, "_pypatch_refiner", None) is None  # the maps refined, not the backbone
+    # without --box-maps: no maps file, info says so; with shards: refused before any work
+    status, _, _ = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "plain.ptch"),
+                                 "--flat", "--model", str(default_model_path)])
+    status, stdout, _ = _run(capsys, ["info", str(tmp_path / "plain.ptch")])
+    assert json.loads(stdout)["box_maps"] is None
+    assert not os.path.exists(box_maps_path(tmp_path / "plain.ptch"))
+    status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "sh"), "--shards",
+                                   "2", "--box-maps", "--model", str(default_model_path)])
+    assert status == 2 and "--box-maps" in err and not (tmp_path / "sh").exists()
+    status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "z.ptch"),
+                                   "--box-maps", "0", "--model", str(default_model_path)])
+    assert status == 2 and "--box-maps: expected a positive integer, got 0" in err
+
+
 @pytest.mark.parametrize("pca, opq", [(["--pca-dim", "32"], True),
                                        (["--pca-dim", "32", "--pca-power", "0", "--opq", "none"], False),
                                        (["--pca-dim", "none"], None)])

@@ -169,3 +169,31 @@ def test_box_maps_argument_checks(embedder):
         ImageIndex.create(embedder=embedder, store="flat", mode="single_pass", box_maps=True)
     with pytest.raises(InvalidArgumentError):
         ImageIndex.create(embedder=embedder, store="flat", regions="rmac", box_maps=True)
+
+
+def test_box_maps_before_any_image_and_through_a_caching_embedder(tmp_path, embedder, photo):
+    from pypatch import ImageIndex
+    from pypatch.evaluation.rankers import CachingEmbedder
+
+    empty = ImageIndex.create(embedder=embedder, store="flat", pca_dim=None, box_maps=8)
+    empty.save(tmp_path / "empty.ptch")  # no map yet, no projection learned: still loads
+    back = ImageIndex.load(tmp_path / "empty.ptch")
+    assert back.info()["box_maps"] == {"dim": 8, "bytes_per_image": 0.0}
+    # a caching wrapper (pypatch eval, the CLI) passes maps=True through to the real embedder
+    index = ImageIndex.build([str(photo)], store="flat", box_maps=8, embedder=CachingEmbedder(embedder),
+                             progress=False)
+    assert len(index._box_maps) == 1 and index.info()["box_maps"]["bytes_per_image"] > 0
+
+
+def test_an_embedder_without_maps_is_refused(embedder, photo):
+    from pypatch import ImageIndex
+
+    class NoMaps:  # an embedder that ignores maps=True
+        def __getattr__(self, name):
+            return getattr(embedder, name)
+
+        def embed_many(self, images, maps=False, **kwargs):
+            return embedder.embed_many(images, **kwargs)
+
+    with pytest.raises(InvalidArgumentError, match="no feature map"):
+        ImageIndex.build([str(photo)], store="flat", box_maps=8, embedder=NoMaps(), progress=False)

@@ -282,3 +282,15 @@ def test_eval_configuration_names():
     assert all(parse_config(n) for n in names)
     with pytest.raises(InvalidArgumentError):
         parse_config("patchify-L9-flat")
+
+
+def test_saving_an_untrained_index_is_refused(embedder, tmp_path):
+    from pypatch import ImageIndex
+    from pypatch.errors import NotTrainedError
+
+    # pq: no codebooks yet; flat: its automatic whitened PCA is not fitted either
+    for store in ("pq", "flat"):
+        index = ImageIndex.create(embedder=embedder, store=store)
+        with pytest.raises(NotTrainedError, match="not trained"):
+            index.save(tmp_path / "untrained.ptch")
+        assert not (tmp_path / "untrained.ptch").exists()
