@@ -352,8 +352,8 @@ class PatchGrid:
 REGION_CHOICES = ("L0", "L1", "L2", "L3", "L4", "L3s", "rmac", "rmac1", "rmac2", "rmac3", "sliding")
 # What ImageIndex.build and `pypatch index` use unless told: the paper's L3 pyramid plus its 9
 # half-shifted finest cells. Measured against L3 on the offline benchmarks (100 to 5,000
-# images, two seeds; benchmarks/README.md, "The default grid"): PQ32 +1.2 to +7.0 mAP in all 9
-# rows, flat +2.1 to +4.8 in 8 of 9 (-1.2 in one); cost: 1.3x the backbone runs and bytes.
+# images, two seeds; benchmarks/README.md, "The default grid"): PQ32 +1.2 to +7.0 mAP in all 10
+# rows, flat +2.1 to +4.8 in 9 of 10 (-1.2 in one); cost: 1.3x the backbone runs and bytes.
 DEFAULT_REGIONS = "L3s"
 
 
