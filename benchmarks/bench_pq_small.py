@@ -9,6 +9,8 @@ vector), so training variants that ``ImageIndex.build`` does not offer can be co
 embeddings. ``flat`` and ``pq`` reproduce ``patchify-L3-flat`` / ``patchify-L3-pq32`` exactly
 (same transform, same seeds; checked: small s0 68.43 / 67.85 both ways). Database embeddings
 come from bench_retrieval's ``.npz`` cache, query descriptors from ``--cache`` too (embedded once).
+``--regions L3s`` reads the default grid's embeddings. Besides mAP, each row has ``pairs``: the
+one-positive AP of ``bench_query_expansion.evaluate_pairs`` (a multi-view pair per positive).
 
 Variants (all 32 bytes per patch except ``flat``):
   flat        whitened PCA-256, float32 (the default flat store)
@@ -132,13 +134,13 @@ def load_bench(root: Path, size: str, seed: int):
     return load(folder.resolve() / "benchmark.json")  # cached paths are the resolved ones
 
 
-def query_vectors(bench, cache: Path, embedder) -> dict:
+def query_vectors(bench, cache: Path, embedder, regions: str = "L3") -> dict:
     from pypatch.extract.grid import parse_regions
 
-    path = cache / f"{bench.name}-L3-crop-queries.npz"
+    path = cache / f"{bench.name}-{regions}-crop-queries.npz"
     if not path.exists():
         q = embedder.embed_queries([str(x.image) for x in bench.queries],
-                                   [x.box for x in bench.queries], regions=parse_regions("L3"),
+                                   [x.box for x in bench.queries], regions=parse_regions(regions),
                                    mode="crop")
         np.savez(path, ids=np.array([x.id for x in bench.queries]), q=q)
     with np.load(path) as z:
@@ -147,6 +149,7 @@ def query_vectors(bench, cache: Path, embedder) -> dict:
 
 def main(argv=None) -> int:
     from bench_quality_defaults import subset
+    from bench_query_expansion import evaluate_pairs
     from bench_retrieval import embed_database, small_object_map
 
     from pypatch.extract.embedder import Embedder
@@ -157,6 +160,7 @@ def main(argv=None) -> int:
                                                     "large:1@300", "large:0", "large:1"])
     ap.add_argument("--variants", nargs="+", default=["flat", "pq"], choices=list(VARIANTS))
     ap.add_argument("--root", default="/tmp/pypatch-quality")
+    ap.add_argument("--regions", default="L3", help="the grid the database was embedded at")
     ap.add_argument("--cache", default=str(HERE / "results" / "embeddings"))
     ap.add_argument("--out", default=str(HERE / "results" / "pq_small.jsonl"))
     args = ap.parse_args(argv)
@@ -167,8 +171,8 @@ def main(argv=None) -> int:
         name, _, n = spec.partition("@")
         size, seed = name.split(":")
         bench = load_bench(Path(args.root), size, int(seed))
-        table = embed_database(bench, "L3", "crop", cache, embedder)
-        qmap = query_vectors(bench, cache, embedder)
+        table = embed_database(bench, args.regions, "crop", cache, embedder)
+        qmap = query_vectors(bench, cache, embedder, args.regions)
         b = subset(bench, int(n)) if n else bench
         vs = [table[str(d.image)][2] for d in b.database]
         x = np.concatenate(vs).astype(np.float32)
@@ -190,11 +194,13 @@ def main(argv=None) -> int:
                          k=100).configs[v]
             row = dict(bench=bench.name, images=len(b.database), queries=len(b.queries),
                        variant=v, map=r.summary["map"], map_small=small_object_map(b, r),
+                       pairs=evaluate_pairs(b, [d.id for d in b.database], qs, y, offsets, False),
                        seconds=time.time() - t0)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{bench.name} n={row['images']} {v:10s} mAP {100 * row['map']:6.2f}  "
-                  f"<10% {100 * row['map_small']:6.2f}", flush=True)
+                  f"<10% {100 * row['map_small']:6.2f}  pairs {100 * row['pairs']:6.2f}",
+                  flush=True)
     return 0
 
 

@@ -77,7 +77,9 @@ def main(argv=None) -> int:
         for cfg in args.configs:
             t0 = time.time()
             index = er.build_for_benchmark(b, cfg, num_threads=args.threads)
-            r = evaluate(b, {cfg: er.IndexRanker(index)}, k=100).configs[cfg]
+            search = er.split_second_stage(cfg)[1]  # -qe etc.: search-time options
+            r = evaluate(b, {cfg: er.IndexRanker(index, search_kwargs=search)},
+                         k=100).configs[cfg]
             row = dict(bench=bench.name, images=len(b.database), queries=len(b.queries), config=cfg,
                        map=r.summary["map"], map_small=small_object_map(b, r),
                        transform=index.info()["transform"], seconds=time.time() - t0)

@@ -1,0 +1,148 @@
+"""Issue 14, item 3: how to turn a hit's stored similarity map (``box_maps``) into a box.
+LocScore of the SAME ranking (the default index, no refinement) with boxes made from the same
+14 x 14 int8 maps by several rules, against the grid oracle of that ranking.
+
+    python benchmarks/bench_box_methods.py --bench small:0 small:1 large:0 --root /tmp/q14/bench
+
+Rules (``t``: the threshold ``median + t * (peak - median)``, peak inside the winning cell):
+  cell          the winning cell (no refinement)
+  comp-<t>      bounding box of the thresholded component around the peak (the shipped rule,
+                t = 0.3: ``pypatch.index.refine.box_from_map``)
+  sub-<t>       the window containing the peak that maximises the sum of (map - threshold):
+                cells below the threshold count against a box instead of being ignored
+The index (with its maps) is built once per benchmark and kept under ``--work``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent))
+
+RULES = ("cell", "comp-0.3", "comp-0.35", "comp-0.4", "comp-0.45", "sub-0.1", "sub-0.15", "sub-0.2",
+         "sub-0.25", "sub-0.3", "sub-0.35")
+
+
+def best_window(score: np.ndarray, py: int, px: int) -> tuple:
+    """(y0, x0, y1, x1), exclusive ends, of the window holding (py, px) with the largest sum."""
+    h, w = score.shape
+    cum = np.vstack([np.zeros((1, w)), np.cumsum(score, axis=0)])  # row prefix sums
+    best, out = -np.inf, (py, px, py + 1, px + 1)
+    for top in range(py + 1):
+        cols = cum[py + 1:] - cum[top]  # (bottoms, w): column sums of rows top..bottom
+        c = np.hstack([np.zeros((len(cols), 1)), np.cumsum(cols, axis=1)])  # (bottoms, w + 1)
+        left = np.argmin(c[:, :px + 1], axis=1)  # the window starts at `left`, ends past px
+        right = px + 1 + np.argmax(c[:, px + 1:], axis=1)
+        rows = np.arange(len(c))
+        val = c[rows, right] - c[rows, left]
+        i = int(np.argmax(val))
+        if val[i] > best:
+            best, out = val[i], (top, int(left[i]), py + 1 + i, int(right[i]))
+    return out
+
+
+def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
+    from pypatch.index.refine import _upsample, box_from_map
+
+    if rule == "cell":
+        return tuple(cell)
+    kind, t = rule.split("-")
+    t = float(t)
+    if kind == "comp":
+        return box_from_map(sim, width, height, cell, t=t, factor=factor) or tuple(cell)
+    up = _upsample(np.asarray(sim, np.float64), factor)
+    fh, fw = up.shape
+    sx, sy = fw / width, fh / height
+    x0, y0, x1, y1 = cell
+    cx0, cy0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+    cx1, cy1 = max(cx0 + 1, int(np.ceil(x1 * sx))), max(cy0 + 1, int(np.ceil(y1 * sy)))
+    win = up[cy0:cy1, cx0:cx1]
+    if win.size == 0:
+        return tuple(cell)
+    py, px = np.unravel_index(int(np.argmax(win)), win.shape)
+    py, px = py + cy0, px + cx0
+    peak, base = up[py, px], float(np.median(up))
+    if not peak > base:
+        return tuple(cell)
+    wy0, wx0, wy1, wx1 = best_window(up - (base + t * (peak - base)), py, px)
+    return (int(round(wx0 / sx)), int(round(wy0 / sy)), int(round(wx1 / sx)), int(round(wy1 / sy)))
+
+
+def main(argv=None) -> int:
+    from bench_retrieval import grid_oracle_locscore
+
+    from pypatch import ImageIndex
+    from pypatch.evaluation.datasets import load
+    from pypatch.evaluation.harness import evaluate
+    from pypatch.evaluation.metrics import iou, locscore
+    from pypatch.evaluation.rankers import IndexRanker
+    from pypatch.extract.embedder import Embedder
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--bench", nargs="+", default=["small:0", "small:1"])
+    ap.add_argument("--root", default="/tmp/pypatch-quality")
+    ap.add_argument("--work", default="/tmp/pypatch-box-methods")
+    ap.add_argument("--rules", nargs="+", default=list(RULES))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(HERE / "results" / "box_methods.jsonl"))
+    args = ap.parse_args(argv)
+    embedder = Embedder(None, num_threads=args.threads)
+    for spec in args.bench:
+        size, seed = spec.split(":")
+        bench = load(Path(args.root) / f"{size}-s{seed}" / "benchmark.json")
+        path = Path(args.work) / f"{bench.name}.ptch"
+        if path.exists():
+            index = ImageIndex.load(path)
+            index.set_embedder(embedder)
+        else:
+            index = ImageIndex.build([(d.id, str(d.image)) for d in bench.database],
+                                     embedder=embedder, box_maps=True, progress=False)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            index.save(path)
+        res = evaluate(bench, {"cells": IndexRanker(index)}, k=100).configs["cells"]
+        oracle = grid_oracle_locscore(bench, res, index)
+        qvec = dict(zip([q.id for q in bench.queries], embedder.embed_queries(
+            [str(q.image) for q in bench.queries], [q.box for q in bench.queries],
+            regions=index._grid, mode="crop")))
+        size_of = {d.id: index.image_info(d.id)["size"] for d in bench.database}
+        for rule in args.rules:
+            vals, ious, ratios = [], [], []
+            for row in res.per_query:
+                plist = bench.positives.get(row["query"], [])
+                if not plist:
+                    continue
+                gt = {p.id: p.boxes for p in plist}
+                ids, boxes = [], []
+                for hid, _, cell in row["hits"]:
+                    box = cell
+                    if hid in gt:
+                        w, h = size_of[hid]
+                        sim = index._box_maps.similarity(hid, qvec[row["query"]])
+                        box = box_by_rule(rule, sim, w, h, cell)
+                        g = max(gt[hid], key=lambda b: iou(box, b))
+                        ious.append(iou(box, g))
+                        area = lambda b: max(1, (b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
+                        ratios.append(np.log(area(box) / area(g)))
+                    ids.append(hid)
+                    boxes.append(box)
+                vals.append(locscore(ids, boxes, gt, bench.junk_ids(row["query"])))
+            ls = float(np.nanmean(vals))
+            out = dict(bench=bench.name, rule=rule, locscore=ls, grid_oracle=oracle,
+                       ratio=ls / oracle, mean_iou=float(np.mean(ious)),
+                       median_log_area_ratio=float(np.median(ratios)))
+            with open(args.out, "a") as f:
+                f.write(json.dumps(out) + "\n")
+            print(f"{bench.name} {rule:9s} LocScore {100 * ls:6.2f}  oracle {100 * oracle:6.2f}  "
+                  f"x{ls / oracle:.2f}  IoU {out['mean_iou']:.3f}  "
+                  f"area x{np.exp(out['median_log_area_ratio']):.2f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
