@@ -10,6 +10,8 @@ Rules (``t``: the threshold ``median + t * (peak - median)``, peak inside the wi
                 t = 0.3: ``pypatch.index.refine.box_from_map``)
   sub-<t>       the window containing the peak that maximises the sum of (map - threshold):
                 cells below the threshold count against a box instead of being ignored
+``--source live``: the same rules on the live refinement's map instead (one 512 px backbone
+pass per hit image, 16 x 16, upsampled 8x as ``SimMapRefiner`` does).
 The index (with its maps) is built once per benchmark and kept under ``--work``.
 """
 from __future__ import annotations
@@ -83,6 +85,7 @@ def main(argv=None) -> int:
     from pypatch.evaluation.metrics import iou, locscore
     from pypatch.evaluation.rankers import IndexRanker
     from pypatch.extract.embedder import Embedder
+    from pypatch.index.refine import SimMapRefiner
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--bench", nargs="+", default=["small:0", "small:1"])
@@ -90,6 +93,7 @@ def main(argv=None) -> int:
     ap.add_argument("--work", default="/tmp/pypatch-box-methods")
     ap.add_argument("--rules", nargs="+", default=list(RULES))
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--source", choices=("maps", "live"), default="maps")
     ap.add_argument("--out", default=str(HERE / "results" / "box_methods.jsonl"))
     args = ap.parse_args(argv)
     embedder = Embedder(None, num_threads=args.threads)
@@ -111,6 +115,16 @@ def main(argv=None) -> int:
             [str(q.image) for q in bench.queries], [q.box for q in bench.queries],
             regions=index._grid, mode="crop")))
         size_of = {d.id: index.image_info(d.id)["size"] for d in bench.database}
+        path_of = {d.id: str(d.image) for d in bench.database}
+        live = SimMapRefiner(embedder, cache_size=len(bench.database))
+        factor = 8 if args.source == "live" else 4  # as SimMapRefiner / refine_hits do
+
+        def similarity(hid, q):
+            if args.source == "maps":
+                return index._box_maps.similarity(hid, q)
+            cells, h, w, _, _ = live.cells(path_of[hid])
+            return (cells.astype(np.float32) @ q).reshape(h, w)
+
         for rule in args.rules:
             vals, ious, ratios = [], [], []
             for row in res.per_query:
@@ -123,8 +137,8 @@ def main(argv=None) -> int:
                     box = cell
                     if hid in gt:
                         w, h = size_of[hid]
-                        sim = index._box_maps.similarity(hid, qvec[row["query"]])
-                        box = box_by_rule(rule, sim, w, h, cell)
+                        sim = similarity(hid, qvec[row["query"]])
+                        box = box_by_rule(rule, sim, w, h, cell, factor)
                         g = max(gt[hid], key=lambda b: iou(box, b))
                         ious.append(iou(box, g))
                         area = lambda b: max(1, (b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
@@ -133,12 +147,12 @@ def main(argv=None) -> int:
                     boxes.append(box)
                 vals.append(locscore(ids, boxes, gt, bench.junk_ids(row["query"])))
             ls = float(np.nanmean(vals))
-            out = dict(bench=bench.name, rule=rule, locscore=ls, grid_oracle=oracle,
+            out = dict(bench=bench.name, source=args.source, rule=rule, locscore=ls, grid_oracle=oracle,
                        ratio=ls / oracle, mean_iou=float(np.mean(ious)),
                        median_log_area_ratio=float(np.median(ratios)))
             with open(args.out, "a") as f:
                 f.write(json.dumps(out) + "\n")
-            print(f"{bench.name} {rule:9s} LocScore {100 * ls:6.2f}  oracle {100 * oracle:6.2f}  "
+            print(f"{bench.name} {args.source} {rule:9s} LocScore {100 * ls:6.2f}  oracle {100 * oracle:6.2f}  "
                   f"x{ls / oracle:.2f}  IoU {out['mean_iou']:.3f}  "
                   f"area x{np.exp(out['median_log_area_ratio']):.2f}", flush=True)
     return 0

@@ -14,9 +14,11 @@ one-positive AP of ``bench_query_expansion.evaluate_pairs`` (a multi-view pair p
 
 Variants (all 32 bytes per patch except ``flat``):
   flat        whitened PCA-256, float32 (the default flat store)
+  flat-d512   whitened PCA-512, float32
   pq          whitened PCA-256 + OPQ + PQ32x8 (the default PQ store)
   pq-noopq    without the OPQ rotation
-  pq-d128 / pq-d192   whitened PCA-128 / 192 + OPQ + PQ32x8 (4 / 6 dims per sub-quantizer)
+  pq-d128 / pq-d192 / pq-d512   whitened PCA-128 / 192 / 512 + OPQ + PQ32x8 (4 / 6 / 16 dims
+              per sub-quantizer)
   pq-pw35     eigenvalue power -0.35 instead of -0.5 (both sides)
   asym25      database quantised at power -0.25 (scaled to unit whitened norm), query at -0.75:
               the same whitened cosine before quantisation, PQ error measured less whitened
@@ -44,7 +46,7 @@ VARIANTS = {
     "flat": dict(store="flat"), "pq": dict(), "pq-noopq": dict(opq=0),
     "pq-d128": dict(d=128), "pq-d192": dict(d=192), "pq-pw35": dict(power=-0.35),
     "asym25": dict(asym=-0.25), "pq64x4": dict(m=64, nbits=4), "aniso10": dict(eta=10.0),
-    "ref": dict(ref=True),
+    "ref": dict(ref=True), "flat-d512": dict(store="flat", d=512), "pq-d512": dict(d=512),
 }
 TRAIN_SIZE = 65536  # ImageIndex.build's default sample cap
 

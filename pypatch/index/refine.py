@@ -9,9 +9,9 @@ IoU ~0.4 on average. Two refinements, applied to the top ``refine_k`` hits only:
   benchmark: finer edges), each feature cell turned into a
   descriptor exactly as a one-cell GeM pool would be (clamp, L2-normalise, whitening), its
   cosine with the query. The map is upsampled bilinearly (cell values sit at cell centres),
-  thresholded at ``median + t * (peak - median)`` where the peak is the map's maximum INSIDE
-  the winning cell (the first stage says the object is there), and the box is the bounding
-  box of the connected component holding that peak, in original pixels.
+  thresholded at ``median + t * (peak - median)`` (t = :data:`BOX_T`) where the peak is the
+  map's maximum INSIDE the winning cell (the first stage says the object is there), and the
+  box is the bounding box of the connected component holding that peak, in original pixels.
   An index built with ``box_maps`` (:mod:`pypatch.index.box_maps`) keeps a 14 x 14 map of
   every image from its per-crop indexing instead, so this costs no backbone pass at search.
 * ``"cells"`` -- no backbone pass: the query's scores against all of the hit image's stored
@@ -33,10 +33,12 @@ __all__ = ["REFINERS", "cell_descriptors", "similarity_map", "box_from_map", "fu
            "check_refine", "refine_hits"]
 
 REFINERS = ("simmap", "cells")
-# threshold for the maps kept at index time (pypatch.index.box_maps: 14 x 14 from the crops);
-# 0.3 as for the live 16 x 16 map (0.25 / 0.3 / 0.35 on the two small offline benchmarks:
-# LocScore 36.95 / 37.71 / 38.69 and 33.91 / 35.04 / 34.60 with unprojected maps)
-MAPS_T = 0.3
+# threshold t of box_from_map, for the maps kept at index time (pypatch.index.box_maps) and the
+# live pass alike: at 0.3 the boxes of positives were 1.2-1.4x too large (median area); 0.35
+# raised LocScore on all four offline benchmarks with both maps (small s0 / s1 / large s0 / s1:
+# 36.67 / 36.77 / 36.37 / 35.08 -> 39.11 / 37.05 / 37.21 / 35.92, large s1 held out) and on the
+# live maps (small: 33.30 / 32.17 -> 33.70 / 32.90); benchmarks/bench_box_methods.py
+BOX_T = 0.35
 
 
 def cell_descriptors(features, whitening=None, eps: float = 1e-6) -> np.ndarray:
@@ -66,7 +68,7 @@ def _upsample(m: np.ndarray, factor: int) -> np.ndarray:
     return np.stack([np.interp(ys, np.arange(h), c) for c in rows.T], axis=1)  # (h*f, w*f)
 
 
-def box_from_map(sim, width: int, height: int, cell, t: float = 0.3, factor: int = 8):
+def box_from_map(sim, width: int, height: int, cell, t: float = BOX_T, factor: int = 8):
     """Box ``[x0, y0, x1, y1]`` (pixels of a ``width`` x ``height`` image) of the component of
     ``sim >= median + t * (peak - median)`` around the peak inside ``cell``; None if empty."""
     from scipy import ndimage
@@ -110,7 +112,7 @@ def fuse_cells(cells, scores, delta: float = 0.02):
 class SimMapRefiner:
     """Feature maps of database images (one backbone pass each, LRU-cached) -> refined boxes."""
 
-    def __init__(self, embedder, side: Optional[int] = 512, t: float = 0.3,
+    def __init__(self, embedder, side: Optional[int] = 512, t: float = BOX_T,
                  cache_size: int = 128):
         if embedder._feat_out is None:
             raise InvalidArgumentError(
@@ -185,7 +187,7 @@ def refine_hits(index, hits: list, query, method: str = "simmap", refine_k: int 
             box = fuse_cells(info["cells"], scores)
         elif maps is not None and h.image in maps:  # kept at index time: no backbone pass
             width, height = index.image_info(h.image)["size"]
-            box = box_from_map(maps.similarity(h.image, q), width, height, h.cell, t=MAPS_T,
+            box = box_from_map(maps.similarity(h.image, q), width, height, h.cell, t=BOX_T,
                                factor=4)
             box = h.cell if box is None else box
         elif h.path is None:

@@ -14,7 +14,7 @@ skimage_data = pytest.importorskip("skimage.data")
 from pypatch.errors import InvalidArgumentError, InvalidTypeError, IndexFormatError  # noqa: E402
 from pypatch.evaluation.metrics import iou  # noqa: E402
 from pypatch.index.box_maps import BoxMaps, stitch_cell_maps  # noqa: E402
-from pypatch.index.refine import box_from_map, cell_descriptors  # noqa: E402
+from pypatch.index.refine import BOX_T, box_from_map, cell_descriptors  # noqa: E402
 
 
 def test_stitch_cell_maps_against_a_loop():
@@ -124,7 +124,7 @@ def test_refined_boxes_come_from_the_stored_maps(maps_index):
     assert top.image == "scene.png"
     q = index._get_embedder().embed_query(cat, regions=index._grid, mode="crop")
     w, h = index.image_info("scene.png")["size"]
-    expect = box_from_map(index._box_maps.similarity("scene.png", q), w, h, top.cell, t=0.3, factor=4)
+    expect = box_from_map(index._box_maps.similarity("scene.png", q), w, h, top.cell, t=BOX_T, factor=4)
     assert top.box == expect
     assert iou(top.box, OBJECT) >= iou(top.cell, OBJECT)
     assert iou(top.box, OBJECT) > 0.45
