@@ -60,6 +60,13 @@ AUTO_PCA_POWER = -0.5
 # mAP on both small offline benchmarks (ms: 53.8 / 58.1 vs 59.3 / 66.1) for +1 on the large one.
 AUTO_PCA_POWER_SINGLE_PASS = -0.25
 AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
+# Per-crop flat stores whiten to AUTO_FLAT_PCA_DIM axes once the sample holds
+# AUTO_FLAT_PCA_MIN_TRAIN vectors (16 per axis: ~210 images at L3s). L3s, mAP of PCA-256 -> 512:
+# 200 images +1.5 / +3.0 (seeds 0 / 1), 300 +1.8 / +2.0, 1,000 +2.3 / +2.2, 5,000 +4.6 / +4.8, and
+# likewise on one-positive pairs; at 100 images it lost on both small benchmarks (-2.9 / -3.2).
+# PQ stores stay at 256 (PQ32 over 512 lost up to 1.9). benchmarks/README.md, "Quality defaults".
+AUTO_FLAT_PCA_DIM = 512
+AUTO_FLAT_PCA_MIN_TRAIN = 16 * AUTO_FLAT_PCA_DIM
 # ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
 
 
@@ -131,7 +138,9 @@ class ImageIndex(SearchableIndex):
             stores use :data:`AUTO_PCA_DIM` whitened axes when the model's dimension is larger,
             ``pq_m`` divides it and the sample holds :data:`AUTO_PCA_MIN_TRAIN` vectors; so do
             flat stores (measured better at every collection size tried: benchmarks/README.md,
-            "Quality defaults"); ``pca_dim=None`` keeps a flat store exact.
+            "Quality defaults"), per-crop ones with :data:`AUTO_FLAT_PCA_DIM` axes once the
+            sample holds :data:`AUTO_FLAT_PCA_MIN_TRAIN` vectors; ``pca_dim=None`` keeps a flat
+            store exact.
         pca_power : eigenvalue power of the PCA (0 = rotation only, -0.5 = full whitening);
             ``"auto"``: :data:`AUTO_PCA_POWER` per-crop, :data:`AUTO_PCA_POWER_SINGLE_PASS` else.
         opq : PQ stores with a PCA: also learn an OPQ rotation of the projected vectors
@@ -451,6 +460,7 @@ class ImageIndex(SearchableIndex):
         parts = [training_rows(self._meta, v, self._cells(size)[1]) for _, v, size in pending]
         self._index, transform = train_store(self._meta, self._index, parts,
                                              min_auto_train=AUTO_PCA_MIN_TRAIN,
+                                             wide_auto=(AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN),
                                              num_threads=self._num_threads)
         if transform is not None:
             self._transform = transform

@@ -90,13 +90,15 @@ def training_rows(meta: dict, vectors: np.ndarray, levels: np.ndarray) -> np.nda
 
 
 def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
-                num_threads=None):
+                wide_auto: tuple = (), num_threads=None):
     """Fit the pre-transform (if any), then the PQ codebooks (if any), on one sample of ``parts``
     (the :func:`training_rows` of the buffered images). Records what was fitted in ``meta``.
 
     An ``"auto"`` transform whose sample is under ``min_auto_train`` vectors (too few to whiten
     by) is dropped and PQ runs on the model's descriptors in a new native index (nothing has
-    been added yet). Returns ``(patch_index, transform)``: the index to add to, the fitted
+    been added yet). ``wide_auto`` = ``(dim, min_train)``: an ``"auto"`` transform of a per-crop
+    flat store keeps ``dim`` axes instead when the model has more and the sample holds
+    ``min_train`` vectors (a new native index of that width, likewise). Returns ``(patch_index, transform)``: the index to add to, the fitted
     :class:`~pypatch.index.transform.PCATransform` or None."""
     store = meta["store"]
     train_on, train_size, seed = train_settings(meta)
@@ -108,6 +110,11 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
                  min_auto_train)
         meta["transform"] = spec = None
         patch_index = new_patch_index(meta["dim"], store)
+    if (spec is not None and spec.get("auto") and wide_auto and store["kind"] != "pq"
+            and meta.get("mode") == "crop" and meta["dim"] > wide_auto[0] > spec["dim"]
+            and min(len(x), train_size) >= wide_auto[1]):
+        spec["dim"] = int(wide_auto[0])
+        patch_index = new_patch_index(spec["dim"], store)
     if spec is None and store["kind"] != "pq":
         return patch_index, None
     need = (1 << store["nbits"]) if store["kind"] == "pq" else 2

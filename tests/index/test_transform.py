@@ -283,6 +283,42 @@ def test_auto_pca_for_pq_depends_on_the_training_sample(photo_dir, embedder, mon
     assert odd.transform is None and odd.info()["stored_dim"] == 1280
 
 
+def test_auto_pca_of_a_flat_store_widens_with_the_sample(photo_dir, embedder, monkeypatch,
+                                                          tmp_path):
+    from pypatch import ImageIndex
+    from pypatch.index import image_index as ii
+
+    # the rule with thresholds scaled to 6 photos: 16 axes from 16 vectors, 32 from 64
+    monkeypatch.setattr(ii, "AUTO_PCA_DIM", 16)
+    monkeypatch.setattr(ii, "AUTO_PCA_MIN_TRAIN", 16)
+    monkeypatch.setattr(ii, "AUTO_FLAT_PCA_DIM", 32)
+    monkeypatch.setattr(ii, "AUTO_FLAT_PCA_MIN_TRAIN", 64)
+    common = dict(store="flat", embedder=embedder, progress=False)
+    narrow = ImageIndex.build(photo_dir, regions="L1", **common)  # 6 x 5 = 30 vectors < 64
+    assert narrow.transform.dim_out == 16 and narrow.info()["stored_dim"] == 16
+    wide = ImageIndex.build(photo_dir, regions="L2", **common)  # 6 x 14 = 84 vectors >= 64
+    assert wide.transform.dim_out == 32 and wide.info()["stored_dim"] == 32
+    assert wide.info()["transform"]["dim"] == 32
+    assert wide.info()["bytes_per_image"] == pytest.approx(14 * 32 * 4 + 8)
+    # what is stored is the fitted transform of the model's descriptors
+    raw = next(iter(embedder.embed_many([str(photo_dir / "rocket.png")], regions="L2"))).vectors
+    np.testing.assert_allclose(wide.patch_vectors("rocket.png"), wide.transform.apply(raw),
+                               atol=1e-5)
+    for name in ("astronaut.png", "rocket.png", "coffee.png"):
+        assert wide.search(str(photo_dir / name), k=1)[0].image == name
+    wide.save(tmp_path / "wide.ptch")
+    back = ImageIndex.load(tmp_path / "wide.ptch")
+    assert back.info()["stored_dim"] == 32 and back.transform.dim_out == 32
+    # only per-crop flat stores widen: PQ and single-pass keep AUTO_PCA_DIM
+    pq = ImageIndex.build(photo_dir, regions="L2", store="pq", pq_m=8, pq_nbits=4,
+                          embedder=embedder, progress=False)
+    assert pq.transform.dim_out == 16
+    sp = ImageIndex.build(photo_dir, regions="L2", mode="single_pass", **common)
+    assert sp.transform.dim_out == 16
+    # an explicit pca_dim is kept whatever the sample
+    assert ImageIndex.build(photo_dir, regions="L2", pca_dim=16, **common).transform.dim_out == 16
+
+
 def _pq_error(y, m, nbits, seed=0):
     from pypatch.index.pq import ProductQuantizer
 
