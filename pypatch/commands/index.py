@@ -220,8 +220,9 @@ def run(args) -> int:
     if (args.ray_address or args.workers) and not args.ray:
         raise InvalidArgumentError("--ray-address and --workers need --ray")
     sharded = bool(args.shards or args.ray)  # --out is then a folder
-    if sharded and args.box_maps is not None:
-        raise InvalidArgumentError("--box-maps is not supported with --shards or --ray yet")
+    if args.ray and args.box_maps is not None:
+        raise InvalidArgumentError("--box-maps is not supported with --ray yet (it is with "
+                                   "--shards)")
     if not sharded:
         check_out_file(args.out)
     source = args.source
@@ -262,7 +263,7 @@ def _build_sharded(args, source, store, pq, settings):
     from pypatch.distributed.sharded_index import ShardedIndex
 
     return ShardedIndex.build(source, args.out, shards=args.shards, num_threads=args.threads,
-                              progress=True, **settings)
+                              progress=True, box_maps=args.box_maps, **settings)
 
 
 def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:

@@ -277,6 +277,13 @@ class ShardedIndex(SearchableIndex):
     def patch_vectors(self, image_id) -> np.ndarray:
         return self._shard_of(image_id).patch_vectors(image_id)
 
+    @property
+    def _box_maps(self):
+        """The shards' box maps as one lookup (``search(refine=True)``), None if none has."""
+        if all(shard._box_maps is None for shard in self._shards):
+            return None
+        return _ShardedBoxMaps(self)
+
     def _shard_of(self, image_id) -> ImageIndex:
         s = self._where.get(str(image_id))
         if s is None:
@@ -293,6 +300,10 @@ class ShardedIndex(SearchableIndex):
         for i in infos:
             for key, v in i["memory_bytes"].items():
                 memory[key] = memory.get(key, 0) + v
+        if out.get("box_maps") is not None:  # bytes per image over every shard's images
+            maps = [(i["box_maps"] or {}).get("bytes_per_image", 0.0) * i["images"] for i in infos]
+            out["box_maps"] = dict(out["box_maps"],
+                                   bytes_per_image=round(sum(maps) / n, 1) if n else 0.0)
         out.update(images=n, removed=sum(i["removed"] for i in infos), patches=patches,
                    patches_per_image=round(patches / n, 3) if n else 0.0,
                    bytes_per_image=(round(patches * out["bytes_per_patch"] / n + 8, 1)
@@ -309,6 +320,25 @@ class ShardedIndex(SearchableIndex):
     def set_embedder(self, embedder) -> None:
         """Use an already constructed :class:`~pypatch.Embedder` (checked against the index)."""
         self._codebooks.set_embedder(embedder)
+
+
+class _ShardedBoxMaps:
+    """What refinement asks of box maps (``id in maps``, ``maps.similarity(id, q)``), answered
+    by the shard that holds the image (each shard keeps its maps beside its file)."""
+
+    def __init__(self, index: ShardedIndex):
+        self._index = index
+
+    def _maps_of(self, image_id):
+        s = self._index._where.get(str(image_id))
+        return None if s is None else self._index._shards[s]._box_maps
+
+    def __contains__(self, image_id) -> bool:
+        maps = self._maps_of(image_id)
+        return maps is not None and image_id in maps
+
+    def similarity(self, image_id, query) -> np.ndarray:
+        return self._maps_of(image_id).similarity(image_id, query)
 
 
 # not yet: each shard would need its own re-rank file, kept in step by add/remove/save

@@ -95,6 +95,23 @@ class BoxMaps:
     def remove(self, image_id) -> None:
         self._maps.pop(str(image_id), None)
 
+    def empty_like(self) -> "BoxMaps":
+        """No maps, this projection (learned first if still pending): the maps of every shard
+        built from one index share it."""
+        self.finish()
+        return BoxMaps(self.dim, self.basis)
+
+    def take(self, other: "BoxMaps", ids) -> None:
+        """Copy ``other``'s maps of ``ids`` (those it has) into this one (same projection)."""
+        other.finish()
+        if self.basis is None or other.basis is None or not np.array_equal(self.basis, other.basis):
+            raise InvalidArgumentError("box_maps: maps can only be copied between box maps that "
+                                       "share one projection (BoxMaps.empty_like)")
+        for image_id in ids:
+            entry = other._maps.get(str(image_id))
+            if entry is not None:
+                self._maps[str(image_id)] = entry
+
     # ---------------------------------------------------------------- search
     def __contains__(self, image_id) -> bool:
         return str(image_id) in self._maps

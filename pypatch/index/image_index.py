@@ -400,6 +400,8 @@ class ImageIndex(SearchableIndex):
         empty = type(self)(native, meta, model=self._model_override, embedder=self._embedder,
                            num_threads=self._num_threads)
         empty._transform = self._transform
+        if self._box_maps is not None:  # same projection: shards' maps read alike
+            empty._box_maps = self._box_maps.empty_like()
         if self._rerank is not None:  # same store, same pq8 codebooks
             from pypatch.index.rerank_store import empty_like
 
@@ -439,6 +441,8 @@ class ImageIndex(SearchableIndex):
             else:
                 out._rerank.add(np.concatenate([self._rerank.reconstruct(r) for r in rows]),
                                 patches_per_image=counts)
+        if self._box_maps is not None:
+            out._box_maps.take(self._box_maps, [self._ids[r] for r in rows])
         for r in rows:
             out._row[self._ids[r]] = len(out._ids)
             out._ids.append(self._ids[r])

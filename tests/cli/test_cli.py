@@ -163,15 +163,16 @@ def test_index_box_maps_refine_without_a_backbone_pass(photos, tmp_path, capsys,
     hits = index.search(query, k=2, refine=True)
     assert cli_boxes == [list(h.box) for h in hits]
     assert getattr(index, "_pypatch_refiner", None) is None  # the maps refined, not the backbone
-    # without --box-maps: no maps file, info says so; with shards: refused before any work
+    # without --box-maps: no maps file, info says so; with --ray: refused before any work
+    # (with --shards: tests/distributed/test_sharded_box_maps.py)
     status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "plain.ptch"),
                                    "--flat", "--model", str(default_model_path)])
     assert status == 0, err
     status, stdout, _ = _run(capsys, ["info", str(tmp_path / "plain.ptch")])
     assert json.loads(stdout)["box_maps"] is None
     assert not os.path.exists(box_maps_path(tmp_path / "plain.ptch"))
-    status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "sh"), "--shards",
-                                   "2", "--box-maps", "--model", str(default_model_path)])
+    status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "sh"), "--ray",
+                                   "--box-maps", "--model", str(default_model_path)])
     assert status == 2 and "--box-maps" in err and not (tmp_path / "sh").exists()
     status, _, err = _run(capsys, ["index", str(photos), "--out", str(tmp_path / "z.ptch"),
                                    "--box-maps", "0", "--model", str(default_model_path)])
