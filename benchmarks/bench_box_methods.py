@@ -8,6 +8,9 @@ Rules (``t``: the threshold ``median + t * (peak - median)``, peak inside the wi
   cell          the winning cell (no refinement)
   comp-<t>      bounding box of the thresholded component around the peak (the shipped rule,
                 t = 0.3: ``pypatch.index.refine.box_from_map``)
+  compf8-<t>    comp on the map upsampled 8x instead of 4x
+  trim-<t>-<q>  comp's component, its box cut at the q and 1 - q quantiles of its excess mass
+  clip-<t>-<g>  comp's box clipped to the winning cell grown g times about its centre
   sub-<t>       the window containing the peak that maximises the sum of (map - threshold):
                 cells below the threshold count against a box instead of being ignored
 ``--source live``: the same rules on the live refinement's map instead (one 512 px backbone
@@ -49,15 +52,62 @@ def best_window(score: np.ndarray, py: int, px: int) -> tuple:
     return out
 
 
+def _component(up, sx, sy, cell, t):
+    """(mask of the thresholded component around the peak in ``cell``) or None."""
+    from scipy import ndimage
+
+    x0, y0, x1, y1 = cell
+    cx0, cy0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
+    cx1, cy1 = max(cx0 + 1, int(np.ceil(x1 * sx))), max(cy0 + 1, int(np.ceil(y1 * sy)))
+    win = up[cy0:cy1, cx0:cx1]
+    if win.size == 0:
+        return None
+    py, px = np.unravel_index(int(np.argmax(win)), win.shape)
+    py, px = py + cy0, px + cx0
+    peak, base = up[py, px], float(np.median(up))
+    if not peak > base:
+        return None
+    labels, _ = ndimage.label(up >= base + t * (peak - base))
+    return labels == labels[py, px], up - (base + t * (peak - base))
+
+
 def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
     from pypatch.index.refine import _upsample, box_from_map
 
     if rule == "cell":
         return tuple(cell)
-    kind, t = rule.split("-")
+    kind, t, *extra = rule.split("-")
     t = float(t)
     if kind == "comp":
         return box_from_map(sim, width, height, cell, t=t, factor=factor) or tuple(cell)
+    if kind == "compf8":
+        return box_from_map(sim, width, height, cell, t=t, factor=8) or tuple(cell)
+    if kind in ("trim", "clip"):  # trim-T-Q: mass quantiles Q..1-Q; clip-T-G: cell grown G x
+        up = _upsample(np.asarray(sim, np.float64), factor)
+        sx, sy = up.shape[1] / width, up.shape[0] / height
+        found = _component(up, sx, sy, cell, t)
+        if found is None:
+            return tuple(cell)
+        mask, excess = found
+        ys, xs = np.nonzero(mask)
+        if kind == "clip":
+            g = float(extra[0])
+            x0, y0, x1, y1 = cell
+            cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, g * (x1 - x0) / 2, g * (y1 - y0) / 2
+            box = [xs.min() / sx, ys.min() / sy, (xs.max() + 1) / sx, (ys.max() + 1) / sy]
+            box = [max(box[0], cx - hw), max(box[1], cy - hh), min(box[2], cx + hw),
+                   min(box[3], cy + hh)]
+            return tuple(int(round(v)) for v in box)
+        q = float(extra[0])
+        w = np.maximum(excess[ys, xs], 0) + 1e-12
+
+        def quant(v, p):
+            order = np.argsort(v)
+            c = np.cumsum(w[order]) / w.sum()
+            return v[order][min(len(v) - 1, int(np.searchsorted(c, p)))]
+
+        return (int(round(quant(xs, q) / sx)), int(round(quant(ys, q) / sy)),
+                int(round((quant(xs, 1 - q) + 1) / sx)), int(round((quant(ys, 1 - q) + 1) / sy)))
     up = _upsample(np.asarray(sim, np.float64), factor)
     fh, fw = up.shape
     sx, sy = fw / width, fh / height

@@ -23,6 +23,7 @@ Variants (all 32 bytes per patch except ``flat``):
   asym25      database quantised at power -0.25 (scaled to unit whitened norm), query at -0.75:
               the same whitened cosine before quantisation, PQ error measured less whitened
   pq64x4      PQ 64 x 4 bits (the 4-bit fast-scan store, same 32 bytes) + OPQ
+  pq64        PQ 64 x 8 bits + OPQ: 64 bytes per patch, twice the default's
   aniso10     score-aware (anisotropic) encoding, ScaNN-style (Guo et al., ICML 2020): codes
               minimise ||r||^2 + (eta-1) (r.x)^2 (eta = 10) by coordinate descent
   ref         pre-transform, OPQ and codebooks learned on another benchmark's patches
@@ -47,6 +48,7 @@ VARIANTS = {
     "pq-d128": dict(d=128), "pq-d192": dict(d=192), "pq-pw35": dict(power=-0.35),
     "asym25": dict(asym=-0.25), "pq64x4": dict(m=64, nbits=4), "aniso10": dict(eta=10.0),
     "ref": dict(ref=True), "flat-d512": dict(store="flat", d=512), "pq-d512": dict(d=512),
+    "pq64": dict(m=64),
 }
 TRAIN_SIZE = 65536  # ImageIndex.build's default sample cap
 
