@@ -99,8 +99,9 @@ def add_parser(subparsers) -> None:
                    help="project patches and queries onto N principal axes learned on the "
                         "training sample before storing them; auto (default): every store gets "
                         "256 whitened axes when the model's dimension is larger, (PQ) m divides "
-                        "256 and the sample holds >= 2048 vectors; none: store the model's "
-                        "descriptors (an exact flat store)")
+                        "256 and the sample holds >= 2048 vectors, and per-crop flat stores 512 "
+                        "from 8192 vectors; none: store the model's descriptors (an exact flat "
+                        "store)")
     p.add_argument("--pca-power", type=float, default=None, metavar="P",
                    help="eigenvalue power of the PCA, in [-1, 0]: 0 = rotation only, "
                         "-0.5 = full whitening (default per-crop; -0.25 for the single-pass modes)")
