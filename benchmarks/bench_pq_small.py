@@ -24,6 +24,9 @@ Variants (all 32 bytes per patch except ``flat``):
               the same whitened cosine before quantisation, PQ error measured less whitened
   pq64x4      PQ 64 x 4 bits (the 4-bit fast-scan store, same 32 bytes) + OPQ
   pq64        PQ 64 x 8 bits + OPQ: 64 bytes per patch, twice the default's
+  rq / lsq    additive quantizers at the same 32 x 8 bits over the whitened PCA-256 (faiss
+              ResidualQuantizer, beam 8 / LocalSearchQuantizer): full-dimension codebooks, so
+              q . x is still a sum of 32 table lookups (rq-d512: over whitened PCA-512)
   aniso10     score-aware (anisotropic) encoding, ScaNN-style (Guo et al., ICML 2020): codes
               minimise ||r||^2 + (eta-1) (r.x)^2 (eta = 10) by coordinate descent
   ref         pre-transform, OPQ and codebooks learned on another benchmark's patches
@@ -48,7 +51,8 @@ VARIANTS = {
     "pq-d128": dict(d=128), "pq-d192": dict(d=192), "pq-pw35": dict(power=-0.35),
     "asym25": dict(asym=-0.25), "pq64x4": dict(m=64, nbits=4), "aniso10": dict(eta=10.0),
     "ref": dict(ref=True), "flat-d512": dict(store="flat", d=512), "pq-d512": dict(d=512),
-    "pq64": dict(m=64),
+    "pq64": dict(m=64), "rq": dict(aq="rq"), "lsq": dict(aq="lsq"),
+    "rq-d512": dict(aq="rq", d=512),
 }
 TRAIN_SIZE = 65536  # ImageIndex.build's default sample cap
 
@@ -64,6 +68,8 @@ def fit_store(cfg: dict, xt, x, q, seed: int = 0):
     t = PCATransform.fit(xt, cfg.get("d", 256), cfg.get("power", -0.5))
     if cfg.get("store") == "flat":
         return t.apply(x), t.apply(q)
+    if cfg.get("aq"):
+        return _additive(cfg["aq"], t.apply(xt), t.apply(x), seed), t.apply(q)
     if cfg.get("opq", 12):
         t = t.rotated(fit_opq_rotation(t.apply(xt), m, nbits=nbits, seed=seed))
     y, yt = t.apply(x), t.apply(xt)
@@ -72,6 +78,22 @@ def fit_store(cfg: dict, xt, x, q, seed: int = 0):
     if cfg.get("eta"):
         codes = anisotropic_codes(y, pq.centroids, codes, cfg["eta"])
     return pq.decode(codes), t.apply(q)
+
+
+def _additive(kind: str, yt, y, seed: int):
+    """Decoded vectors of a faiss additive quantizer (32 codebooks of 256) trained on ``yt``."""
+    import faiss
+
+    d = yt.shape[1]
+    if kind == "rq":
+        aq = faiss.ResidualQuantizer(d, 32, 8)
+        aq.max_beam_size = 8
+    else:
+        aq = faiss.LocalSearchQuantizer(d, 32, 8)
+        aq.random_seed = seed
+    aq.train(np.ascontiguousarray(yt[:TRAIN_SIZE], dtype=np.float32))
+    codes = aq.compute_codes(np.ascontiguousarray(y, dtype=np.float32))
+    return aq.decode(codes)
 
 
 def _asym(p: float, x, q, seed: int):
