@@ -98,7 +98,8 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
     by) is dropped and PQ runs on the model's descriptors in a new native index (nothing has
     been added yet). ``wide_auto`` = ``(dim, min_train)``: an ``"auto"`` transform of a per-crop
     flat store keeps ``dim`` axes instead when the model has more and the sample holds
-    ``min_train`` vectors (a new native index of that width, likewise). Returns ``(patch_index, transform)``: the index to add to, the fitted
+    ``min_train`` vectors (a new native index of that width, likewise). Returns
+    ``(patch_index, transform)``: the index to add to, the fitted
     :class:`~pypatch.index.transform.PCATransform` or None."""
     store = meta["store"]
     train_on, train_size, seed = train_settings(meta)
