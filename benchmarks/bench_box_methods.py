@@ -53,26 +53,22 @@ def best_window(score: np.ndarray, py: int, px: int) -> tuple:
 
 
 def _component(up, sx, sy, cell, t):
-    """(mask of the thresholded component around the peak in ``cell``) or None."""
+    """(mask of the thresholded component around the peak in ``cell``, map minus threshold),
+    as ``box_from_map`` finds it; None where it finds none."""
     from scipy import ndimage
 
-    x0, y0, x1, y1 = cell
-    cx0, cy0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
-    cx1, cy1 = max(cx0 + 1, int(np.ceil(x1 * sx))), max(cy0 + 1, int(np.ceil(y1 * sy)))
-    win = up[cy0:cy1, cx0:cx1]
-    if win.size == 0:
+    from pypatch.index.refine import _peak_in_cell
+
+    found = _peak_in_cell(up, sx, sy, cell)
+    if found is None:
         return None
-    py, px = np.unravel_index(int(np.argmax(win)), win.shape)
-    py, px = py + cy0, px + cx0
-    peak, base = up[py, px], float(np.median(up))
-    if not peak > base:
-        return None
+    py, px, peak, base = found
     labels, _ = ndimage.label(up >= base + t * (peak - base))
     return labels == labels[py, px], up - (base + t * (peak - base))
 
 
 def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
-    from pypatch.index.refine import _upsample, box_from_map
+    from pypatch.index.refine import _peak_in_cell, _upsampled, box_from_map
 
     if rule == "cell":
         return tuple(cell)
@@ -82,9 +78,8 @@ def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
         return box_from_map(sim, width, height, cell, t=t, factor=factor) or tuple(cell)
     if kind == "compf8":
         return box_from_map(sim, width, height, cell, t=t, factor=8) or tuple(cell)
+    up, sx, sy = _upsampled(sim, width, height, factor)
     if kind in ("trim", "clip"):  # trim-T-Q: mass quantiles Q..1-Q; clip-T-G: cell grown G x
-        up = _upsample(np.asarray(sim, np.float64), factor)
-        sx, sy = up.shape[1] / width, up.shape[0] / height
         found = _component(up, sx, sy, cell, t)
         if found is None:
             return tuple(cell)
@@ -108,20 +103,10 @@ def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
 
         return (int(round(quant(xs, q) / sx)), int(round(quant(ys, q) / sy)),
                 int(round((quant(xs, 1 - q) + 1) / sx)), int(round((quant(ys, 1 - q) + 1) / sy)))
-    up = _upsample(np.asarray(sim, np.float64), factor)
-    fh, fw = up.shape
-    sx, sy = fw / width, fh / height
-    x0, y0, x1, y1 = cell
-    cx0, cy0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
-    cx1, cy1 = max(cx0 + 1, int(np.ceil(x1 * sx))), max(cy0 + 1, int(np.ceil(y1 * sy)))
-    win = up[cy0:cy1, cx0:cx1]
-    if win.size == 0:
+    found = _peak_in_cell(up, sx, sy, cell)  # sub-T: the best window around the peak
+    if found is None:
         return tuple(cell)
-    py, px = np.unravel_index(int(np.argmax(win)), win.shape)
-    py, px = py + cy0, px + cx0
-    peak, base = up[py, px], float(np.median(up))
-    if not peak > base:
-        return tuple(cell)
+    py, px, peak, base = found
     wy0, wx0, wy1, wx1 = best_window(up - (base + t * (peak - base)), py, px)
     return (int(round(wx0 / sx)), int(round(wy0 / sy)), int(round(wx1 / sx)), int(round(wy1 / sy)))
 

@@ -68,15 +68,15 @@ def _upsample(m: np.ndarray, factor: int) -> np.ndarray:
     return np.stack([np.interp(ys, np.arange(h), c) for c in rows.T], axis=1)  # (h*f, w*f)
 
 
-def box_from_map(sim, width: int, height: int, cell, t: float = BOX_T, factor: int = 8):
-    """Box ``[x0, y0, x1, y1]`` (pixels of a ``width`` x ``height`` image) of the component of
-    ``sim >= median + t * (peak - median)`` around the peak inside ``cell``; None if empty."""
-    from scipy import ndimage
+def _upsampled(sim, width: int, height: int, factor: int) -> tuple:
+    """(map upsampled ``factor`` x, its pixels per image pixel in x, in y)."""
+    up = _upsample(np.asarray(sim, dtype=np.float64), factor)
+    return up, up.shape[1] / width, up.shape[0] / height
 
-    sim = np.asarray(sim, dtype=np.float64)
-    up = _upsample(sim, factor)
-    fh, fw = up.shape
-    sx, sy = fw / width, fh / height
+
+def _peak_in_cell(up, sx: float, sy: float, cell):
+    """(py, px, peak, median) of the upsampled map ``up``: its maximum inside ``cell`` (image
+    pixels) and its median; None if the cell covers no map pixel or the peak is not above it."""
     x0, y0, x1, y1 = cell
     cx0, cy0 = int(np.floor(x0 * sx)), int(np.floor(y0 * sy))
     cx1, cy1 = max(cx0 + 1, int(np.ceil(x1 * sx))), max(cy0 + 1, int(np.ceil(y1 * sy)))
@@ -86,8 +86,19 @@ def box_from_map(sim, width: int, height: int, cell, t: float = BOX_T, factor: i
     py, px = np.unravel_index(int(np.argmax(window)), window.shape)
     py, px = py + cy0, px + cx0
     peak, base = up[py, px], float(np.median(up))
-    if not peak > base:
+    return (py, px, peak, base) if peak > base else None
+
+
+def box_from_map(sim, width: int, height: int, cell, t: float = BOX_T, factor: int = 8):
+    """Box ``[x0, y0, x1, y1]`` (pixels of a ``width`` x ``height`` image) of the component of
+    ``sim >= median + t * (peak - median)`` around the peak inside ``cell``; None if empty."""
+    from scipy import ndimage
+
+    up, sx, sy = _upsampled(sim, width, height, factor)
+    found = _peak_in_cell(up, sx, sy, cell)
+    if found is None:
         return None
+    py, px, peak, base = found
     labels, _ = ndimage.label(up >= base + t * (peak - base))
     ys, xs = np.nonzero(labels == labels[py, px])
     box = [xs.min() / sx, ys.min() / sy, (xs.max() + 1) / sx, (ys.max() + 1) / sy]
