@@ -173,8 +173,26 @@ def query_vectors(bench, cache: Path, embedder, regions: str = "L3") -> dict:
         return dict(zip(z["ids"].tolist(), z["q"]))
 
 
-def main(argv=None) -> int:
+def load_rows(spec: str, root: Path, cache: Path, embedder, regions: str) -> tuple:
+    """``NAME:SEED[@N]`` -> (benchmark, the benchmark evaluated (its N-image subset if given),
+    its database vectors (n, D) in image order, image offsets (images + 1,), query vectors)."""
     from bench_quality_defaults import subset
+    from bench_retrieval import embed_database
+
+    name, _, n = spec.partition("@")
+    size, seed = name.split(":")
+    bench = load_bench(root, size, int(seed))
+    table = embed_database(bench, regions, "crop", cache, embedder)
+    qmap = query_vectors(bench, cache, embedder, regions)
+    b = subset(bench, int(n)) if n else bench
+    vs = [table[str(d.image)][2] for d in b.database]
+    x = np.concatenate(vs).astype(np.float32)
+    offsets = np.concatenate([[0], np.cumsum([len(v) for v in vs])])
+    q = np.stack([qmap[qq.id] for qq in b.queries]).astype(np.float32)
+    return bench, b, x, offsets, q
+
+
+def main(argv=None) -> int:
     from bench_query_expansion import evaluate_pairs
     from bench_retrieval import embed_database, small_object_map
 
@@ -194,21 +212,13 @@ def main(argv=None) -> int:
     cache.mkdir(parents=True, exist_ok=True)
     embedder = Embedder(None, num_threads=1)
     for spec in args.bench:
-        name, _, n = spec.partition("@")
-        size, seed = name.split(":")
-        bench = load_bench(Path(args.root), size, int(seed))
-        table = embed_database(bench, args.regions, "crop", cache, embedder)
-        qmap = query_vectors(bench, cache, embedder, args.regions)
-        b = subset(bench, int(n)) if n else bench
-        vs = [table[str(d.image)][2] for d in b.database]
-        x = np.concatenate(vs).astype(np.float32)
-        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vs])])
-        q = np.stack([qmap[qq.id] for qq in b.queries]).astype(np.float32)
+        bench, b, x, offsets, q = load_rows(spec, Path(args.root), cache, embedder, args.regions)
+        seed = int(spec.split("@")[0].split(":")[1])  # the "ref" variant reads the other one
         for v in args.variants:
             cfg = VARIANTS[v]
             xt = x
             if cfg.get("ref"):  # the other seed's large database, capped like ImageIndex's sample
-                other = load_bench(Path(args.root), "large", 1 - int(seed))
+                other = load_bench(Path(args.root), "large", 1 - seed)
                 xt = np.concatenate([w for _, _, w in embed_database(other, "L3", "crop", cache,
                                                                        embedder).values()])
                 if len(xt) > TRAIN_SIZE:

@@ -82,9 +82,8 @@ def evaluate_pairs(bench, ids, q, y, offsets, qe: bool) -> float:
 
 
 def main(argv=None) -> int:
-    from bench_pq_small import NumpyRanker, fit_store, load_bench, query_vectors
-    from bench_quality_defaults import subset
-    from bench_retrieval import embed_database, small_object_map
+    from bench_pq_small import NumpyRanker, fit_store, load_rows
+    from bench_retrieval import small_object_map
 
     from pypatch.evaluation.harness import evaluate
     from pypatch.extract.embedder import Embedder
@@ -100,16 +99,7 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     embedder = Embedder(None, num_threads=1)
     for spec in args.bench:
-        name, _, n = spec.partition("@")
-        size, seed = name.split(":")
-        bench = load_bench(Path(args.root), size, int(seed))
-        table = embed_database(bench, args.regions, "crop", cache, embedder)
-        qall = query_vectors(bench, cache, embedder, args.regions)
-        b = subset(bench, int(n)) if n else bench
-        vs = [table[str(d.image)][2] for d in b.database]
-        x = np.concatenate(vs).astype(np.float32)
-        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vs])])
-        q = np.stack([qall[qq.id] for qq in b.queries]).astype(np.float32)
+        _, b, x, offsets, q = load_rows(spec, Path(args.root), cache, embedder, args.regions)
         ids = [d.id for d in b.database]
         for store in args.stores:
             y, qs = fit_store({"flat": dict(store="flat"), "pq": {}}[store], x, x, q)
