@@ -111,13 +111,17 @@ def box_by_rule(rule: str, sim, width: int, height: int, cell, factor: int = 4):
     return (int(round(wx0 / sx)), int(round(wy0 / sy)), int(round(wx1 / sx)), int(round(wy1 / sy)))
 
 
+def area(box) -> int:
+    return max(1, (box[2] - box[0]) * (box[3] - box[1]))
+
+
 def main(argv=None) -> int:
-    from bench_retrieval import grid_oracle_locscore
+    from bench_retrieval import grid_oracle_locscore, locscore_with_boxes
 
     from pypatch import ImageIndex
     from pypatch.evaluation.datasets import load
     from pypatch.evaluation.harness import evaluate
-    from pypatch.evaluation.metrics import iou, locscore
+    from pypatch.evaluation.metrics import iou
     from pypatch.evaluation.rankers import IndexRanker
     from pypatch.extract.embedder import Embedder
     from pypatch.index.refine import SimMapRefiner
@@ -161,34 +165,24 @@ def main(argv=None) -> int:
             return (cells.astype(np.float32) @ q).reshape(h, w)
 
         for rule in args.rules:
-            vals, ious, ratios = [], [], []
-            for row in res.per_query:
-                plist = bench.positives.get(row["query"], [])
-                if not plist:
-                    continue
-                gt = {p.id: p.boxes for p in plist}
-                ids, boxes = [], []
-                for hid, _, cell in row["hits"]:
-                    box = cell
-                    if hid in gt:
-                        w, h = size_of[hid]
-                        sim = similarity(hid, qvec[row["query"]])
-                        box = box_by_rule(rule, sim, w, h, cell, factor)
-                        g = max(gt[hid], key=lambda b: iou(box, b))
-                        ious.append(iou(box, g))
-                        area = lambda b: max(1, (b[2] - b[0]) * (b[3] - b[1]))  # noqa: E731
-                        ratios.append(np.log(area(box) / area(g)))
-                    ids.append(hid)
-                    boxes.append(box)
-                vals.append(locscore(ids, boxes, gt, bench.junk_ids(row["query"])))
-            ls = float(np.nanmean(vals))
-            out = dict(bench=bench.name, source=args.source, rule=rule, locscore=ls, grid_oracle=oracle,
-                       ratio=ls / oracle, mean_iou=float(np.mean(ious)),
+            ious, ratios = [], []
+
+            def ruled_box(query, hid, cell, truth):
+                w, h = size_of[hid]
+                box = box_by_rule(rule, similarity(hid, qvec[query]), w, h, cell, factor)
+                g = max(truth, key=lambda b: iou(box, b))
+                ious.append(iou(box, g))
+                ratios.append(np.log(area(box) / area(g)))
+                return box
+
+            ls = locscore_with_boxes(bench, res, ruled_box)
+            out = dict(bench=bench.name, source=args.source, rule=rule, locscore=ls,
+                       grid_oracle=oracle, ratio=ls / oracle, mean_iou=float(np.mean(ious)),
                        median_log_area_ratio=float(np.median(ratios)))
             with open(args.out, "a") as f:
                 f.write(json.dumps(out) + "\n")
-            print(f"{bench.name} {args.source} {rule:9s} LocScore {100 * ls:6.2f}  oracle {100 * oracle:6.2f}  "
-                  f"x{ls / oracle:.2f}  IoU {out['mean_iou']:.3f}  "
+            print(f"{bench.name} {args.source} {rule:9s} LocScore {100 * ls:6.2f}  "
+                  f"oracle {100 * oracle:6.2f}  x{ls / oracle:.2f}  IoU {out['mean_iou']:.3f}  "
                   f"area x{np.exp(out['median_log_area_ratio']):.2f}", flush=True)
     return 0
 

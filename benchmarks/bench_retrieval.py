@@ -103,10 +103,10 @@ def small_object_map(bench, cfg) -> float:
     return float(np.mean(aps)) if aps else float("nan")
 
 
-def grid_oracle_locscore(bench, cfg, index) -> float:
-    """LocScore of the same ranking with every positive's box replaced by the grid cell (of
-    the index's grid, all levels) that best overlaps its true boxes: the best a grid can do."""
-    from pypatch.evaluation.metrics import iou, locscore
+def locscore_with_boxes(bench, cfg, box_of) -> float:
+    """Mean LocScore of ``cfg``'s ranking with every positive hit's box replaced by
+    ``box_of(query_id, hit_id, returned_box, true_boxes)`` (other hits do not count)."""
+    from pypatch.evaluation.metrics import locscore
 
     vals = []
     for row in cfg.per_query:
@@ -116,13 +116,21 @@ def grid_oracle_locscore(bench, cfg, index) -> float:
         gt = {p.id: p.boxes for p in plist}
         ids, boxes = [], []
         for hid, _, box in row["hits"]:
-            if hid in gt:
-                cells = index.image_info(hid)["cells"]
-                box = max(cells, key=lambda c: max(iou(c, g) for g in gt[hid]))
             ids.append(hid)
-            boxes.append(box)
+            boxes.append(box_of(row["query"], hid, box, gt[hid]) if hid in gt else box)
         vals.append(locscore(ids, boxes, gt, bench.junk_ids(row["query"])))
     return float(np.nanmean(vals)) if vals else float("nan")
+
+
+def grid_oracle_locscore(bench, cfg, index) -> float:
+    """LocScore of the same ranking with every positive's box replaced by the grid cell (of
+    the index's grid, all levels) that best overlaps its true boxes: the best a grid can do."""
+    from pypatch.evaluation.metrics import iou
+
+    def best_cell(query, hid, box, truth):
+        return max(index.image_info(hid)["cells"], key=lambda c: max(iou(c, g) for g in truth))
+
+    return locscore_with_boxes(bench, cfg, best_cell)
 
 
 # ----------------------------------------------------------------------------- the sweep
