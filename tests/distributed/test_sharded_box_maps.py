@@ -10,20 +10,15 @@ from PIL import Image
 
 skimage_data = pytest.importorskip("skimage.data")
 
+from _photo_folder import write_cat_scene  # noqa: E402
+
 from pypatch.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    root = tmp_path_factory.mktemp("sharded_maps")
-    d = skimage_data
-    for name, arr in {"astronaut.png": d.astronaut(), "rocket.png": d.rocket(),
-                      "camera.png": d.camera(), "ihc.png": d.immunohistochemistry()}.items():
-        Image.fromarray(arr).save(root / name)
-    scene = Image.fromarray(d.coffee()).copy()
-    scene.paste(Image.fromarray(d.chelsea()).resize((140, 110), Image.BICUBIC), (60, 220))
-    scene.save(root / "scene.png")
-    return root
+    return write_cat_scene(tmp_path_factory.mktemp("sharded_maps"),
+                           names=("astronaut", "rocket", "camera", "immunohistochemistry"))
 
 
 def _boxes(index, query, k=5):

@@ -11,6 +11,8 @@ from PIL import Image
 
 skimage_data = pytest.importorskip("skimage.data")
 
+from _photo_folder import CAT_BOX, write_cat_scene  # noqa: E402
+
 from pypatch.errors import InvalidArgumentError, InvalidTypeError, IndexFormatError  # noqa: E402
 from pypatch.evaluation.metrics import iou  # noqa: E402
 from pypatch.index.box_maps import BoxMaps, stitch_cell_maps  # noqa: E402
@@ -90,22 +92,14 @@ def test_embed_many_maps_are_the_finest_crops_feature_maps(embedder, photo):
         embedder.embed_many([str(photo)], regions="rmac", mode="crop", maps=True)
 
 
-OBJECT = (60, 220, 200, 330)  # where the cat is pasted in coffee
+OBJECT = CAT_BOX  # where the cat is pasted in coffee
 
 
 @pytest.fixture(scope="module")
 def maps_index(tmp_path_factory, embedder):
     from pypatch import ImageIndex
 
-    root = tmp_path_factory.mktemp("boxmaps")
-    d = skimage_data
-    for name, arr in {"astronaut.png": d.astronaut(), "rocket.png": d.rocket(),
-                      "ihc.png": d.immunohistochemistry()}.items():
-        Image.fromarray(arr).save(root / name)
-    scene = Image.fromarray(d.coffee()).copy()
-    x0, y0, x1, y1 = OBJECT
-    scene.paste(Image.fromarray(d.chelsea()).resize((x1 - x0, y1 - y0), Image.BICUBIC), (x0, y0))
-    scene.save(root / "scene.png")
+    root = write_cat_scene(tmp_path_factory.mktemp("boxmaps"))
     index = ImageIndex.build(root, regions="L3", store="flat", embedder=embedder,
                              progress=False, box_maps=32)
     return index
