@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _LAZY = {
     # native core
     "ProductQuantizer": "pypatch.index.pq",
+    "ResidualQuantizer": "pypatch.index.pq",
     "PatchIndex": "pypatch.index.patch_index",
     "simd_info": "pypatch._simd",
     "set_simd_level": "pypatch._simd",

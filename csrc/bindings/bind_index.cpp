@@ -58,8 +58,8 @@ void bind_index(py::module_& m) {
       .def(py::init([](int dim, const std::string& flat_dtype) {
         return std::make_unique<PatchIndex>(dim, parse_flat(flat_dtype));
       }), py::arg("dim"), py::arg("flat_dtype"))
-      .def(py::init<int, std::shared_ptr<pypatch::ProductQuantizer>>(), py::arg("dim"), py::arg("pq"))
-      .def(py::init<int, std::shared_ptr<pypatch::ProductQuantizer>, int>(), py::arg("dim"), py::arg("pq"),
+      .def(py::init<int, std::shared_ptr<pypatch::Quantizer>>(), py::arg("dim"), py::arg("pq"))
+      .def(py::init<int, std::shared_ptr<pypatch::Quantizer>, int>(), py::arg("dim"), py::arg("pq"),
            py::arg("nlist"))
       .def_property_readonly("nlist", &PatchIndex::nlist)
       .def_property("nprobe", &PatchIndex::nprobe, &PatchIndex::set_nprobe)
@@ -104,7 +104,7 @@ void bind_index(py::module_& m) {
       .def_property_readonly("n_removed", py::cpp_function(&PatchIndex::n_removed, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("is_view", py::cpp_function(&PatchIndex::is_view, py::call_guard<py::gil_scoped_release>()))
       .def_property_readonly("pq", [](const PatchIndex& ix) {
-        return std::const_pointer_cast<pypatch::ProductQuantizer>(ix.pq());
+        return std::const_pointer_cast<pypatch::Quantizer>(ix.pq());
       })
       .def_property_readonly("image_offsets", [](const PatchIndex& ix) {
         return vector_without_gil<int64_t>([&] { return ix.image_offsets(); });

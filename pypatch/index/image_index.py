@@ -386,12 +386,10 @@ class ImageIndex(SearchableIndex):
         """An empty index sharing this one's settings, trained quantizer and pre-transform:
         saved, it is what every shard of a sharded index is built from."""
         from pypatch.index.patch_index import PatchIndex
-        from pypatch.index.pq import ProductQuantizer
 
         self._ensure_trained()
         pq, nlist = self._index.pq, self._index.nlist
-        native = (PatchIndex(int(self._index.dim), pq=ProductQuantizer.from_centroids(pq.centroids),
-                             nlist=nlist or None)
+        native = (PatchIndex(int(self._index.dim), pq=pq.copy(), nlist=nlist or None)
                   if pq is not None else new_patch_index(int(self._index.dim), self._meta["store"]))
         if nlist:  # the same lists: a shard's search probes what the whole index would
             native.set_coarse_centroids(self._index.coarse_centroids)

@@ -5,7 +5,8 @@ Each image owns a run of patch vectors (CSR ``image_offsets``: image ``i`` owns 
 distance, or the exact inner product for the flat store), keeps per image the best score and
 the ordinal of the winning patch, and returns the top-k images ordered by score, ties broken by
 the lower image index. Storage: ``pq=None`` is the exact flat store (``flat_dtype`` float32 or
-float16); a ``ProductQuantizer`` stores ``m`` bytes per patch.
+float16); a ``ProductQuantizer`` or ``ResidualQuantizer`` stores ``m`` bytes per patch (the
+same codes and scans: only the codebooks and their tables differ).
 
 Inverted file (``nlist=N``, PQ only): a coarse k-means quantizer of N centroids splits the
 patches into N lists (nearest centroid in L2); ``search`` probes the ``nprobe`` lists nearest
@@ -34,7 +35,7 @@ import numpy as np
 from pypatch import _core
 from pypatch._checks import INT32_MAX, UINT64_MAX, as_array, as_int, threads
 from pypatch.errors import IndexFormatError, InvalidArgumentError, InvalidTypeError
-from pypatch.index.pq import ProductQuantizer
+from pypatch.index.pq import ProductQuantizer, ResidualQuantizer, _Quantizer
 
 __all__ = ["PatchIndex"]
 
@@ -80,7 +81,7 @@ class PatchIndex:
     9 bytes per image (offset and removed flag). Every search returns exact ADC (PQ) or exact
     float (flat) results, whatever the SIMD level."""
 
-    def __init__(self, dim: int, pq: ProductQuantizer | None = None, *,
+    def __init__(self, dim: int, pq: ProductQuantizer | ResidualQuantizer | None = None, *,
                  flat_dtype: str = "float32", nlist: int | None = None) -> None:
         # At most what a saved file's reader accepts (2**20), so every index that saves loads.
         dim = as_int(dim, "dim", 1, _core.max_index_dim)
@@ -91,7 +92,7 @@ class PatchIndex:
             if flat_dtype not in ("float32", "float16"):
                 raise InvalidArgumentError(f"flat_dtype must be 'float32' or 'float16'; got {flat_dtype!r}")
             self._ix = _core.PatchIndex(dim, flat_dtype)
-        elif isinstance(pq, ProductQuantizer):
+        elif isinstance(pq, _Quantizer):
             if pq.dim != dim:
                 raise InvalidArgumentError(f"pq.dim ({pq.dim}) must equal dim ({dim})")
             if nlist is None:
@@ -99,7 +100,8 @@ class PatchIndex:
             else:
                 self._ix = _core.PatchIndex(dim, pq._pq, as_int(nlist, "nlist", 1, _core.max_nlist))
         else:
-            raise InvalidTypeError(f"pq must be a ProductQuantizer or None; got {type(pq).__name__}")
+            raise InvalidTypeError(f"pq must be a ProductQuantizer, a ResidualQuantizer or None; "
+                                 f"got {type(pq).__name__}")
         self._metadata: dict = {}
         self._edits = 0  # bumped by every change of the image layout (the re-rank check's cache)
         self._rerank_ok = None
@@ -127,10 +129,10 @@ class PatchIndex:
     is_trained = property(lambda self: self._ix.is_trained, doc="False for an untrained PQ index.")
 
     @property
-    def pq(self) -> ProductQuantizer | None:
+    def pq(self) -> ProductQuantizer | ResidualQuantizer | None:
         """The quantizer (shared, not copied), or None for a flat store."""
         core_pq = self._ix.pq
-        return None if core_pq is None else ProductQuantizer._from_core(core_pq)
+        return None if core_pq is None else _Quantizer._from_core(core_pq)
 
     @property
     def nlist(self) -> int:
@@ -480,7 +482,8 @@ class PatchIndex:
         return usage
 
     def __repr__(self) -> str:
-        store = f"pq(m={self._ix.pq.m}, nbits={self._ix.pq.nbits})" if self._ix.kind == "pq" \
+        store = (f"{'rq' if self._ix.pq.kind == 'residual' else 'pq'}(m={self._ix.pq.m}, "
+                 f"nbits={self._ix.pq.nbits})") if self._ix.kind == "pq" \
             else f"flat({self._ix.kind})"
         if self._ix.nlist:
             store += f", ivf(nlist={self._ix.nlist}, nprobe={self._ix.nprobe})"

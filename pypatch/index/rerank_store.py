@@ -74,12 +74,11 @@ def new_rerank_index(dim: int, spec: dict, sample: np.ndarray, *, seed: int = 0,
 def empty_like(index):
     """An empty PatchIndex with ``index``'s store (and trained codebooks)."""
     from pypatch.index.patch_index import PatchIndex
-    from pypatch.index.pq import ProductQuantizer
 
     pq = index.pq
     if pq is None:
         return PatchIndex(int(index.dim), flat_dtype=index.flat_dtype)
-    return PatchIndex(int(index.dim), pq=ProductQuantizer.from_centroids(pq.centroids))
+    return PatchIndex(int(index.dim), pq=pq.copy())
 
 
 def bytes_per_patch(spec: dict, dim: int) -> float:

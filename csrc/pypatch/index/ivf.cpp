@@ -153,7 +153,7 @@ TopK best_per_image(std::vector<IvfHit> all, int k) {
 
 std::vector<TopK> ivf_search(const IvfSearchSetup& s, int64_t nq, const float* q, int k, int nprobe,
                              int num_threads, const std::function<void()>& interrupt) {
-  const ProductQuantizer& pq = *s.pq;
+  const Quantizer& pq = *s.pq;
   const int m = pq.m(), ksub = pq.ksub(), dim = s.dim;
   const int nl = s.cq->nlist();
   nprobe = std::min(nprobe, nl);

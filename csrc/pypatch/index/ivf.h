@@ -27,7 +27,7 @@
 
 namespace pypatch {
 
-class ProductQuantizer;
+class Quantizer;
 
 /// Largest patch ordinal + 1 an IVF entry can hold (at most 8 ordinal bits).
 constexpr int64_t kIvfMaxPatchesPerImage = 256;
@@ -95,7 +95,7 @@ struct IvfLists {
 };
 
 struct IvfSearchSetup {
-  const ProductQuantizer* pq;
+  const Quantizer* pq;
   int dim;
   const CoarseQuantizer* cq;
   const IvfLists* lists;

@@ -14,7 +14,7 @@ namespace {
 
 // A quantizer's centroids may still change while it is not frozen (an index freezes it when it
 // first stores codes; an empty shard's may not be): those are compared again at every search.
-bool same_centroids(const ProductQuantizer& pq, const std::vector<float>& ref) {
+bool same_centroids(const Quantizer& pq, const std::vector<float>& ref) {
   return pq.is_trained() && pq.centroids() == ref;
 }
 
@@ -33,8 +33,8 @@ MultiIndexSearch::MultiIndexSearch(std::vector<const PatchIndex*> shards) : shar
                "multi-index search: index " + std::to_string(s) +
                    " has another store (kind, dim or code size) than index 0");
     if (a.kind() == StoreKind::PQ) {
-      const ProductQuantizer &pa = *a.pq(), &pb = *b.pq();
-      PTCH_CHECK(pb.m() == pa.m() && pb.nbits() == pa.nbits(),
+      const Quantizer &pa = *a.pq(), &pb = *b.pq();
+      PTCH_CHECK(pb.kind() == pa.kind() && pb.m() == pa.m() && pb.nbits() == pa.nbits(),
                  "multi-index search: index " + std::to_string(s) + " has another quantizer shape");
       PTCH_CHECK(pa.is_trained() && pb.is_trained(),
                  "multi-index search: index " + std::to_string(s) + " is not trained");

@@ -20,7 +20,7 @@
 namespace pypatch {
 
 namespace {
-int code_size_of(int dim, StoreKind kind, const ProductQuantizer* pq) {
+int code_size_of(int dim, StoreKind kind, const Quantizer* pq) {
   switch (kind) {
     case StoreKind::PQ: return pq->m();
     case StoreKind::FlatF32: return 4 * dim;
@@ -30,11 +30,11 @@ int code_size_of(int dim, StoreKind kind, const ProductQuantizer* pq) {
 }
 }  // namespace
 
-PatchIndex::PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq, int nlist)
+PatchIndex::PatchIndex(int dim, StoreKind kind, std::shared_ptr<Quantizer> pq, int nlist)
     : dim_(dim), kind_(kind), pq_(std::move(pq)), nlist_(nlist) {
   PTCH_CHECK(dim >= 1 && dim <= kMaxDim,
              "dim must be in 1.." + std::to_string(kMaxDim) + "; got " + std::to_string(dim));
-  PTCH_CHECK(kind != StoreKind::PQ || pq_, "a PQ index needs a ProductQuantizer");
+  PTCH_CHECK(kind != StoreKind::PQ || pq_, "a PQ index needs a quantizer");
   PTCH_CHECK(!pq_ || pq_->dim() == dim, "pq.dim (" + std::to_string(pq_ ? pq_->dim() : 0) +
                                             ") must equal the index dim (" + std::to_string(dim) + ")");
   code_size_ = code_size_of(dim, kind, pq_.get());
@@ -51,14 +51,14 @@ PatchIndex::PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer
   }
 }
 
-PatchIndex::PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq, int nlist)
+PatchIndex::PatchIndex(int dim, std::shared_ptr<Quantizer> pq, int nlist)
     : PatchIndex(dim, StoreKind::PQ, std::move(pq), nlist) {}
 
 PatchIndex::PatchIndex(int dim, StoreKind kind) : PatchIndex(dim, kind, nullptr) {
-  PTCH_CHECK(kind != StoreKind::PQ, "use the ProductQuantizer constructor for a PQ index");
+  PTCH_CHECK(kind != StoreKind::PQ, "use the quantizer constructor for a PQ index");
 }
 
-PatchIndex::PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq)
+PatchIndex::PatchIndex(int dim, std::shared_ptr<Quantizer> pq)
     : PatchIndex(dim, StoreKind::PQ, std::move(pq)) {}
 
 PatchIndex::~PatchIndex() = default;

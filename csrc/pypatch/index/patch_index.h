@@ -22,7 +22,8 @@
 
 #include "pypatch/index/ivf.h"               // CoarseQuantizer, IvfLists (inverted file)
 #include "pypatch/index/linear_transform.h"  // LinearTransform (optional pre-transform)
-#include "pypatch/pq/product_quantizer.h"       // ProductQuantizer
+#include "pypatch/pq/product_quantizer.h"   // ProductQuantizer (the usual codebooks)
+#include "pypatch/pq/residual_quantizer.h"  // ResidualQuantizer
 #include "pypatch/util/huge_page_allocator.h"    // storage streamed by the scans
 #include "pypatch/util/fair_shared_mutex.h"     // the index lock (fair to writers)
 
@@ -40,13 +41,13 @@ class PatchIndex {
 
   /// Exact flat store (kind FlatF32 or FlatF16). Throws InvalidArgument unless 1 <= dim <= kMaxDim.
   PatchIndex(int dim, StoreKind kind);
-  /// PQ store over `pq` (shared, possibly untrained); pq->dim() must equal dim. Once the index
-  /// holds codes, the quantizer is frozen (ProductQuantizer::freeze): retraining it would
+  /// PQ store over `pq` (product or residual codebooks; shared, possibly untrained); pq->dim() must equal dim. Once the index
+  /// holds codes, the quantizer is frozen (Quantizer::freeze): retraining it would
   /// silently change what the codes mean.
-  PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq);
+  PatchIndex(int dim, std::shared_ptr<Quantizer> pq);
   /// Inverted file over patches (ivf.h) with nlist >= 1 lists of PQ codes; nlist = 0 is the
   /// exhaustive index above. Throws InvalidArgument for nlist < 0 or > kMaxNlist.
-  PatchIndex(int dim, std::shared_ptr<ProductQuantizer> pq, int nlist);
+  PatchIndex(int dim, std::shared_ptr<Quantizer> pq, int nlist);
   ~PatchIndex();
   static constexpr int kMaxNlist = 1 << 20;
 
@@ -71,7 +72,7 @@ class PatchIndex {
   StoreKind kind() const { return kind_; }
   /// Bytes per patch: m (PQ), 4*dim (f32), 2*dim (f16).
   int code_size() const { return code_size_; }
-  std::shared_ptr<const ProductQuantizer> pq() const { return pq_; }
+  std::shared_ptr<const Quantizer> pq() const { return pq_; }
   bool is_trained() const {
     return kind_ != StoreKind::PQ || (pq_->is_trained() && (nlist_ == 0 || cq_ != nullptr));
   }
@@ -177,7 +178,7 @@ class PatchIndex {
   std::vector<std::pair<std::string, int64_t>> memory_usage() const;
 
  private:
-  PatchIndex(int dim, StoreKind kind, std::shared_ptr<ProductQuantizer> pq, int nlist = 0);
+  PatchIndex(int dim, StoreKind kind, std::shared_ptr<Quantizer> pq, int nlist = 0);
   static std::unique_ptr<PatchIndex> from_container(std::shared_ptr<io::Container> c);
   class Writer;                       // builds the file sections (patch_index_io.cpp)
   // Unlocked reads for callers that already hold mu_ (shared_mutex is not recursive).
@@ -201,7 +202,7 @@ class PatchIndex {
   int dim_;
   StoreKind kind_;
   int code_size_;
-  std::shared_ptr<ProductQuantizer> pq_;
+  std::shared_ptr<Quantizer> pq_;
   std::vector<uint8_t, HugePageAllocator<uint8_t>> owned_;  // storage when not a view
   const uint8_t* view_ = nullptr;           // = owned_.data() or into file_
   std::shared_ptr<io::Container> file_;     // keeps a loaded file alive while viewed

@@ -27,6 +27,11 @@
 //         the list, padded to whole blocks, lists concatenated in order
 //   IVFC/IVFN/IVFP are CRC-checked and validated on every load (O(n_patches), 4 bytes a patch:
 //   an entry pointing outside its image would make the scan read past a code list).
+//   Residual codebooks (PIDX version 4, written only for an index whose quantizer is a
+//   ResidualQuantizer, so an older pypatch refuses it with "upgrade pypatch"):
+//   PIDX  128 bytes: the version-3 fields (bytes 56..63 nlist/nprobe, nlist = 0 when
+//         exhaustive), then 64..67 u32 codebooks (0 product, 1 residual), zeros to 127
+//   RQCB  f32 (m, ksub, dim) residual codebooks, in place of PQCB (when trained)
 //   PIDX version 2 (the first inverted files) held IVFI (u32 image a patch) and IVFO (u8
 //   ordinal a patch) instead of IVFP; such files load by conversion into memory (not mapped).
 // PIDX and IOFF are read and written byte by byte in little-endian (io/little_endian.h), so a
@@ -46,6 +51,8 @@
 #include "pypatch/index/code_layout.h"   // blocked64 <-> rows
 #include "pypatch/index/code_layout_fs4.h"  // blocked32_fs4 (4-bit codes)
 #include "pypatch/index/patch_index.h"
+#include "pypatch/pq/product_quantizer.h"   // codebooks of a loaded PQ store
+#include "pypatch/pq/residual_quantizer.h"  // ... or residual ones (PIDX version 4)
 #include "pypatch/io/container.h"        // ContainerWriter, Container
 #include "pypatch/io/io_errors.h"        // io::FormatError, io::VersionError
 #include "pypatch/io/little_endian.h"    // le::load32/store64: host-independent PIDX, IOFF
@@ -57,7 +64,7 @@ namespace {
 constexpr uint32_t kKindHeader = io::fourcc("PIDX");
 constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
 constexpr uint32_t kKindTransform = io::fourcc("XFRM");
-constexpr uint32_t kHeaderVersion = 3;     // newest read; 1 = exhaustive, 2-3 = inverted file
+constexpr uint32_t kHeaderVersion = 4;     // newest read; 1 exhaustive, 2-3 inverted file, 4 any + codebook kind
 constexpr uint32_t kIvfCentroids = io::fourcc("IVFC");
 constexpr uint32_t kIvfListOffsets = io::fourcc("IVFN");
 constexpr uint32_t kIvfImages = io::fourcc("IVFI");
@@ -66,6 +73,7 @@ constexpr uint32_t kIvfPackedIds = io::fourcc("IVFP");
 constexpr uint32_t kIvfPackedVersion = 1;
 constexpr size_t kIvfPackedHeader = 64;
 constexpr size_t kHeaderSize = 64;
+constexpr size_t kHeaderSizeV4 = 128;  // + u32 codebooks at 64
 // XFRM header: version, transform kind (1 = LinearTransform), dim_in, dim_out; 64 bytes so
 // the floats that follow start 64-aligned.
 constexpr uint32_t kTransformVersion = 1;
@@ -86,7 +94,8 @@ struct HeaderFields {
   uint64_t n_patches;   // 40
   uint64_t n_removed;   // 48
   uint32_t nlist;       // 56 (versions 2, 3 only)
-  uint32_t nprobe;      // 60 (versions 2, 3 only)
+  uint32_t nprobe;      // 60 (versions 2-4; version 4: nlist 0 = exhaustive)
+  uint32_t codebooks;   // 64 (version 4 only): CodebookKind, 0 product, 1 residual
 };
 
 void put32(std::vector<uint8_t>& b, size_t off, uint32_t v) { io::le::store32(b.data() + off, v); }
@@ -314,9 +323,11 @@ class PatchIndex::Writer {
                                    std::vector<uint8_t>& list_off_le) {
     const bool pq = ix.kind_ == StoreKind::PQ;
     const bool trained = pq && ix.pq_->is_trained();
-    std::vector<uint8_t> h(kHeaderSize, 0);
+    const bool residual = pq && ix.pq_->kind() == CodebookKind::Residual;
+    std::vector<uint8_t> h(residual ? kHeaderSizeV4 : kHeaderSize, 0);
     const bool ivf = ix.nlist_ > 0;
-    put32(h, 0, ivf ? 3 : 1);
+    put32(h, 0, residual ? 4 : ivf ? 3 : 1);  // product codebooks keep the files older readers read
+    if (residual) put32(h, 64, static_cast<uint32_t>(CodebookKind::Residual));
     if (ivf) {
       put32(h, 56, static_cast<uint32_t>(ix.nlist_));
       put32(h, 60, static_cast<uint32_t>(ix.nprobe_.load()));
@@ -335,6 +346,7 @@ class PatchIndex::Writer {
                        store_name(ix.kind_) + "\", \"dim\": " + std::to_string(ix.dim_) +
                        ", \"m\": " + std::to_string(pq ? ix.pq_->m() : 0) +
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
+                       (pq ? std::string(", \"codebooks\": \"") + (residual ? "residual" : "product") + "\"" : std::string()) +
                        ", \"n_images\": " + std::to_string(ix.images_()) +
                        ", \"n_patches\": " + std::to_string(ix.patches_()) +
                        ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\"" +
@@ -350,7 +362,8 @@ class PatchIndex::Writer {
     w.add_owned(kKindHeader, std::move(h));
     w.add_string(io::kind::kMeta, std::move(meta));
     if (trained)
-      w.add_view(io::kind::kPqCentroids, ix.pq_->centroids().data(), ix.pq_->centroids().size() * 4);
+      w.add_view(residual ? io::kind::kRqCentroids : io::kind::kPqCentroids, ix.pq_->centroids().data(),
+                 ix.pq_->centroids().size() * 4);
     if (ix.transform_) add_transform_section(w, ix.transform_);
     if (ivf) {
       add_ivf_sections(ix, w, list_off_le);
@@ -407,24 +420,32 @@ std::unique_ptr<PatchIndex> PatchIndex::from_bytes(const void* data, size_t size
 std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Container> c) {
   const std::string& name = c->name();
   if (!c->has(kKindHeader)) bad(name, "not a PatchIndex file (no PIDX section)");
-  const uint8_t* h = c->array<uint8_t>(kKindHeader, kHeaderSize);
-  // Whatever verify says: these steer every read (offsets, removed mask, centroids, metadata).
-  // Missing required ones raise "required section ... is missing" here.
-  for (uint32_t k : {io::kind::kImageOffsets, kKindRemoved, io::kind::kMeta}) c->verify_crc(k);
-  if (c->has(io::kind::kPqCentroids)) c->verify_crc(io::kind::kPqCentroids);
-  if (c->has(kKindTransform)) c->verify_crc(kKindTransform);  // callers map queries with it
-  const uint32_t version = get32(h, 0), kind = get32(h, 4);
-  const uint32_t dim = get32(h, 8), m = get32(h, 12), nbits = get32(h, 16);
-  const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
-  const uint32_t layout = get32(h, 28);
-  const uint64_t n_images = get64(h, 32), n_patches = get64(h, 40);
-  const bool ivf = version == 2 || version == 3;
-  const uint32_t nlist = ivf ? get32(h, 56) : 0, nprobe = ivf ? get32(h, 60) : 0;
+  const io::SectionView& hs = c->section(kKindHeader);
+  if (hs.size < 4) bad(name, "PIDX header shorter than its version field");
+  const uint32_t version = get32(hs.data, 0);  // which sets the header's size
   if (version > kHeaderVersion)  // written by a newer pypatch: same rule as a newer container major
     throw io::VersionError(name + ": PatchIndex header version " + std::to_string(version) +
                                " is newer than this pypatch reads (" + std::to_string(kHeaderVersion) +
                                "); upgrade pypatch",
                            c->major(), c->minor());
+  const uint8_t* h = c->array<uint8_t>(kKindHeader, version >= 4 ? kHeaderSizeV4 : kHeaderSize);
+  // Whatever verify says: these steer every read (offsets, removed mask, centroids, metadata).
+  // Missing required ones raise "required section ... is missing" here.
+  for (uint32_t k : {io::kind::kImageOffsets, kKindRemoved, io::kind::kMeta}) c->verify_crc(k);
+  if (c->has(io::kind::kPqCentroids)) c->verify_crc(io::kind::kPqCentroids);
+  if (c->has(io::kind::kRqCentroids)) c->verify_crc(io::kind::kRqCentroids);
+  if (c->has(kKindTransform)) c->verify_crc(kKindTransform);  // callers map queries with it
+  const uint32_t kind = get32(h, 4);
+  const uint32_t dim = get32(h, 8), m = get32(h, 12), nbits = get32(h, 16);
+  const uint32_t code_size = get32(h, 20), trained = get32(h, 24);
+  const uint32_t layout = get32(h, 28);
+  const uint64_t n_images = get64(h, 32), n_patches = get64(h, 40);
+  const bool ivf = version == 2 || version == 3 || (version == 4 && get32(h, 56) != 0);
+  const uint32_t nlist = ivf ? get32(h, 56) : 0, nprobe = ivf ? get32(h, 60) : 0;
+  const uint32_t codebooks = version >= 4 ? get32(h, 64) : 0;
+  if (codebooks > 1) bad(name, "unknown codebook kind " + std::to_string(codebooks));
+  const bool residual = codebooks == static_cast<uint32_t>(CodebookKind::Residual);
+  const uint32_t cb_section = residual ? io::kind::kRqCentroids : io::kind::kPqCentroids;
   if (version < 1) bad(name, "invalid PIDX header version " + std::to_string(version));
   if (ivf) {  // inverted file
     if (kind != static_cast<uint32_t>(StoreKind::PQ)) bad(name, "an inverted file needs a PQ store");
@@ -434,6 +455,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
     if (n_images > ivf_max_images(0)) bad(name, "an inverted file holds at most 2**32 images");
   }
   if (kind > 2) bad(name, "unknown store kind " + std::to_string(kind));
+  if (residual && kind != static_cast<uint32_t>(StoreKind::PQ)) bad(name, "residual codebooks need a PQ store");
   if (dim < 1 || dim > static_cast<uint32_t>(kMaxDim)) bad(name, "implausible dim " + std::to_string(dim));
   // Counts must fit the file before anything is sized from them.
   if (n_images >= c->file_bytes() || n_patches > c->file_bytes())
@@ -443,13 +465,16 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
   const StoreKind sk = static_cast<StoreKind>(kind);
   try {
     if (sk == StoreKind::PQ) {
-      auto pq = std::make_shared<ProductQuantizer>(static_cast<int>(dim), static_cast<int>(m),
-                                                   static_cast<int>(nbits));
+      std::shared_ptr<Quantizer> pq;
+      if (residual)
+        pq = std::make_shared<ResidualQuantizer>(static_cast<int>(dim), static_cast<int>(m), static_cast<int>(nbits));
+      else
+        pq = std::make_shared<ProductQuantizer>(static_cast<int>(dim), static_cast<int>(m), static_cast<int>(nbits));
       if (trained) {
-        const uint64_t n = static_cast<uint64_t>(m) * pq->ksub() * pq->dsub();
-        const float* cents = c->array<float>(io::kind::kPqCentroids, n);
+        const uint64_t n = static_cast<uint64_t>(m) * pq->ksub() * pq->codeword_dim();
+        const float* cents = c->array<float>(cb_section, n);
         if (first_out_of_range(cents, static_cast<int64_t>(n)) != static_cast<int64_t>(n))
-          bad(name, "PQCB holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
+          bad(name, io::kind_name(cb_section) + " holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
         pq->set_centroids(cents);
       }
       ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq), static_cast<int>(nlist)));

@@ -20,7 +20,7 @@ struct ScanSetup {
   StoreKind kind;
   int dim;
   int code_size;
-  const ProductQuantizer* pq;  // PQ only
+  const Quantizer* pq;         // PQ only (product or residual codebooks)
   const uint8_t* data;         // (n_patches, code_size) bytes
   const int64_t* offsets;      // (n_images + 1)
   int64_t n_images;

@@ -66,6 +66,7 @@ constexpr uint32_t fourcc(const char (&s)[5]) {
 namespace kind {
 constexpr uint32_t kMeta = fourcc("META");          // UTF-8 JSON
 constexpr uint32_t kPqCentroids = fourcc("PQCB");   // f32 (m, 2^nbits, dsub)
+constexpr uint32_t kRqCentroids = fourcc("RQCB");   // f32 (m, 2^nbits, dim): residual codebooks
 constexpr uint32_t kCodes = fourcc("CODE");         // u8 (n_patches, code_bytes)
 constexpr uint32_t kImageOffsets = fourcc("IOFF");  // u64 (n_images + 1), CSR
 constexpr uint32_t kImageSizes = fourcc("ISIZ");    // u32 (n_images, 2)

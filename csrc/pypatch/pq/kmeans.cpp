@@ -3,7 +3,7 @@
 #include "pypatch/pq/kmeans.h"
 
 #include <algorithm>  // std::min
-#include <cmath>      // INFINITY
+#include <cmath>      // INFINITY, sqrt
 #include <vector>     // buffers
 
 #include "pypatch/errors.h"               // InvalidArgument
@@ -89,12 +89,46 @@ void fix_empty(int k, int dsub, float* c, std::vector<int64_t>& counts) {
   }
 }
 
+using AssignFn = std::function<void(const float* c, int32_t* assign, float* dist)>;
+
+// Lloyd iterations from the seeds in c, then the final assignment; returns the mean error.
+double lloyd(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters, float* c,
+             const AssignFn& assign_all_rows) {
+  std::vector<float> dist(n);
+  std::vector<int32_t> assign(n);
+  std::vector<double> sums(static_cast<size_t>(k) * dsub);
+  std::vector<int64_t> counts(k);
+  for (int it = 0; it < iters; ++it) {
+    assign_all_rows(c, assign.data(), dist.data());
+    std::fill(sums.begin(), sums.end(), 0.0);
+    std::fill(counts.begin(), counts.end(), 0);
+    for (int64_t i = 0; i < n; ++i) {  // sequential: deterministic whatever the threads
+      double* s = sums.data() + static_cast<int64_t>(assign[i]) * dsub;
+      for (int t = 0; t < dsub; ++t) s[t] += x[i * ldx + t];
+      ++counts[assign[i]];
+    }
+    for (int ci = 0; ci < k; ++ci)
+      if (counts[ci] > 0)
+        for (int t = 0; t < dsub; ++t)
+          c[static_cast<int64_t>(ci) * dsub + t] = static_cast<float>(sums[static_cast<int64_t>(ci) * dsub + t] / counts[ci]);
+    fix_empty(k, dsub, c, counts);
+  }
+  assign_all_rows(c, assign.data(), dist.data());
+  double err = 0;
+  for (int64_t i = 0; i < n; ++i) err += dist[i];
+  return err / static_cast<double>(n);
+}
+
+void check_points(int64_t n, int k) {
+  PTCH_CHECK(k >= 1 && n >= k, "k-means needs at least as many training points as centroids (" +
+                                   std::to_string(k) + "); got " + std::to_string(n));
+}
+
 }  // namespace
 
 double kmeans(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters, uint64_t seed,
               int num_threads, float* c, const std::function<void()>& interrupt) {
-  PTCH_CHECK(k >= 1 && n >= k, "k-means needs at least as many training points as centroids (" +
-                                   std::to_string(k) + "); got " + std::to_string(n));
+  check_points(n, k);
   const int nt = resolve_num_threads(num_threads, (n + kChunk - 1) / kChunk);
   SplitMix64 rng(seed);
   // k-means++ costs k passes over its input, so it seeds from a random subset of at most
@@ -113,31 +147,92 @@ double kmeans(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters
   } else {
     kmeanspp(n, x, ldx, dsub, k, rng, nt, c, interrupt);
   }
-  std::vector<float> ct(static_cast<size_t>(k) * dsub), dist(n);
-  std::vector<int32_t> assign(n);
-  std::vector<double> sums(static_cast<size_t>(k) * dsub);
-  std::vector<int64_t> counts(k);
-  for (int it = 0; it < iters; ++it) {
-    transpose(c, k, dsub, ct.data());
-    assign_all(n, x, ldx, dsub, ct.data(), k, nt, assign.data(), dist.data(), interrupt);
-    std::fill(sums.begin(), sums.end(), 0.0);
-    std::fill(counts.begin(), counts.end(), 0);
-    for (int64_t i = 0; i < n; ++i) {  // sequential: deterministic whatever the threads
-      double* s = sums.data() + static_cast<int64_t>(assign[i]) * dsub;
-      for (int t = 0; t < dsub; ++t) s[t] += x[i * ldx + t];
-      ++counts[assign[i]];
+  std::vector<float> ct(static_cast<size_t>(k) * dsub);
+  return lloyd(n, x, ldx, dsub, k, iters, c, [&](const float* cc, int32_t* assign, float* dist) {
+    transpose(cc, k, dsub, ct.data());
+    assign_all(n, x, ldx, dsub, ct.data(), k, nt, assign, dist, interrupt);
+  });
+}
+
+void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                  const float* norms, int k, int32_t* out) {
+  constexpr int64_t kRows = 32;  // (kRows, k) products stay in L1/L2
+  std::vector<float> ip(static_cast<size_t>(kRows) * k);
+  const KernelTable& kt = kernels();
+  for (int64_t i0 = 0; i0 < n; i0 += kRows) {
+    const int64_t cnt = std::min(kRows, n - i0);
+    kt.ip_rows(cnt, x + i0 * ldx, ldx, d, ct, ldc, k, ip.data());
+    for (int64_t i = 0; i < cnt; ++i) {
+      const float* r = ip.data() + i * k;
+      int32_t best = 0;
+      float bd = INFINITY;
+      for (int c = 0; c < k; ++c) {
+        const float v = norms[c] - 2.f * r[c];
+        if (v < bd) { bd = v; best = c; }
+      }
+      out[i0 + i] = best;
     }
-    for (int ci = 0; ci < k; ++ci)
-      if (counts[ci] > 0)
-        for (int t = 0; t < dsub; ++t)
-          c[static_cast<int64_t>(ci) * dsub + t] = static_cast<float>(sums[static_cast<int64_t>(ci) * dsub + t] / counts[ci]);
-    fix_empty(k, dsub, c, counts);
   }
-  transpose(c, k, dsub, ct.data());
-  assign_all(n, x, ldx, dsub, ct.data(), k, nt, assign.data(), dist.data(), interrupt);
+}
+
+double kmeans_wide(int64_t n, const float* x, int64_t ldx, int d, int k, int iters, uint64_t seed,
+                   int num_threads, float* c, const std::function<void()>& interrupt) {
+  check_points(n, k);
+  const int nt = resolve_num_threads(num_threads, (n + kChunk - 1) / kChunk);
+  // Seeds by splitting (Linde-Buzo-Gray): from the mean, every centroid splits in two along a
+  // small random direction and Lloyd settles them before the next split. Data rows as seeds
+  // degenerate on near-isotropic residuals (most clusters keep only their seed row: 0.56 vs
+  // 0.40 squared error after 16 stages on unit Gaussian vectors, where faiss gets 0.39).
+  constexpr int kSplitIters = 3;
+  SplitMix64 rng(seed);
+  std::vector<double> mean(d, 0.0);
+  double sq = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int t = 0; t < d; ++t) {
+      mean[t] += x[i * ldx + t];
+      sq += static_cast<double>(x[i * ldx + t]) * x[i * ldx + t];
+    }
+  for (int t = 0; t < d; ++t) c[t] = static_cast<float>(mean[t] / n);
+  const float step = static_cast<float>(1e-3 * std::sqrt(sq / n / d));  // per coordinate
+  std::vector<float> ct(static_cast<size_t>(k) * d), norms(k);
+  int cur = 1;
+  auto assign_rows = [&](const float* cc, int32_t* assign, float* dist) {
+    transpose(cc, cur, d, ct.data());
+    for (int ci = 0; ci < cur; ++ci) {
+      float s = 0.f;
+      for (int t = 0; t < d; ++t) s = s + cc[static_cast<int64_t>(ci) * d + t] * cc[static_cast<int64_t>(ci) * d + t];
+      norms[ci] = s;
+    }
+    const int64_t tasks = (n + kChunk - 1) / kChunk;
+    parallel_for(tasks, nt, [&](int64_t t, int) {
+      const int64_t i0 = t * kChunk, cnt = std::min(kChunk, n - i0);
+      assign_by_ip(cnt, x + i0 * ldx, ldx, d, ct.data(), cur, norms.data(), cur, assign + i0);
+      for (int64_t i = i0; i < i0 + cnt; ++i) {  // the squared distance, for the error
+        const float* xi = x + i * ldx;
+        const float* ci = cc + static_cast<int64_t>(assign[i]) * d;
+        float s = 0.f;
+        for (int u = 0; u < d; ++u) s = s + (xi[u] - ci[u]) * (xi[u] - ci[u]);
+        dist[i] = s;
+      }
+    }, interrupt);
+  };
   double err = 0;
-  for (int64_t i = 0; i < n; ++i) err += dist[i];
-  return err / static_cast<double>(n);
+  if (k == 1) return lloyd(n, x, ldx, d, 1, iters, c, assign_rows);
+  while (cur < k) {
+    const int next = std::min(2 * cur, k);
+    for (int i = cur; i < next; ++i) {
+      float* a = c + static_cast<int64_t>(i - cur) * d;
+      float* b = c + static_cast<int64_t>(i) * d;
+      for (int t = 0; t < d; ++t) {
+        const float delta = step * static_cast<float>(2 * rng.uniform() - 1);
+        b[t] = a[t] + delta;
+        a[t] = a[t] - delta;
+      }
+    }
+    cur = next;
+    err = lloyd(n, x, ldx, d, cur, cur == k ? iters : kSplitIters, c, assign_rows);
+  }
+  return err;
 }
 
 }  // namespace pypatch

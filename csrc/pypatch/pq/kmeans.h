@@ -1,4 +1,4 @@
-// Seeded k-means with k-means++ initialisation, for one PQ sub-space.
+// Seeded k-means: k-means++ initialisation for a PQ sub-space, splitting for wide vectors.
 // Deterministic for a seed whatever the thread count: assignments are per point (any thread),
 // and every reduction runs sequentially in point order.
 #pragma once
@@ -20,6 +20,19 @@ struct SplitMix64 {
   /// Uniform in [0, 1).
   double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
 };
+
+/// Nearest of k columns by inner products, for wide vectors: ct (d, k) with row stride ldc,
+/// norms[c] = ||column c||^2; out[i] = argmin_c norms[c] - 2 x[i].c (lowest c on ties), the
+/// nearest in L2. Single-threaded; callers split rows across threads.
+void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                  const float* norms, int k, int32_t* out);
+
+/// k-means for wide vectors (a residual quantizer's full-dimension codebooks): seeded by
+/// splitting from the mean (3 Lloyd iterations after each doubling, `iters` at k; k-means++
+/// costs k passes of d flops a point and seeds badly on near-isotropic residuals), Lloyd
+/// assignments through assign_by_ip. Same determinism as kmeans.
+double kmeans_wide(int64_t n, const float* x, int64_t ldx, int d, int k, int iters, uint64_t seed,
+                   int num_threads, float* centroids, const std::function<void()>& interrupt = {});
 
 /// x: n rows of dsub floats with row stride ldx (n >= k); centroids: (k, dsub) out.
 /// Returns the final mean squared quantisation error per point.

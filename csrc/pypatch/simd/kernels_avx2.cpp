@@ -160,9 +160,50 @@ void ip_screen_i8_avx2(const int32_t* q, const int8_t* c, int npair, int32_t* ou
   for (int j = 0; j < 8; ++j) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + 8 * j), acc[j]);
 }
 
+// R rows x V vectors of 8 columns in registers (16 ymm: 4 x 2 accumulators leave room for
+// the loads); each (row, column) sum runs over ascending t, multiply then add.
+template <int R, int V>
+inline void ip_block_avx2(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                          float* out, int k) {
+  __m256 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
+  for (int t = 0; t < d; ++t) {
+    __m256 b[V];
+    for (int v = 0; v < V; ++v) b[v] = _mm256_loadu_ps(ct + t * ldc + 8 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m256 a = _mm256_set1_ps(x[r * ldx + t]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(a, b[v]));
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + r * k + 8 * v, acc[r][v]);
+}
+
+template <int R>
+inline void ip_row_block_avx2(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                              int k, float* out) {
+  int c = 0;
+  for (; c + 16 <= k; c += 16) ip_block_avx2<R, 2>(x, ldx, d, ct + c, ldc, out + c, k);
+  for (; c + 8 <= k; c += 8) ip_block_avx2<R, 1>(x, ldx, d, ct + c, ldc, out + c, k);
+  for (; c < k; ++c)  // column tail: the scalar order
+    for (int r = 0; r < R; ++r) {
+      float s = 0.f;
+      for (int t = 0; t < d; ++t) s = s + x[r * ldx + t] * ct[t * ldc + c];
+      out[r * k + c] = s;
+    }
+}
+
+void ip_rows_avx2(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                  int k, float* out) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) ip_row_block_avx2<4>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
+  for (; i < n; ++i) ip_row_block_avx2<1>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
+}
+
 const KernelTable kTable{SimdLevel::AVX2, lut_ip_avx2,   assign_l2_avx2,
                          adc_segmax_avx2, flat_f32_avx2, flat_f16_avx2,
-                         ip_screen_i8_avx2};
+                         ip_screen_i8_avx2, ip_rows_avx2};
 
 }  // namespace
 

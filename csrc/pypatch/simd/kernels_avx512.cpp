@@ -162,9 +162,49 @@ void ip_screen_i8_avx512(const int32_t* q, const int8_t* c, int npair, int32_t* 
   _mm512_storeu_si512(out + 48, a3);
 }
 
+// R rows x V vectors of 16 columns in registers (R * V accumulators): each (row, column) sum
+// still runs over ascending t, multiply then add, like ip_rows_scalar.
+template <int R, int V>
+inline void ip_block_avx512(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                            __mmask16 last, float* out, int k) {
+  __m512 acc[R][V];
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v) acc[r][v] = _mm512_setzero_ps();
+  for (int t = 0; t < d; ++t) {
+    __m512 b[V];
+    for (int v = 0; v < V; ++v)
+      b[v] = _mm512_maskz_loadu_ps(v + 1 == V ? last : static_cast<__mmask16>(0xffff), ct + t * ldc + 16 * v);
+    for (int r = 0; r < R; ++r) {
+      const __m512 a = _mm512_set1_ps(x[r * ldx + t]);
+      for (int v = 0; v < V; ++v) acc[r][v] = _mm512_add_ps(acc[r][v], _mm512_mul_ps(a, b[v]));
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int v = 0; v < V; ++v)
+      _mm512_mask_storeu_ps(out + r * k + 16 * v, v + 1 == V ? last : static_cast<__mmask16>(0xffff), acc[r][v]);
+}
+
+template <int R>
+inline void ip_row_block_avx512(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                                int k, float* out) {
+  int c = 0;
+  for (; c + 64 <= k; c += 64) ip_block_avx512<R, 4>(x, ldx, d, ct + c, ldc, 0xffff, out + c, k);
+  for (; c < k; c += 16) {
+    const __mmask16 last = k - c >= 16 ? 0xffff : static_cast<__mmask16>((1u << (k - c)) - 1);
+    ip_block_avx512<R, 1>(x, ldx, d, ct + c, ldc, last, out + c, k);
+  }
+}
+
+void ip_rows_avx512(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                    int k, float* out) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) ip_row_block_avx512<4>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
+  for (; i < n; ++i) ip_row_block_avx512<1>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
+}
+
 const KernelTable kTable{SimdLevel::AVX512, lut_ip_avx512,   assign_l2_avx512,
                          adc_segmax_avx512, flat_f32_avx512, flat_f16_avx512,
-                         ip_screen_i8_avx512};
+                         ip_screen_i8_avx512, ip_rows_avx512};
 
 }  // namespace
 

@@ -151,9 +151,22 @@ void ip_screen_i8_scalar(const int32_t* q, const int8_t* c, int npair, int32_t* 
   }
 }
 
+void ip_rows_scalar(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+                    int k, float* out) {
+  for (int64_t i = 0; i < n; ++i) {
+    float* o = out + i * k;
+    for (int c = 0; c < k; ++c) o[c] = 0.f;
+    for (int t = 0; t < d; ++t) {
+      const float xv = x[i * ldx + t];
+      const float* row = ct + t * ldc;
+      for (int c = 0; c < k; ++c) o[c] = o[c] + xv * row[c];
+    }
+  }
+}
+
 const KernelTable kTable{SimdLevel::Scalar, lut_ip_scalar,   assign_l2_scalar,
                          adc_segmax_scalar, flat_f32_scalar, flat_f16_scalar,
-                         ip_screen_i8_scalar};
+                         ip_screen_i8_scalar, ip_rows_scalar};
 
 }  // namespace
 

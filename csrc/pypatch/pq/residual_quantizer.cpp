@@ -1,0 +1,143 @@
+#include "pypatch/pq/residual_quantizer.h"
+
+#include <algorithm>  // min, copy
+#include <string>     // messages
+
+#include "pypatch/errors.h"             // InvalidArgument
+#include "pypatch/pq/kmeans.h"          // kmeans_wide, assign_by_ip
+#include "pypatch/simd/kernels.h"       // ip_rows
+#include "pypatch/util/parallel_for.h"  // encode threads
+#include "pypatch/util/value_limits.h"  // |x| <= 1e15
+
+namespace pypatch {
+namespace {
+
+int checked_dim(int dim, int m, int nbits) {
+  PTCH_CHECK(dim >= 1, "dim must be >= 1; got " + std::to_string(dim));
+  PTCH_CHECK(m >= 1 && m <= ResidualQuantizer::kMaxM,
+             "m must be in 1.." + std::to_string(ResidualQuantizer::kMaxM) + "; got " + std::to_string(m));
+  PTCH_CHECK(static_cast<int64_t>(m) * dim <= ResidualQuantizer::kMaxCodewordFloats,
+             "m * dim must be <= 2**26; got m=" + std::to_string(m) + ", dim=" + std::to_string(dim));
+  PTCH_CHECK(nbits == 8 || nbits == 4, "nbits must be 8 or 4; got " + std::to_string(nbits));
+  return dim;
+}
+
+constexpr int64_t kEncodeChunk = 64;  // rows per task: (64, dim) residuals stay in cache
+
+}  // namespace
+
+ResidualQuantizer::ResidualQuantizer(int dim, int m, int nbits)
+    : Quantizer(dim, m, nbits, checked_dim(dim, m, nbits), "ResidualQuantizer") {}
+
+void ResidualQuantizer::on_centroids() {
+  const int64_t cols = static_cast<int64_t>(m_) * ksub_;
+  all_t_.resize(static_cast<size_t>(cols) * dim_);
+  norms_.resize(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c) {
+    const float* w = centroids_.data() + c * dim_;
+    float s = 0.f;
+    for (int t = 0; t < dim_; ++t) {
+      all_t_[static_cast<size_t>(t) * cols + c] = w[t];
+      s = s + w[t] * w[t];
+    }
+    norms_[c] = s;
+  }
+}
+
+void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
+                              int64_t max_points_per_centroid,
+                              const std::function<void()>& interrupt) {
+  require_not_frozen("train");  // before the (long) k-means
+  PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
+                             " training vectors; got " + std::to_string(n));
+  PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
+  check_value_range(x, n * dim_, dim_, "train: x");
+  std::vector<float> sample;
+  int64_t ns = 0;
+  const float* data = training_sample(n, x, dim_, max_points_per_centroid * ksub_,
+                                      seed ^ 0x5a3c9e1ull, sample, ns);
+  std::vector<float> r(data, data + ns * dim_);  // the residuals, stage after stage
+  const int64_t stage = static_cast<int64_t>(ksub_) * dim_;
+  std::vector<float> c(static_cast<size_t>(m_) * stage), ct(static_cast<size_t>(stage)), norms(ksub_);
+  std::vector<int32_t> assign(static_cast<size_t>(ns));
+  const int64_t tasks = (ns + kEncodeChunk - 1) / kEncodeChunk;
+  const int nt = resolve_num_threads(num_threads, tasks);
+  for (int j = 0; j < m_; ++j) {
+    float* cj = c.data() + j * stage;
+    kmeans_wide(ns, r.data(), dim_, dim_, ksub_, iters, seed + 1000003ull * j, num_threads, cj,
+                interrupt);
+    for (int k = 0; k < ksub_; ++k) {
+      float s = 0.f;
+      for (int t = 0; t < dim_; ++t) {
+        const float v = cj[static_cast<int64_t>(k) * dim_ + t];
+        ct[static_cast<int64_t>(t) * ksub_ + k] = v;
+        s = s + v * v;
+      }
+      norms[k] = s;
+    }
+    parallel_for(tasks, nt, [&](int64_t task, int) {
+      const int64_t i0 = task * kEncodeChunk, cnt = std::min(kEncodeChunk, ns - i0);
+      assign_by_ip(cnt, r.data() + i0 * dim_, dim_, dim_, ct.data(), ksub_, norms.data(), ksub_,
+                   assign.data() + i0);
+      for (int64_t i = i0; i < i0 + cnt; ++i) {
+        const float* w = cj + static_cast<int64_t>(assign[i]) * dim_;
+        float* ri = r.data() + i * dim_;
+        for (int t = 0; t < dim_; ++t) ri[t] -= w[t];
+      }
+    }, interrupt);
+  }
+  set_centroids(c.data());
+}
+
+void ResidualQuantizer::encode_rows(int64_t n, float* r, uint8_t* codes) const {
+  const int64_t cols = static_cast<int64_t>(m_) * ksub_;
+  int32_t best[kEncodeChunk];
+  for (int j = 0; j < m_; ++j) {
+    const int64_t c0 = static_cast<int64_t>(j) * ksub_;
+    assign_by_ip(n, r, dim_, dim_, all_t_.data() + c0, cols, norms_.data() + c0, ksub_, best);
+    for (int64_t i = 0; i < n; ++i) {
+      codes[i * m_ + j] = static_cast<uint8_t>(best[i]);
+      const float* w = centroids_.data() + (c0 + best[i]) * dim_;
+      float* ri = r + i * dim_;
+      for (int t = 0; t < dim_; ++t) ri[t] -= w[t];
+    }
+  }
+}
+
+void ResidualQuantizer::encode(int64_t n, const float* x, uint8_t* codes, int num_threads,
+                               const std::function<void()>& interrupt) const {
+  require_trained("encode");
+  check_value_range(x, n * dim_, dim_, "encode: x");
+  const int64_t tasks = (n + kEncodeChunk - 1) / kEncodeChunk;
+  parallel_for(tasks, resolve_num_threads(num_threads, tasks), [&](int64_t task, int) {
+    const int64_t i0 = task * kEncodeChunk, cnt = std::min(kEncodeChunk, n - i0);
+    std::vector<float> r(x + i0 * dim_, x + (i0 + cnt) * dim_);
+    encode_rows(cnt, r.data(), codes + i0 * m_);
+  }, interrupt);
+}
+
+void ResidualQuantizer::decode(int64_t n, const uint8_t* codes, float* x) const {
+  require_trained("decode");
+  for (int64_t i = 0; i < n; ++i) {
+    float* xi = x + i * dim_;
+    std::fill(xi, xi + dim_, 0.f);
+    for (int j = 0; j < m_; ++j) {  // ascending j: the order the encoder subtracted in
+      const int c = codes[i * m_ + j];
+      PTCH_CHECK(c < ksub_, "decode: codes must be < 2**nbits=" + std::to_string(ksub_) +
+                                "; got " + std::to_string(c) + " at row " + std::to_string(i));
+      const float* w = centroids_.data() + (static_cast<int64_t>(j) * ksub_ + c) * dim_;
+      for (int t = 0; t < dim_; ++t) xi[t] += w[t];
+    }
+  }
+}
+
+void ResidualQuantizer::compute_lut(const float* q, float* lut) const { compute_luts(1, q, lut); }
+
+void ResidualQuantizer::compute_luts(int64_t nq, const float* q, float* luts) const {
+  require_trained("compute_lut");
+  check_value_range(q, nq * dim_, dim_, "compute_lut: q");
+  const int cols = m_ * ksub_;
+  kernels().ip_rows(nq, q, dim_, dim_, all_t_.data(), cols, cols, luts);
+}
+
+}  // namespace pypatch
