@@ -12,16 +12,25 @@ from pypatch.extract.modes import MODES
 DEFAULT_REGIONS = "L3s"
 
 
+CODEBOOKS = ("auto", "residual", "product")
+
+
 def parse_pq(text: str) -> dict:
-    """``"m=32,nbits=8"`` (either key optional) -> {"m": 32, "nbits": 8}."""
-    out = {"m": 32, "nbits": 8}
+    """``"m=32,nbits=8,codebooks=auto"`` (every key optional) -> {"m": 32, "nbits": 8,
+    "codebooks": "auto"}."""
+    out = {"m": 32, "nbits": 8, "codebooks": "auto"}
     for part in filter(None, (p.strip() for p in text.split(","))):
         key, sep, value = part.partition("=")
         if not sep and key.isdigit():  # "--pq 16" means m=16
             key, value = "m", key
-        if key not in out or not value.strip().isdigit():
+        value = value.strip()
+        if key == "codebooks" and value in CODEBOOKS:
+            out[key] = value
+            continue
+        if key not in ("m", "nbits") or not value.isdigit():
             raise argparse.ArgumentTypeError(
-                f"expected m=M,nbits=B with integers (e.g. m=32,nbits=8), got {text!r}")
+                f"expected m=M,nbits=B with integers and codebooks=auto|residual|product "
+                f"(e.g. m=32,nbits=8), got {text!r}")
         out[key] = int(value)
     return out
 
@@ -66,8 +75,10 @@ def add_parser(subparsers) -> None:
                         "L3s (default: L3 + 9 half-shifted cells, 39), L4 (55 cells, finer: small "
                         "objects), rmac, rmacN, sliding")
     store = p.add_mutually_exclusive_group()
-    store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8",
-                       help="product-quantised store (the default, m=32, nbits=8)")
+    store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8,codebooks=auto",
+                       help="quantised store (the default: m=32 bytes a patch, nbits=8); "
+                            "codebooks: residual, product, or auto (residual over whitened "
+                            "PCA-512 from ~210 images at L3s, product below)")
     store.add_argument("--flat", action="store_true", help="exact float32 store (no compression)")
     store.add_argument("--flat16", action="store_true", help="exact float16 store")
     p.add_argument("--ivf", type=parse_ivf, nargs="?", default=None,
@@ -196,7 +207,8 @@ def flag_message(exc, args) -> str:
 
 
 # ImageIndex.build's argument names -> this command's flags, for messages that reach the user
-_FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pca_dim": "--pca-dim",
+_FLAGS = {"pq_m": "--pq m", "pq_nbits": "--pq nbits", "pq_codebooks": "--pq codebooks",
+          "pca_dim": "--pca-dim",
           "pca_power": "--pca-power", "train_size": "--train-size", "train_on": "--train-on",
           "num_threads": "--threads", "opq": "--opq", "nlist": "--ivf nlist",
           "nprobe": "--ivf nprobe", "rerank_store": "--rerank-store", "rerank_k": "--rerank-k",
@@ -230,9 +242,9 @@ def run(args) -> int:
     if os.path.isfile(source) and source.lower().endswith(".txt"):
         source = read_path_list(source)
     if args.flat or args.flat16:
-        store, pq = ("flat16" if args.flat16 else "flat"), {"m": 32, "nbits": 8}
+        store, pq = ("flat16" if args.flat16 else "flat"), parse_pq("")
     else:
-        store, pq = "pq", args.pq or {"m": 32, "nbits": 8}
+        store, pq = "pq", args.pq or parse_pq("")
     start = time.perf_counter()
     settings = dict(model=args.model, regions=args.regions, mode=args.mode,
                     train_on=args.train_on, train_size=args.train_size,
@@ -254,7 +266,8 @@ def run(args) -> int:
 
 def _build_sharded(args, source, store, pq, settings):
     """--shards N (one process) or --ray (a Ray cluster): a sharded index folder at --out."""
-    settings = dict(settings, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"], pca_dim=args.pca_dim)
+    settings = dict(settings, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"],
+                    pq_codebooks=pq["codebooks"], pca_dim=args.pca_dim)
     if args.ray:
         from pypatch.distributed.ray_build import build_sharded_ray
 
@@ -276,6 +289,7 @@ def _build_and_save(args, source, store, pq, settings, embedder, start) -> int:
     settings = dict(settings, num_threads=args.threads, progress=True, box_maps=args.box_maps)
     try:
         index = ImageIndex.build(source, store=store, pq_m=pq["m"], pq_nbits=pq["nbits"],
+                                 pq_codebooks=pq["codebooks"],
                                  pca_dim=args.pca_dim, embedder=embedder, **settings)
     except TooFewVectorsError as exc:
         explicit = args.flat or args.flat16 or args.pq is not None

@@ -8,6 +8,9 @@ the grammar ``patchify-<regions>-<store>[-global][-sp|-ms]`` plus ``global``:
 - ``store``: ``flat`` (float32), ``flat16``, or ``pq8`` / ``pq16`` / ``pq32`` / ``pq64``
   (m sub-quantizers of 8 bits = m bytes per patch); ``pq<m>x4``: m sub-quantizers of 4 bits
   (the fast-scan store, m/2 bytes per patch), e.g. ``pq64x4`` = 32 bytes like ``pq32``;
+  ``pq<m>`` takes ImageIndex's default codebooks (``pq_codebooks="auto"``: residual ones on
+  large enough per-crop databases, product ones below); ``rq<m>`` residual ones and ``ppq<m>``
+  product ones whatever the size (same bytes);
 - ``-global``: PQ codebooks trained on whole-image descriptors instead of all patches;
 - ``-pca<d>`` / ``-pcah<d>`` / ``-pcaw<d>``: a PCA pre-transform to d dims learned on the
   database patches (no / half / full whitening; :mod:`pypatch.index.transform`), e.g.
@@ -35,9 +38,9 @@ from typing import Optional
 import numpy as np
 
 REGIONS = ("L1", "L2", "L3", "L4", "L3s", "rmac")
-STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64")
+STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64", "rq16", "rq32", "rq64", "ppq32")
 FOUR_BIT_STORES = ("pq64x4",)  # same bytes as pq32 (benchmarks/README.md, issue 14 item 2)
-_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|L[1-4]s|rmac))(?:-(flat|flat16|pq\d+(?:x4)?))?"
+_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|L[1-4]s|rmac))(?:-(flat|flat16|(?:pp|p|r)q\d+(?:x4)?))?"
                    r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
 _MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass
@@ -79,10 +82,13 @@ def parse_config(name: str) -> dict:
                       opq=bool(m.group(6)))
     elif m.group(7):
         kwargs["pca_dim"] = None
-    if store.startswith("pq"):
-        m_text, _, four = store[2:].partition("x")
+    if store[:2] in ("pq", "rq", "pp"):
+        kind, digits = store.split("q", 1)
+        m_text, _, four = digits.partition("x")
         kwargs.update(store="pq", pq_m=int(m_text), pq_nbits=4 if four else 8,
                       train_on="global" if m.group(3) else "patches")
+        if kind != "p":
+            kwargs["pq_codebooks"] = "residual" if kind == "r" else "product"
     else:
         kwargs["store"] = store
     return kwargs
@@ -107,7 +113,8 @@ def describe_config(name: str) -> str:
     if kw["store"] == "pq":
         size = (f"{kw['pq_m']} x 4 bits = {kw['pq_m'] // 2} bytes/patch" if kw["pq_nbits"] == 4
                 else f"{kw['pq_m']} bytes/patch")
-        words.append(f"PQ {size}"
+        codebooks = kw.get("pq_codebooks", "auto")
+        words.append({"auto": "PQ ", "residual": "RQ ", "product": "product PQ "}[codebooks] + size
                      + (" (codebooks from whole images)" if kw["train_on"] == "global" else ""))
     else:
         words.append({"flat": "exact float32", "flat16": "float16"}[kw["store"]])

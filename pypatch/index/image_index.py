@@ -39,8 +39,8 @@ from pypatch.index.results import SearchHit
 from pypatch.index.searchable import SearchableIndex
 from pypatch.index.sources import SourceItem, iter_source, source_length
 from pypatch.index import ivf_settings
-from pypatch.index.training import (check_pq, new_patch_index, train_settings, train_store,
-                                    training_rows, transform_spec)
+from pypatch.index.training import (CODEBOOKS, check_pq, new_patch_index, train_settings,
+                                    train_store, training_rows, transform_spec)
 
 log = logging.getLogger("pypatch")
 
@@ -112,7 +112,7 @@ class ImageIndex(SearchableIndex):
               progress: bool = True, embedder=None, seed: int = 0,
               pca_dim="auto", pca_power="auto",
               opq="auto", nlist=None, nprobe=None, box_maps=None,
-              rerank_store=None) -> "ImageIndex":
+              rerank_store=None, pq_codebooks: str = "auto") -> "ImageIndex":
         """Embed every image of ``source`` and index its patches.
 
         Parameters
@@ -125,6 +125,14 @@ class ImageIndex(SearchableIndex):
             pyramid + 9 half-shifted finest cells, 39 patches; ``"L3"`` is the paper's 30).
         store : ``"pq"`` (``pq_m`` bytes per patch at 8 bits), ``"flat"`` (float32) or
             ``"flat16"`` (float16).
+        pq_codebooks : the PQ store's codebooks, same bytes and same scan either way:
+            ``"residual"`` (``pq_m`` additive full-dimension codebooks,
+            :class:`~pypatch.ResidualQuantizer`: a longer training and a ``pq_m * 256 * dim``
+            multiply-add table per query), ``"product"`` (:class:`~pypatch.ProductQuantizer`
+            over sub-vectors; OPQ applies to these only) or ``"auto"``: residual codebooks over
+            whitened PCA-512 where the flat stores get 512 axes (per-crop, automatic PCA, a
+            sample of :data:`AUTO_FLAT_PCA_MIN_TRAIN` vectors, ~210 images at L3s), product
+            ones otherwise; benchmarks/README.md, "Residual codebooks".
         mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
             every cell from one feature map per image (8x faster at L3, 7-11 mAP lower);
             ``"multi_scale"`` pools them from three feature maps (288/384/576 px for the default
@@ -176,7 +184,7 @@ class ImageIndex(SearchableIndex):
                           train_size=train_size, num_threads=num_threads, embedder=embedder,
                           seed=seed, pca_dim=pca_dim, pca_power=pca_power, opq=opq,
                           nlist=nlist, nprobe=nprobe, box_maps=box_maps,
-                          rerank_store=rerank_store)
+                          rerank_store=rerank_store, pq_codebooks=pq_codebooks)
         self._ingest(source, progress=progress, training=not self.is_trained)
         if len(self._ids) == 0:
             detail = f" (first: {self.skipped[0][0]}: {self.skipped[0][1]})" if self.skipped else ""
@@ -189,7 +197,8 @@ class ImageIndex(SearchableIndex):
                pq_nbits: int = 8, mode: str = "crop", train_on: str = "patches",
                train_size: int = 65536, num_threads: Optional[int] = None, embedder=None,
                seed: int = 0, pca_dim="auto", pca_power="auto", opq="auto", nlist=None,
-               nprobe=None, box_maps=None, rerank_store=None) -> "ImageIndex":
+               nprobe=None, box_maps=None, rerank_store=None,
+               pq_codebooks: str = "auto") -> "ImageIndex":
         """An empty index with :meth:`build`'s settings, not yet trained (PQ or a
         pre-transform: see :meth:`train_embedded`); a flat store without one is ready.
         ``nlist="auto"`` does not know the collection's size here: it stays exhaustive (pass
@@ -206,13 +215,16 @@ class ImageIndex(SearchableIndex):
         store_info = {"kind": store}
         if isinstance(pca_power, str) and pca_power == "auto":
             pca_power = AUTO_PCA_POWER if mode == "crop" else AUTO_PCA_POWER_SINGLE_PASS
+        if store == "pq":
+            choice(pq_codebooks, "pq_codebooks", CODEBOOKS)
         transform = transform_spec(pca_dim, pca_power, opq, store=store, pq_m=pq_m, dim=dim,
                                    train_size=train_size, seed=seed, auto_dim=AUTO_PCA_DIM,
-                                   mode=mode)
+                                   mode=mode, codebooks=pq_codebooks)
         stored_dim = dim if transform is None else transform["dim"]
         if store == "pq":
-            check_pq(stored_dim, pq_m, pq_nbits, train_size)
-            store_info.update(m=int(pq_m), nbits=int(pq_nbits), train_on=train_on,
+            check_pq(stored_dim, pq_m, pq_nbits, train_size, pq_codebooks)
+            store_info.update(m=int(pq_m), nbits=int(pq_nbits), codebooks=pq_codebooks,
+                              train_on=train_on,
                               train_size=int(train_size), seed=int(seed))
         n_patches = None
         if isinstance(nlist, tuple):  # ("auto", patches the source will give) from build()

@@ -282,6 +282,11 @@ def _store(c: _Check, meta: dict, native) -> None:
     for key, value in (("m", pq.m), ("nbits", pq.nbits)):
         if c.integer(store, key, f"store.{key}", 1) != value:
             c.fail(f"store.{key}", f"says {store[key]} but the index's quantizer has {value}")
+    # absent in indexes from before residual codebooks: those are product ones
+    codebooks = c.string(store, "codebooks", "store.codebooks", choices=("residual", "product"),
+                         optional=True) or "product"
+    if codebooks != pq.kind:
+        c.fail("store.codebooks", f"says {codebooks!r} but the index's quantizer is {pq.kind!r}")
     # how the codebooks were trained: shown by info(), never used again (a loaded index is
     # trained), so only their types are checked
     c.string(store, "train_on", "store.train_on")

@@ -16,13 +16,24 @@ from pypatch.errors import InvalidArgumentError, TooFewVectorsError
 
 log = logging.getLogger("pypatch")
 
+CODEBOOKS = ("auto", "residual", "product")
+# Lloyd iterations per stage of residual codebooks: 10 matched 25 on the large benchmark
+# (benchmarks/README.md, "Residual codebooks") at 2.5x less training.
+RESIDUAL_TRAIN_ITERS = 10
+
+
+def residual(store: dict) -> bool:
+    """True for a PQ store with residual (additive) codebooks; stores recorded before them
+    have no "codebooks" key and are product ones ("auto" is product until trained)."""
+    return store["kind"] == "pq" and store.get("codebooks", "product") == "residual"
+
 
 def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train_size, seed,
-                   auto_dim: int, mode: str = "crop"):
+                   auto_dim: int, mode: str = "crop", codebooks: str = "product"):
     """The ``meta["transform"]`` that ``build`` records before training (None: no transform).
 
     ``pca_dim="auto"`` means ``auto_dim`` axes when the model's ``dim`` is larger: for a PQ store
-    when ``pq_m`` divides it, and for every flat store (per-crop flat: +4.7 to +7.7 mAP at 100,
+    when ``pq_m`` divides it (any ``pq_m`` with residual codebooks), and for every flat store (per-crop flat: +4.7 to +7.7 mAP at 100,
     300 and 1,000 images on two seeds; single-pass cells need the centring: +9 to +12 mAP;
     benchmarks/README.md, "Quality defaults")."""
     if not (opq is True or opq is False or opq == "auto"):
@@ -31,7 +42,7 @@ def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train
     if auto:
         pq_fits = (isinstance(pq_m, (int, np.integer)) and not isinstance(pq_m, bool)
                    and pq_m > 0 and auto_dim % pq_m == 0)
-        use = dim > auto_dim and (pq_fits if store == "pq" else True)
+        use = dim > auto_dim and (pq_fits or codebooks == "residual" if store == "pq" else True)
         pca_dim = auto_dim if use else None
     if pca_dim is None:
         return None
@@ -42,11 +53,20 @@ def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train
     check_train_size(train_size, 2)
     return {"kind": KIND, "dim": int(pca_dim), "power": float(pca_power),
             "train_size": int(train_size), "seed": int(seed), "auto": auto,
-            "opq": opq is not False and store == "pq"}
+            # a rotation changes nothing for full-dimension codebooks
+            "opq": opq is not False and store == "pq" and codebooks != "residual"}
 
 
-def check_pq(dim, m, nbits, train_size) -> None:
-    if dim % as_int(m, "pq_m", 1):
+def check_pq(dim, m, nbits, train_size, codebooks: str = "product") -> None:
+    choice(codebooks, "pq_codebooks", CODEBOOKS)
+    if codebooks == "residual":
+        from pypatch import _core
+
+        as_int(m, "pq_m", 1, _core.ResidualQuantizer.max_m)
+        if m * dim > _core.ResidualQuantizer.max_codeword_floats:
+            raise InvalidArgumentError(f"pq_m * the stored dimension must be <= 2**26 with residual "
+                                       f"codebooks; got pq_m={m}, dimension {dim}")
+    elif dim % as_int(m, "pq_m", 1):
         raise InvalidArgumentError(
             f"pq_m must divide the stored dimension {dim} (the model's, or pca_dim); got {m!r}")
     choice(nbits, "pq_nbits", (4, 8))
@@ -62,9 +82,10 @@ def new_patch_index(dim: int, store: dict):
     from pypatch.index.patch_index import PatchIndex
 
     if store["kind"] == "pq":
-        from pypatch.index.pq import ProductQuantizer
+        from pypatch.index.pq import ProductQuantizer, ResidualQuantizer
 
-        index = PatchIndex(dim, pq=ProductQuantizer(dim, store["m"], nbits=store["nbits"]),
+        kind = ResidualQuantizer if residual(store) else ProductQuantizer
+        index = PatchIndex(dim, pq=kind(dim, store["m"], nbits=store["nbits"]),
                            nlist=store.get("nlist"))
         if store.get("nlist"):
             index.nprobe = store["nprobe"]
@@ -98,7 +119,10 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
     by) is dropped and PQ runs on the model's descriptors in a new native index (nothing has
     been added yet). ``wide_auto`` = ``(dim, min_train)``: an ``"auto"`` transform of a per-crop
     flat store keeps ``dim`` axes instead when the model has more and the sample holds
-    ``min_train`` vectors (a new native index of that width, likewise). Returns
+    ``min_train`` vectors (a new native index of that width, likewise); so does a PQ store with
+    residual codebooks, which follow the flat stores. ``codebooks="auto"`` becomes "residual"
+    exactly there (without OPQ) and "product" otherwise (benchmarks/README.md, "Residual
+    codebooks"). Returns
     ``(patch_index, transform)``: the index to add to, the fitted
     :class:`~pypatch.index.transform.PCATransform` or None."""
     store = meta["store"]
@@ -111,9 +135,14 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
                  min_auto_train)
         meta["transform"] = spec = None
         patch_index = new_patch_index(meta["dim"], store)
-    if (spec is not None and spec.get("auto") and wide_auto and store["kind"] != "pq"
-            and meta.get("mode") == "crop" and meta["dim"] > wide_auto[0] > spec["dim"]
-            and min(len(x), train_size) >= wide_auto[1]):
+    wide = bool(spec is not None and spec.get("auto") and wide_auto and meta.get("mode") == "crop"
+                and meta["dim"] > wide_auto[0] > spec["dim"]
+                and min(len(x), train_size) >= wide_auto[1])
+    if store["kind"] == "pq" and store.get("codebooks") == "auto":
+        store["codebooks"] = "residual" if wide else "product"
+        if wide:
+            spec["opq"] = False  # a rotation changes nothing for full-dimension codebooks
+    if wide and (store["kind"] != "pq" or residual(store)):
         spec["dim"] = int(wide_auto[0])
         patch_index = new_patch_index(spec["dim"], store)
     if spec is None and store["kind"] != "pq":
@@ -146,7 +175,8 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
         spec["trained_on_vectors"] = int(len(x))
         x = transform.apply(x)
     if store["kind"] == "pq":
-        patch_index.train(np.ascontiguousarray(x), seed=seed, num_threads=num_threads)
+        iters = RESIDUAL_TRAIN_ITERS if residual(store) else 25
+        patch_index.train(np.ascontiguousarray(x), iters=iters, seed=seed, num_threads=num_threads)
         store["trained_on_vectors"] = int(len(x))
     return patch_index, transform
 
