@@ -1,6 +1,7 @@
 """Mutation fuzzer over pypatch index files: PatchIndex (flat, flat16, PQ 8/4-bit, with a
-pre-transform, with removed images) and ImageIndex files (META formats 1-3, pyramid / R-MAC /
-sliding grids), plus the golden files of tests/data.
+pre-transform, with removed images, inverted files, residual-quantizer files: PIDX version 4 +
+RQCB) and ImageIndex files (META formats 1-3, pyramid / R-MAC / sliding grids), plus the golden
+files of tests/data.
 
 Every mutated file is loaded eagerly and mapped (``mmap=True``, sometimes ``verify=True``) in a
 worker process, as a PatchIndex and, for ImageIndex seeds, as an ImageIndex; what loads is then
@@ -62,7 +63,8 @@ BYTE_EDGES = [0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF, 0x20, 0x22, 0x7B, 0x7D, 0x5B, 
 FLOAT_EDGES = [float("nan"), float("inf"), float("-inf"), 3.0e38, -3.0e38, 1e-45, 0.0, -0.0,
                65504.0, 65536.0]
 PIDX_FIELDS = [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 8),
-               (40, 8), (48, 8), (56, 4), (60, 4)]  # csrc/pypatch/index/patch_index_io.cpp HeaderFields
+               (40, 8), (48, 8), (56, 4), (60, 4),
+               (64, 4)]  # csrc/pypatch/index/patch_index_io.cpp HeaderFields; 64: version 4 only
 XFRM_FIELDS = [(0, 4), (4, 4), (8, 4), (12, 4)]
 HEADER_FIELDS = [(8, 2), (10, 2), (12, 4), (16, 4), (20, 4), (24, 4), (28, 4), (32, 8), (40, 8)]
 TABLE_FIELDS = [(0, 4), (4, 4), (8, 8), (16, 8), (24, 4), (28, 4)]
@@ -74,7 +76,7 @@ def make_seeds(root: Path) -> list:
     import numpy as np
 
     from _image_index_files import fake_image_index
-    from pypatch import PatchIndex, ProductQuantizer
+    from pypatch import PatchIndex, ProductQuantizer, ResidualQuantizer
 
     rng = np.random.default_rng(20260301)
     counts = [3, 0, 5, 1, 4, 2, 6]  # an empty image too
@@ -110,6 +112,13 @@ def make_seeds(root: Path) -> list:
         ix.add(x, patches_per_image=counts)
         ix.remove([1, 4])
         save(f"patch_ivf{nbits}", ix)
+    for nbits, nlist in ((8, None), (4, None), (8, 3)):  # PIDX version 4, codebooks in RQCB
+        ix = PatchIndex(16, ResidualQuantizer(16, 3, nbits=nbits), nlist=nlist)
+        ix.train(train, iters=2)
+        ix.add(x, patches_per_image=counts)
+        ix.remove([3])
+        ix.metadata = {"rq": nbits}
+        save(f"patch_rq{nbits}" if nlist is None else f"patch_ivf_rq{nbits}", ix)
     save("image_flat_l1", fake_image_index("flat", "L1"), True)
     save("image_pq_rmac_xfrm", fake_image_index("pq", "rmac1", pca_dim=8), True)
     save("image_flat16_sliding", fake_image_index("flat16", "sliding", sizes=[(40, 30), (25, 60)]),
@@ -244,7 +253,7 @@ def m_table_field(r, data, seed):
     cur = int.from_bytes(d[e + off:e + off + size], "little")
     if off == 0:
         v = int.from_bytes(r.choice([b"PIDX", b"META", b"IOFF", b"TOMB", b"CODE", b"VECS",
-                                     b"PQCB", b"XFRM", b"ZZZZ", b"\0\0\0\0"]), "little")
+                                     b"PQCB", b"RQCB", b"XFRM", b"ZZZZ", b"\0\0\0\0"]), "little")
     else:
         v = _int_edge(r, size, cur)
     _put(d, e + off, size, v)
@@ -262,6 +271,7 @@ def _fields(r: random.Random, kind: str, size: int) -> list:
               "IOFF": [(at(8), 8, "u")],
               "VECS": [(at(4), 4, "f"), (at(2), 2, "h")],
               "PQCB": [(at(4), 4, "f")],
+              "RQCB": [(at(4), 4, "f")],
               "IVFC": [(at(4), 4, "f")],
               "IVFN": [(at(8), 8, "u")],
               "IVFI": [(at(4), 4, "u")],
@@ -309,7 +319,7 @@ def m_sections(r, data, seed):
     elif op == "grow":
         secs[i] = (kind, flags, body + bytes(r.choice([1, 4, 8, 64])))
     elif op == "add":
-        secs.insert(r.randrange(len(secs) + 1), (r.choice(["ZZZZ", "XFRM", "PQCB", "TOMB", "IVFC"]), 0,
+        secs.insert(r.randrange(len(secs) + 1), (r.choice(["ZZZZ", "XFRM", "PQCB", "RQCB", "TOMB", "IVFC"]), 0,
                                                  r.randbytes(r.choice([0, 4, 64, 200]))))
     else:
         j = r.randrange(len(secs))

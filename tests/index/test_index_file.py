@@ -154,10 +154,10 @@ def test_newer_index_header_version_raises_version_error(tmp_path, built):
     data = path.read_bytes()
     _, off, _ = section_table(data)["PIDX"]
     pidx = bytearray(data[off:off + 64])
-    pidx[0:4] = (4).to_bytes(4, "little")  # 2 and 3 are the inverted file's (tests/index/test_ivf.py)
+    pidx[0:4] = (5).to_bytes(4, "little")  # 2-3: inverted files (test_ivf.py), 4: residual codebooks
     path.write_bytes(_rewrite(data, "PIDX", bytes(pidx)))
     for mmap in (True, False):
-        with pytest.raises(IndexVersionError, match="version 4 is newer"):
+        with pytest.raises(IndexVersionError, match="version 5 is newer"):
             pypatch.PatchIndex.load(path, mmap=mmap)
     pidx[0:4] = (0).to_bytes(4, "little")
     path.write_bytes(_rewrite(data, "PIDX", bytes(pidx)))
