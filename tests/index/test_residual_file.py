@@ -6,7 +6,7 @@ every usable SIMD level, and their answers must equal an independent numpy brute
 stored codes' reconstructions (float64 dot products with the decoded vectors, per-image max,
 ties to the lower patch ordinal and then the lower image). The bytes: a residual index writes a
 128-byte PIDX of version 4 with codebooks = 1 and its codebooks in RQCB (never PQCB), META
-says "codebooks": "residual"; product-quantizer files stay as they were (version 1 or 3, a
+says "codebooks": "residual"; product-quantizer files stay byte for byte as they were (version 1 or 3, a
 64-byte PIDX, PQCB). save -> load -> save and to_bytes -> from_bytes keep every byte. Damaged
 headers and codebook sections (unknown codebook kind, residual codebooks on a flat store, RQCB
 missing, renamed, resized or holding a NaN, a version-4 PIDX of 64 bytes) raise
@@ -213,14 +213,15 @@ def test_residual_files_are_version_4_with_rqcb(nbits, nlist):
 
 @pytest.mark.parametrize("nlist", [None, 5])
 def test_product_quantizer_files_are_unchanged(nlist):
-    """Version 1 (exhaustive) or 3 (inverted file), a 64-byte PIDX, PQCB: what older readers read."""
+    """Version 1 (exhaustive) or 3 (inverted file), a 64-byte PIDX, PQCB, META without a
+    "codebooks" key: the bytes older pypatch wrote and reads."""
     ix, _ = _build(np.random.default_rng(50), kind="product", nlist=nlist)
     data = ix.to_bytes()
     table = section_table(data)
     assert "PQCB" in table and "RQCB" not in table
     h = _pidx(data)
     assert len(h) == 64 and struct.unpack_from("<I", h, 0)[0] == (3 if nlist else 1)
-    assert _meta(data)["codebooks"] == "product"
+    assert "codebooks" not in _meta(data)  # META's bytes as before residual codebooks too
     back = pypatch.PatchIndex.from_bytes(data)
     assert back.pq.kind == "product" and isinstance(back.pq, pypatch.ProductQuantizer)
     # flat stores name no codebooks

@@ -346,7 +346,8 @@ class PatchIndex::Writer {
                        store_name(ix.kind_) + "\", \"dim\": " + std::to_string(ix.dim_) +
                        ", \"m\": " + std::to_string(pq ? ix.pq_->m() : 0) +
                        ", \"nbits\": " + std::to_string(pq ? ix.pq_->nbits() : 0) +
-                       (pq ? std::string(", \"codebooks\": \"") + (residual ? "residual" : "product") + "\"" : std::string()) +
+                       // only for residual codebooks: product files keep their bytes
+                       (residual ? std::string(", \"codebooks\": \"residual\"") : std::string()) +
                        ", \"n_images\": " + std::to_string(ix.images_()) +
                        ", \"n_patches\": " + std::to_string(ix.patches_()) +
                        ", \"code_layout\": \"" + std::string(!pq ? "row_major" : ix.fs4_() ? "blocked32_fs4" : "blocked64_u8") + "\"" +
