@@ -77,8 +77,9 @@ def add_parser(subparsers) -> None:
     store = p.add_mutually_exclusive_group()
     store.add_argument("--pq", type=parse_pq, default=None, metavar="m=32,nbits=8,codebooks=auto",
                        help="quantised store (the default: m=32 bytes a patch, nbits=8); "
-                            "codebooks: residual, product, or auto (residual over whitened "
-                            "PCA-512 from ~210 images at L3s, product below)")
+                            "codebooks: residual, product, or auto (residual wherever the "
+                            "automatic whitened PCA of a per-crop store applies, product "
+                            "otherwise)")
     store.add_argument("--flat", action="store_true", help="exact float32 store (no compression)")
     store.add_argument("--flat16", action="store_true", help="exact float16 store")
     p.add_argument("--ivf", type=parse_ivf, nargs="?", default=None,

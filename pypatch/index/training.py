@@ -121,8 +121,8 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
     flat store keeps ``dim`` axes instead when the model has more and the sample holds
     ``min_train`` vectors (a new native index of that width, likewise); so does a PQ store with
     residual codebooks, which follow the flat stores. ``codebooks="auto"`` becomes "residual"
-    exactly there (without OPQ) and "product" otherwise (benchmarks/README.md, "Residual
-    codebooks"). Returns
+    (without OPQ) wherever the automatic PCA of a per-crop store is kept, "product" otherwise
+    (benchmarks/README.md, "Residual codebooks"). Returns
     ``(patch_index, transform)``: the index to add to, the fitted
     :class:`~pypatch.index.transform.PCATransform` or None."""
     store = meta["store"]
@@ -135,13 +135,14 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
                  min_auto_train)
         meta["transform"] = spec = None
         patch_index = new_patch_index(meta["dim"], store)
-    wide = bool(spec is not None and spec.get("auto") and wide_auto and meta.get("mode") == "crop"
-                and meta["dim"] > wide_auto[0] > spec["dim"]
-                and min(len(x), train_size) >= wide_auto[1])
+    auto_crop = bool(spec is not None and spec.get("auto") and meta.get("mode") == "crop")
     if store["kind"] == "pq" and store.get("codebooks") == "auto":
-        store["codebooks"] = "residual" if wide else "product"
-        if wide:
+        store["codebooks"] = "residual" if auto_crop else "product"
+        if auto_crop:
             spec["opq"] = False  # a rotation changes nothing for full-dimension codebooks
+            patch_index = new_patch_index(spec["dim"], store)
+    wide = (auto_crop and wide_auto and meta["dim"] > wide_auto[0] > spec["dim"]
+            and min(len(x), train_size) >= wide_auto[1])
     if wide and (store["kind"] != "pq" or residual(store)):
         spec["dim"] = int(wide_auto[0])
         patch_index = new_patch_index(spec["dim"], store)

@@ -1,13 +1,15 @@
-"""Residual codebooks in ImageIndex: the pq_codebooks setting, its "auto" rule (residual over
-whitened PCA-512 exactly where the flat stores get 512 axes, product + OPQ below), files, META
-and the eval configuration names. Real photos and the default model where an index is built."""
+"""Residual codebooks in ImageIndex: the pq_codebooks setting, its "auto" rule (residual, without
+OPQ, wherever a per-crop store keeps its automatic PCA, over the flat stores' axes; product
+otherwise), files, META and the eval configuration names. Real photos and the default model
+where an index is built."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from pypatch.errors import IndexFormatError, InvalidArgumentError
-from pypatch.index.image_index import AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN, AUTO_PCA_DIM
+from pypatch.index.image_index import (AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN, AUTO_PCA_DIM,
+                                       AUTO_PCA_MIN_TRAIN)
 from pypatch.index.training import new_patch_index, train_store, transform_spec
 
 from _image_index_files import read_image_meta, write_image_meta
@@ -31,20 +33,26 @@ def _descriptors(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-@pytest.mark.parametrize("n_train,codebooks,axes,opq", [
-    (AUTO_FLAT_PCA_MIN_TRAIN, "residual", AUTO_FLAT_PCA_DIM, False),
-    (AUTO_FLAT_PCA_MIN_TRAIN - 1, "product", AUTO_PCA_DIM, True),
+@pytest.mark.parametrize("n_train,codebooks,axes", [
+    (AUTO_FLAT_PCA_MIN_TRAIN, "residual", AUTO_FLAT_PCA_DIM),
+    (AUTO_FLAT_PCA_MIN_TRAIN - 1, "residual", AUTO_PCA_DIM),
+    (AUTO_PCA_MIN_TRAIN - 1, "product", 640),  # too few to whiten by: raw descriptors
 ])
-def test_auto_codebooks_follow_the_flat_stores_size_rule(n_train, codebooks, axes, opq):
+def test_auto_codebooks_follow_the_automatic_pca(n_train, codebooks, axes):
     dim = 640
     meta = _auto_meta(dim, n_train)
     index = new_patch_index(AUTO_PCA_DIM, meta["store"])
     assert index.pq.kind == "product"  # "auto" is product until trained
-    index, transform = train_store(meta, index, [_descriptors(n_train, dim)], min_auto_train=2048,
+    index, transform = train_store(meta, index, [_descriptors(n_train, dim)],
+                                   min_auto_train=AUTO_PCA_MIN_TRAIN,
                                    wide_auto=(AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN))
     assert meta["store"]["codebooks"] == codebooks == index.pq.kind
-    assert index.dim == axes == meta["transform"]["dim"] == transform.dim_out
-    assert meta["transform"]["opq"] is opq and index.is_trained
+    assert index.dim == axes and index.is_trained
+    if codebooks == "residual":
+        assert meta["transform"]["dim"] == transform.dim_out == axes
+        assert meta["transform"]["opq"] is False  # no rotation for full-dimension codebooks
+    else:
+        assert meta["transform"] is None and transform is None
 
 
 def test_auto_codebooks_stay_product_without_the_automatic_per_crop_pca():
@@ -54,6 +62,7 @@ def test_auto_codebooks_stay_product_without_the_automatic_per_crop_pca():
     index, _ = train_store(single, new_patch_index(AUTO_PCA_DIM, single["store"]), [x],
                            min_auto_train=2048, wide_auto=(AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN))
     assert single["store"]["codebooks"] == "product" and index.dim == AUTO_PCA_DIM
+    assert single["transform"]["opq"] is True
     explicit = dict(_auto_meta(dim, n), transform=None)  # pca_dim=None
     index, _ = train_store(explicit, new_patch_index(dim, explicit["store"]), [x],
                            min_auto_train=2048, wide_auto=(AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN))

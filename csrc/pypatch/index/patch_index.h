@@ -41,9 +41,9 @@ class PatchIndex {
 
   /// Exact flat store (kind FlatF32 or FlatF16). Throws InvalidArgument unless 1 <= dim <= kMaxDim.
   PatchIndex(int dim, StoreKind kind);
-  /// PQ store over `pq` (product or residual codebooks; shared, possibly untrained); pq->dim() must equal dim. Once the index
-  /// holds codes, the quantizer is frozen (Quantizer::freeze): retraining it would
-  /// silently change what the codes mean.
+  /// PQ store over `pq` (product or residual codebooks; shared, possibly untrained);
+  /// pq->dim() must equal dim. Once the index holds codes, the quantizer is frozen
+  /// (Quantizer::freeze): retraining it would silently change what the codes mean.
   PatchIndex(int dim, std::shared_ptr<Quantizer> pq);
   /// Inverted file over patches (ivf.h) with nlist >= 1 lists of PQ codes; nlist = 0 is the
   /// exhaustive index above. Throws InvalidArgument for nlist < 0 or > kMaxNlist.

@@ -64,7 +64,8 @@ namespace {
 constexpr uint32_t kKindHeader = io::fourcc("PIDX");
 constexpr uint32_t kKindRemoved = io::fourcc("TOMB");
 constexpr uint32_t kKindTransform = io::fourcc("XFRM");
-constexpr uint32_t kHeaderVersion = 4;     // newest read; 1 exhaustive, 2-3 inverted file, 4 any + codebook kind
+// Newest read: 1 exhaustive, 2-3 inverted file, 4 either with residual codebooks.
+constexpr uint32_t kHeaderVersion = 4;
 constexpr uint32_t kIvfCentroids = io::fourcc("IVFC");
 constexpr uint32_t kIvfListOffsets = io::fourcc("IVFN");
 constexpr uint32_t kIvfImages = io::fourcc("IVFI");
