@@ -80,10 +80,9 @@ void bind_pq(py::module_& m) {
         const py::ssize_t nq = q.shape(0);
         CArray<float> out({nq, static_cast<py::ssize_t>(pq.m()), static_cast<py::ssize_t>(pq.ksub())});
         float* o = out.mutable_data();
-        auto hook = interrupt_hook();
         {
           py::gil_scoped_release nogil;
-          pypatch::compute_luts_parallel(pq, nq, p, o, num_threads, hook);
+          pq.compute_luts(nq, p, o, num_threads);
         }
         return out;
       }, py::arg("q"), py::arg("num_threads") = 0);

@@ -103,7 +103,7 @@ std::vector<TopK> scan_topk(const ScanParts& p, int64_t nq, const float* q, int 
     ksub = s.pq->ksub();
     const int64_t lut_size = static_cast<int64_t>(s.pq->m()) * ksub;
     luts.resize(static_cast<size_t>(nq * lut_size));
-    compute_luts_parallel(*s.pq, nq, q, luts.data(), num_threads, interrupt);
+    s.pq->compute_luts(nq, q, luts.data(), resolve_num_threads(num_threads, nq * s.pq->m()));
   }
   if (s.kind == StoreKind::PQ && ksub == 256 && s.pq->m() <= 256 && quant_scan_kernel())
     return scan_topk_quantized(p, nq, luts.data(), k, num_threads, interrupt);

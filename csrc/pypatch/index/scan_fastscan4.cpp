@@ -153,7 +153,7 @@ std::vector<TopK> scan_topk_fastscan4(const ScanParts& p, int64_t nq, const floa
   const int64_t per_task = std::max<int64_t>(kFs4Block, (nq == 1 ? kTaskBytesOneQuery : kTaskBytes) / std::max(1, m / 2));
   parallel_prewake(resolve_num_threads(num_threads, p.n_patches() / per_task + 1));
   std::vector<float> luts(static_cast<size_t>(nq * m * 16));
-  compute_luts_parallel(*s0.pq, nq, q, luts.data(), num_threads, interrupt);
+  s0.pq->compute_luts(nq, q, luts.data(), resolve_num_threads(num_threads, nq * m));
   return scan_topk_fastscan4_luts(p, nq, luts.data(), k, num_threads, interrupt);
 }
 

@@ -154,14 +154,27 @@ double kmeans(int64_t n, const float* x, int64_t ldx, int dsub, int k, int iters
   });
 }
 
-void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+void pack_panels(const float* c, int k, int d, float* out) {
+  for (int p0 = 0; p0 < k; p0 += kPanel) {
+    const int w = std::min(kPanel, k - p0);
+    float* panel = out + static_cast<int64_t>(p0) * d;
+    for (int t = 0; t < d; ++t)
+      for (int u = 0; u < w; ++u) panel[static_cast<int64_t>(t) * w + u] = c[static_cast<int64_t>(p0 + u) * d + t];
+  }
+}
+
+void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* panels,
                   const float* norms, int k, int32_t* out) {
-  constexpr int64_t kRows = 32;  // (kRows, k) products stay in L1/L2
+  constexpr int64_t kRows = 128;  // (kRows, k) products stay in L2; each panel serves them all
   std::vector<float> ip(static_cast<size_t>(kRows) * k);
   const KernelTable& kt = kernels();
   for (int64_t i0 = 0; i0 < n; i0 += kRows) {
     const int64_t cnt = std::min(kRows, n - i0);
-    kt.ip_rows(cnt, x + i0 * ldx, ldx, d, ct, ldc, k, ip.data());
+    for (int p0 = 0; p0 < k; p0 += kPanel) {
+      const int w = std::min(kPanel, k - p0);
+      kt.ip_rows(cnt, x + i0 * ldx, ldx, d, panels + static_cast<int64_t>(p0) * d, w, w,
+                 ip.data() + p0, k);
+    }
     for (int64_t i = 0; i < cnt; ++i) {
       const float* r = ip.data() + i * k;
       int32_t best = 0;
@@ -194,10 +207,10 @@ double kmeans_wide(int64_t n, const float* x, int64_t ldx, int d, int k, int ite
     }
   for (int t = 0; t < d; ++t) c[t] = static_cast<float>(mean[t] / n);
   const float step = static_cast<float>(1e-3 * std::sqrt(sq / n / d));  // per coordinate
-  std::vector<float> ct(static_cast<size_t>(k) * d), norms(k);
+  std::vector<float> panels(static_cast<size_t>(k) * d), norms(k);
   int cur = 1;
   auto assign_rows = [&](const float* cc, int32_t* assign, float* dist) {
-    transpose(cc, cur, d, ct.data());
+    pack_panels(cc, cur, d, panels.data());
     for (int ci = 0; ci < cur; ++ci) {
       float s = 0.f;
       for (int t = 0; t < d; ++t) s = s + cc[static_cast<int64_t>(ci) * d + t] * cc[static_cast<int64_t>(ci) * d + t];
@@ -206,7 +219,7 @@ double kmeans_wide(int64_t n, const float* x, int64_t ldx, int d, int k, int ite
     const int64_t tasks = (n + kChunk - 1) / kChunk;
     parallel_for(tasks, nt, [&](int64_t t, int) {
       const int64_t i0 = t * kChunk, cnt = std::min(kChunk, n - i0);
-      assign_by_ip(cnt, x + i0 * ldx, ldx, d, ct.data(), cur, norms.data(), cur, assign + i0);
+      assign_by_ip(cnt, x + i0 * ldx, ldx, d, panels.data(), norms.data(), cur, assign + i0);
       for (int64_t i = i0; i < i0 + cnt; ++i) {  // the squared distance, for the error
         const float* xi = x + i * ldx;
         const float* ci = cc + static_cast<int64_t>(assign[i]) * d;

@@ -21,10 +21,17 @@ struct SplitMix64 {
   double uniform() { return static_cast<double>(next() >> 11) * (1.0 / 9007199254740992.0); }
 };
 
-/// Nearest of k columns by inner products, for wide vectors: ct (d, k) with row stride ldc,
-/// norms[c] = ||column c||^2; out[i] = argmin_c norms[c] - 2 x[i].c (lowest c on ties), the
-/// nearest in L2. Single-threaded; callers split rows across threads.
-void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
+/// Width of the column panels of pack_panels: kPanel columns (the last one may be narrower).
+constexpr int kPanel = 64;
+/// Packs k vectors c (k, d) row-major as ip_rows reads them best: panels of kPanel columns,
+/// panel p = columns [p * kPanel, min(k, (p + 1) * kPanel)) stored contiguously as (d, width)
+/// at out + p * kPanel * d (k * d floats in all).
+void pack_panels(const float* c, int k, int d, float* out);
+
+/// Nearest of k vectors by inner products, for wide vectors: `panels` = pack_panels of them,
+/// norms[c] = ||c||^2; out[i] = argmin_c norms[c] - 2 x[i].c (lowest c on ties), the nearest in
+/// L2. Single-threaded; callers split rows across threads.
+void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* panels,
                   const float* norms, int k, int32_t* out);
 
 /// k-means for wide vectors (a residual quantizer's full-dimension codebooks): seeded by

@@ -5,7 +5,6 @@
 
 #include "pypatch/errors.h"             // InvalidArgument, NotTrained
 #include "pypatch/pq/kmeans.h"          // SplitMix64
-#include "pypatch/util/parallel_for.h"  // compute_luts_parallel
 #include "pypatch/util/value_limits.h"  // |x| <= 1e15
 
 namespace pypatch {
@@ -54,23 +53,9 @@ void Quantizer::set_centroids(const float* c) {
   trained_ = true;
 }
 
-void Quantizer::compute_luts(int64_t nq, const float* q, float* luts) const {
+void Quantizer::compute_luts(int64_t nq, const float* q, float* luts, int /*num_threads*/) const {
   const int64_t size = static_cast<int64_t>(m_) * ksub_;
   for (int64_t i = 0; i < nq; ++i) compute_lut(q + i * dim_, luts + i * size);
-}
-
-void compute_luts_parallel(const Quantizer& qz, int64_t nq, const float* queries, float* luts,
-                           int num_threads, const std::function<void()>& interrupt) {
-  constexpr int64_t kBlock = 16;
-  const int64_t size = static_cast<int64_t>(qz.m()) * qz.ksub(), tasks = (nq + kBlock - 1) / kBlock;
-  if (qz.kind() == CodebookKind::Product || tasks <= 1) {  // PQ tables are cheap: no threads
-    qz.compute_luts(nq, queries, luts);
-    return;
-  }
-  parallel_for(tasks, resolve_num_threads(num_threads, tasks), [&](int64_t t, int) {
-    const int64_t i0 = t * kBlock, cnt = std::min(kBlock, nq - i0);
-    qz.compute_luts(cnt, queries + i0 * qz.dim(), luts + i0 * size);
-  }, interrupt);
 }
 
 const float* training_sample(int64_t n, const float* x, int dim, int64_t cap, uint64_t seed,

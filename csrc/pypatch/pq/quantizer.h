@@ -51,9 +51,10 @@ class Quantizer {
   virtual void decode(int64_t n, const uint8_t* codes, float* x) const = 0;
   /// q: (dim) f32 -> lut: (m, ksub) f32 inner-product table.
   virtual void compute_lut(const float* q, float* lut) const = 0;
-  /// nq queries (nq, dim) -> luts (nq, m, ksub): the same tables as compute_lut, bit for bit
-  /// (a residual quantizer blocks queries for throughput).
-  virtual void compute_luts(int64_t nq, const float* q, float* luts) const;
+  /// nq queries (nq, dim) -> luts (nq, m, ksub): the same tables as compute_lut, bit for bit.
+  /// A residual quantizer's cost m * ksub * dim multiply-adds a query: it splits its codebooks
+  /// over num_threads (0: all) and streams the queries past each; PQ's are cheap: one thread.
+  virtual void compute_luts(int64_t nq, const float* q, float* luts, int num_threads = 1) const;
 
  protected:
   Quantizer(int dim, int m, int nbits, int codeword_dim, const char* name);
@@ -71,11 +72,6 @@ class Quantizer {
   std::atomic<int> state_{kFree};  // kWriting while set_centroids runs
   bool trained_ = false;
 };
-
-/// compute_luts split over threads in blocks of queries (the scans' tables: a residual
-/// quantizer's cost m * ksub * dim multiply-adds a query).
-void compute_luts_parallel(const Quantizer& q, int64_t nq, const float* queries, float* luts,
-                           int num_threads, const std::function<void()>& interrupt = {});
 
 /// Rows to train on: all of x, or max_points_per_centroid * ksub rows drawn with the seed and
 /// copied in memory order into `sample` (returns the pointer to train on and sets n_out).

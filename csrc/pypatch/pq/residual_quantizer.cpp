@@ -22,7 +22,9 @@ int checked_dim(int dim, int m, int nbits) {
   return dim;
 }
 
-constexpr int64_t kEncodeChunk = 64;  // rows per task: (64, dim) residuals stay in cache
+// Rows per encode task: every stage's codebook (ksub x dim floats, 512 KB at 256 x 512) is read
+// once per chunk, so chunks are large; their residuals (2 MB at dim 512) stay in L2/L3.
+constexpr int64_t kEncodeChunk = 1024;
 
 }  // namespace
 
@@ -30,16 +32,15 @@ ResidualQuantizer::ResidualQuantizer(int dim, int m, int nbits)
     : Quantizer(dim, m, nbits, checked_dim(dim, m, nbits), "ResidualQuantizer") {}
 
 void ResidualQuantizer::on_centroids() {
-  const int64_t cols = static_cast<int64_t>(m_) * ksub_;
-  all_t_.resize(static_cast<size_t>(cols) * dim_);
+  const int64_t cols = static_cast<int64_t>(m_) * ksub_, stage = static_cast<int64_t>(ksub_) * dim_;
+  panels_.resize(static_cast<size_t>(cols) * dim_);
   norms_.resize(static_cast<size_t>(cols));
+  for (int j = 0; j < m_; ++j)
+    pack_panels(centroids_.data() + j * stage, ksub_, dim_, panels_.data() + j * stage);
   for (int64_t c = 0; c < cols; ++c) {
     const float* w = centroids_.data() + c * dim_;
     float s = 0.f;
-    for (int t = 0; t < dim_; ++t) {
-      all_t_[static_cast<size_t>(t) * cols + c] = w[t];
-      s = s + w[t] * w[t];
-    }
+    for (int t = 0; t < dim_; ++t) s = s + w[t] * w[t];
     norms_[c] = s;
   }
 }
@@ -58,7 +59,7 @@ void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t see
                                       seed ^ 0x5a3c9e1ull, sample, ns);
   std::vector<float> r(data, data + ns * dim_);  // the residuals, stage after stage
   const int64_t stage = static_cast<int64_t>(ksub_) * dim_;
-  std::vector<float> c(static_cast<size_t>(m_) * stage), ct(static_cast<size_t>(stage)), norms(ksub_);
+  std::vector<float> c(static_cast<size_t>(m_) * stage), panels(static_cast<size_t>(stage)), norms(ksub_);
   std::vector<int32_t> assign(static_cast<size_t>(ns));
   const int64_t tasks = (ns + kEncodeChunk - 1) / kEncodeChunk;
   const int nt = resolve_num_threads(num_threads, tasks);
@@ -66,18 +67,15 @@ void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t see
     float* cj = c.data() + j * stage;
     kmeans_wide(ns, r.data(), dim_, dim_, ksub_, iters, seed + 1000003ull * j, num_threads, cj,
                 interrupt);
+    pack_panels(cj, ksub_, dim_, panels.data());
     for (int k = 0; k < ksub_; ++k) {
       float s = 0.f;
-      for (int t = 0; t < dim_; ++t) {
-        const float v = cj[static_cast<int64_t>(k) * dim_ + t];
-        ct[static_cast<int64_t>(t) * ksub_ + k] = v;
-        s = s + v * v;
-      }
+      for (int t = 0; t < dim_; ++t) s = s + cj[static_cast<int64_t>(k) * dim_ + t] * cj[static_cast<int64_t>(k) * dim_ + t];
       norms[k] = s;
     }
     parallel_for(tasks, nt, [&](int64_t task, int) {
       const int64_t i0 = task * kEncodeChunk, cnt = std::min(kEncodeChunk, ns - i0);
-      assign_by_ip(cnt, r.data() + i0 * dim_, dim_, dim_, ct.data(), ksub_, norms.data(), ksub_,
+      assign_by_ip(cnt, r.data() + i0 * dim_, dim_, dim_, panels.data(), norms.data(), ksub_,
                    assign.data() + i0);
       for (int64_t i = i0; i < i0 + cnt; ++i) {
         const float* w = cj + static_cast<int64_t>(assign[i]) * dim_;
@@ -90,11 +88,10 @@ void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t see
 }
 
 void ResidualQuantizer::encode_rows(int64_t n, float* r, uint8_t* codes) const {
-  const int64_t cols = static_cast<int64_t>(m_) * ksub_;
-  int32_t best[kEncodeChunk];
+  std::vector<int32_t> best(static_cast<size_t>(n));
   for (int j = 0; j < m_; ++j) {
     const int64_t c0 = static_cast<int64_t>(j) * ksub_;
-    assign_by_ip(n, r, dim_, dim_, all_t_.data() + c0, cols, norms_.data() + c0, ksub_, best);
+    assign_by_ip(n, r, dim_, dim_, panels_.data() + c0 * dim_, norms_.data() + c0, ksub_, best.data());
     for (int64_t i = 0; i < n; ++i) {
       codes[i * m_ + j] = static_cast<uint8_t>(best[i]);
       const float* w = centroids_.data() + (c0 + best[i]) * dim_;
@@ -133,11 +130,18 @@ void ResidualQuantizer::decode(int64_t n, const uint8_t* codes, float* x) const 
 
 void ResidualQuantizer::compute_lut(const float* q, float* lut) const { compute_luts(1, q, lut); }
 
-void ResidualQuantizer::compute_luts(int64_t nq, const float* q, float* luts) const {
+void ResidualQuantizer::compute_luts(int64_t nq, const float* q, float* luts, int num_threads) const {
   require_trained("compute_lut");
   check_value_range(q, nq * dim_, dim_, "compute_lut: q");
-  const int cols = m_ * ksub_;
-  kernels().ip_rows(nq, q, dim_, dim_, all_t_.data(), cols, cols, luts);
+  // Panel by panel: one panel of codewords (dim x 64) stays in cache while every query passes,
+  // so the codebooks are read once whatever nq; the panels split over the threads.
+  const int64_t cols = static_cast<int64_t>(m_) * ksub_;
+  const int w = std::min(kPanel, ksub_);  // ksub is 16 or 256: every stage has whole panels
+  const int64_t n_panels = cols / w;
+  const KernelTable& kt = kernels();
+  parallel_for(n_panels, resolve_num_threads(num_threads, n_panels), [&](int64_t p, int) {
+    kt.ip_rows(nq, q, dim_, dim_, panels_.data() + p * w * dim_, w, w, luts + p * w, cols);
+  });
 }
 
 }  // namespace pypatch

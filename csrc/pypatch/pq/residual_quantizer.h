@@ -36,14 +36,14 @@ class ResidualQuantizer final : public Quantizer {
               const std::function<void()>& interrupt = {}) const override;
   void decode(int64_t n, const uint8_t* codes, float* x) const override;
   void compute_lut(const float* q, float* lut) const override;
-  void compute_luts(int64_t nq, const float* q, float* luts) const override;
+  void compute_luts(int64_t nq, const float* q, float* luts, int num_threads = 1) const override;
 
  private:
   void on_centroids() override;
   // Greedy codes of n rows whose residuals are in r (n, dim), updated in place.
   void encode_rows(int64_t n, float* r, uint8_t* codes) const;
-  std::vector<float> all_t_;  // (dim, m * ksub): every codeword as a column (one LUT product)
-  std::vector<float> norms_;  // (m * ksub) squared codeword norms
+  std::vector<float> panels_;  // per stage, pack_panels of its codewords (kmeans.h)
+  std::vector<float> norms_;   // (m * ksub) squared codeword norms
 };
 
 }  // namespace pypatch

@@ -44,10 +44,11 @@ struct KernelTable {
   void (*ip_screen_i8)(const int32_t* q, const int8_t* c, int npair, int32_t* out);
   /// Many rows against many columns (full-dimension codebooks: residual quantizer LUTs,
   /// encoding and k-means). x: n rows of d f32 with row stride ldx; ct: (d, k) f32 with row
-  /// stride ldc; out: (n, k) f32, out[i][c] = sum_t x[i][t] * ct[t][c], ascending t, multiply
-  /// then add, so bit-exact across levels; blocked over rows and columns for throughput.
+  /// stride ldc; out: n rows of k f32 with row stride ldo, out[i][c] = sum_t x[i][t] * ct[t][c],
+  /// ascending t, multiply then add, so bit-exact across levels; one register panel of columns
+  /// at a time against every row (pass ct packed, ldc = k <= 64, for streaming reads).
   void (*ip_rows)(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
-                  int k, float* out);
+                  int k, float* out, int64_t ldo);
 };
 
 /// Kernels of the selected level (see simd_level.h). The float kernels have no NEON version:

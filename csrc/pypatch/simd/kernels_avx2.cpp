@@ -164,7 +164,7 @@ void ip_screen_i8_avx2(const int32_t* q, const int8_t* c, int npair, int32_t* ou
 // the loads); each (row, column) sum runs over ascending t, multiply then add.
 template <int R, int V>
 inline void ip_block_avx2(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
-                          float* out, int k) {
+                          float* out, int64_t ldo) {
   __m256 acc[R][V];
   for (int r = 0; r < R; ++r)
     for (int v = 0; v < V; ++v) acc[r][v] = _mm256_setzero_ps();
@@ -177,28 +177,29 @@ inline void ip_block_avx2(const float* x, int64_t ldx, int d, const float* ct, i
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + r * k + 8 * v, acc[r][v]);
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(out + r * ldo + 8 * v, acc[r][v]);
 }
 
-template <int R>
-inline void ip_row_block_avx2(const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
-                              int k, float* out) {
-  int c = 0;
-  for (; c + 16 <= k; c += 16) ip_block_avx2<R, 2>(x, ldx, d, ct + c, ldc, out + c, k);
-  for (; c + 8 <= k; c += 8) ip_block_avx2<R, 1>(x, ldx, d, ct + c, ldc, out + c, k);
-  for (; c < k; ++c)  // column tail: the scalar order
-    for (int r = 0; r < R; ++r) {
-      float s = 0.f;
-      for (int t = 0; t < d; ++t) s = s + x[r * ldx + t] * ct[t * ldc + c];
-      out[r * k + c] = s;
-    }
+// One panel of V * 8 columns against every row (the panel stays in cache as the rows stream).
+template <int V>
+inline void ip_panel_avx2(int64_t n, const float* x, int64_t ldx, int d, const float* ct,
+                          int64_t ldc, float* out, int64_t ldo) {
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) ip_block_avx2<4, V>(x + i * ldx, ldx, d, ct, ldc, out + i * ldo, ldo);
+  for (; i < n; ++i) ip_block_avx2<1, V>(x + i * ldx, ldx, d, ct, ldc, out + i * ldo, ldo);
 }
 
 void ip_rows_avx2(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
-                  int k, float* out) {
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) ip_row_block_avx2<4>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
-  for (; i < n; ++i) ip_row_block_avx2<1>(x + i * ldx, ldx, d, ct, ldc, k, out + i * k);
+                  int k, float* out, int64_t ldo) {
+  int c = 0;
+  for (; c + 16 <= k; c += 16) ip_panel_avx2<2>(n, x, ldx, d, ct + c, ldc, out + c, ldo);
+  for (; c + 8 <= k; c += 8) ip_panel_avx2<1>(n, x, ldx, d, ct + c, ldc, out + c, ldo);
+  for (; c < k; ++c)  // column tail: the scalar order
+    for (int64_t i = 0; i < n; ++i) {
+      float s = 0.f;
+      for (int t = 0; t < d; ++t) s = s + x[i * ldx + t] * ct[t * ldc + c];
+      out[i * ldo + c] = s;
+    }
 }
 
 const KernelTable kTable{SimdLevel::AVX2, lut_ip_avx2,   assign_l2_avx2,

@@ -152,9 +152,9 @@ void ip_screen_i8_scalar(const int32_t* q, const int8_t* c, int npair, int32_t* 
 }
 
 void ip_rows_scalar(int64_t n, const float* x, int64_t ldx, int d, const float* ct, int64_t ldc,
-                    int k, float* out) {
+                    int k, float* out, int64_t ldo) {
   for (int64_t i = 0; i < n; ++i) {
-    float* o = out + i * k;
+    float* o = out + i * ldo;
     for (int c = 0; c < k; ++c) o[c] = 0.f;
     for (int t = 0; t < d; ++t) {
       const float xv = x[i * ldx + t];
