@@ -64,7 +64,8 @@ AUTO_PCA_MIN_TRAIN = 8 * AUTO_PCA_DIM
 # AUTO_FLAT_PCA_MIN_TRAIN vectors (16 per axis: ~210 images at L3s). L3s, mAP of PCA-256 -> 512:
 # 200 images +1.5 / +3.0 (seeds 0 / 1), 300 +1.8 / +2.0, 1,000 +2.3 / +2.2, 5,000 +4.6 / +4.8, and
 # likewise on one-positive pairs; at 100 images it lost on both small benchmarks (-2.9 / -3.2).
-# PQ stores stay at 256 (PQ32 over 512 lost up to 1.9). benchmarks/README.md, "Quality defaults".
+# Residual codebooks follow (they track the flat store); product codes stay at 256 (PQ32 over
+# 512 lost up to 1.9). benchmarks/README.md, "Quality defaults" and "Residual codebooks".
 AUTO_FLAT_PCA_DIM = 512
 AUTO_FLAT_PCA_MIN_TRAIN = 16 * AUTO_FLAT_PCA_DIM
 # ... followed by an OPQ rotation (opq="auto"): pq32 62.7 -> 63.3 (large), 63.0 -> 66.7 (small).
