@@ -40,7 +40,8 @@ import numpy as np
 REGIONS = ("L1", "L2", "L3", "L4", "L3s", "rmac")
 STORES = ("flat", "flat16", "pq8", "pq16", "pq32", "pq64", "rq16", "rq32", "rq64", "ppq32")
 FOUR_BIT_STORES = ("pq64x4",)  # same bytes as pq32 (benchmarks/README.md, issue 14 item 2)
-_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|L[1-4]s|rmac))(?:-(flat|flat16|(?:pp|p|r)q\d+(?:x4)?))?"
+_NAME = re.compile(r"^(?:global|patchify-(L[0-4]|L[1-4]s|rmac))"
+                   r"(?:-(flat|flat16|(?:pp|p|r)q\d+(?:x4)?))?"
                    r"(-global)?(?:-pca(w|h)?(\d+)(-opq)?|(-nopca))?(-sp|-ms)?$")
 PCA_DIMS = (128, 256)
 _MODES = ("", "-sp", "-ms")  # name suffixes: per-crop, single-pass, multi-scale single-pass

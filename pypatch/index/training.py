@@ -33,9 +33,9 @@ def transform_spec(pca_dim, pca_power, opq, *, store: str, pq_m, dim: int, train
     """The ``meta["transform"]`` that ``build`` records before training (None: no transform).
 
     ``pca_dim="auto"`` means ``auto_dim`` axes when the model's ``dim`` is larger: for a PQ store
-    when ``pq_m`` divides it (any ``pq_m`` with residual codebooks), and for every flat store (per-crop flat: +4.7 to +7.7 mAP at 100,
-    300 and 1,000 images on two seeds; single-pass cells need the centring: +9 to +12 mAP;
-    benchmarks/README.md, "Quality defaults")."""
+    when ``pq_m`` divides it (any ``pq_m`` with residual codebooks), and for every flat store
+    (per-crop flat: +4.7 to +7.7 mAP at 100, 300 and 1,000 images on two seeds; single-pass
+    cells need the centring: +9 to +12 mAP; benchmarks/README.md, "Quality defaults")."""
     if not (opq is True or opq is False or opq == "auto"):
         raise InvalidArgumentError(f"opq: expected True, False or 'auto', got {opq!r}")
     auto = isinstance(pca_dim, str) and pca_dim == "auto"
@@ -64,8 +64,8 @@ def check_pq(dim, m, nbits, train_size, codebooks: str = "product") -> None:
 
         as_int(m, "pq_m", 1, _core.ResidualQuantizer.max_m)
         if m * dim > _core.ResidualQuantizer.max_codeword_floats:
-            raise InvalidArgumentError(f"pq_m * the stored dimension must be <= 2**26 with residual "
-                                       f"codebooks; got pq_m={m}, dimension {dim}")
+            raise InvalidArgumentError(f"pq_m * the stored dimension must be <= 2**26 with "
+                                       f"residual codebooks; got pq_m={m}, dimension {dim}")
     elif dim % as_int(m, "pq_m", 1):
         raise InvalidArgumentError(
             f"pq_m must divide the stored dimension {dim} (the model's, or pca_dim); got {m!r}")

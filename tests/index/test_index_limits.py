@@ -57,7 +57,8 @@ def test_k_beyond_the_index_size_returns_every_image_once(k):
     # independent reference: the best patch of every image, by brute force
     vecs = np.stack([ix.reconstruct(j) for j in range(100)])  # (100, 3, 8)
     best = (vecs @ q[0]).max(axis=1)
-    np.testing.assert_allclose(s[0], np.sort(best)[::-1], rtol=1e-6)
+    # 8-term float32 sums in another order: ~1 ulp of the terms' magnitude apart
+    np.testing.assert_allclose(s[0], np.sort(best)[::-1], rtol=1e-6, atol=1e-6)
 
 
 def test_removed_images_are_padding_inside_the_clamped_columns():

@@ -378,7 +378,7 @@ def test_damaged_codebook_sections_raise_index_format_error(files, which, tmp_pa
     _refused(_rebuilt(data, resized("RQCB", 64)), "section 'RQCB' has", tmp_path)
     for value, at in ((float("nan"), 0), (float("inf"), 4 * 17), (-1e30, 4 * 3 * 16 - 4)):
         _refused(_edit(data, "RQCB", lambda b: struct.pack_into("<f", b, at, value)),
-                 "'RQCB' holds a NaN, infinite or too large centroid value", tmp_path)
+                 "RQCB holds a NaN, infinite or too large centroid value", tmp_path)
     # a stale RQCB checksum is caught even by a plain mapped load
     _, off, _ = section_table(data)["RQCB"]
     stale = bytearray(data)

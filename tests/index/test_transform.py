@@ -309,10 +309,14 @@ def test_auto_pca_of_a_flat_store_widens_with_the_sample(photo_dir, embedder, mo
     wide.save(tmp_path / "wide.ptch")
     back = ImageIndex.load(tmp_path / "wide.ptch")
     assert back.info()["stored_dim"] == 32 and back.transform.dim_out == 32
-    # only per-crop flat stores widen: PQ and single-pass keep AUTO_PCA_DIM
+    # per-crop flat stores widen, and so do residual codebooks (the PQ default here); product
+    # codes and single-pass keep AUTO_PCA_DIM
     pq = ImageIndex.build(photo_dir, regions="L2", store="pq", pq_m=8, pq_nbits=4,
                           embedder=embedder, progress=False)
-    assert pq.transform.dim_out == 16
+    assert pq.info()["store"]["codebooks"] == "residual" and pq.transform.dim_out == 32
+    ppq = ImageIndex.build(photo_dir, regions="L2", store="pq", pq_m=8, pq_nbits=4,
+                           pq_codebooks="product", embedder=embedder, progress=False)
+    assert ppq.info()["store"]["codebooks"] == "product" and ppq.transform.dim_out == 16
     sp = ImageIndex.build(photo_dir, regions="L2", mode="single_pass", **common)
     assert sp.transform.dim_out == 16
     # an explicit pca_dim is kept whatever the sample

@@ -476,7 +476,7 @@ std::unique_ptr<PatchIndex> PatchIndex::from_container(std::shared_ptr<io::Conta
         const uint64_t n = static_cast<uint64_t>(m) * pq->ksub() * pq->codeword_dim();
         const float* cents = c->array<float>(cb_section, n);
         if (first_out_of_range(cents, static_cast<int64_t>(n)) != static_cast<int64_t>(n))
-          bad(name, io::kind_name(cb_section) + " holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
+          bad(name, std::string(residual ? "RQCB" : "PQCB") + " holds a NaN, infinite or too large centroid value (|x| must be <= 1e15)");
         pq->set_centroids(cents);
       }
       ix.reset(new PatchIndex(static_cast<int>(dim), StoreKind::PQ, std::move(pq), static_cast<int>(nlist)));
