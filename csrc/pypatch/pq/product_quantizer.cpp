@@ -30,16 +30,10 @@ ProductQuantizer::ProductQuantizer(int dim, int m, int nbits)
 void ProductQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
                              int64_t max_points_per_centroid,
                              const std::function<void()>& interrupt) {
-  require_not_frozen("train");  // before the (long) k-means
-  PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
-                             " training vectors; got " + std::to_string(n));
-  PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
-  check_value_range(x, n * dim_, dim_, "train: x");
   // The same rows for every sub-space.
   std::vector<float> sample;
   int64_t ns = 0;
-  const float* data = training_sample(n, x, dim_, max_points_per_centroid * ksub_,
-                                      seed ^ 0x5a3c9e1ull, sample, ns);
+  const float* data = checked_training_rows(n, x, iters, seed, max_points_per_centroid, sample, ns);
   const int dsub = codeword_dim_;
   std::vector<float> c(static_cast<size_t>(m_) * ksub_ * dsub);
   for (int j = 0; j < m_; ++j)

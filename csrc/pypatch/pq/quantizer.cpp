@@ -25,6 +25,18 @@ void Quantizer::require_not_frozen(const char* what) const {
                           " and build a new index with it");
 }
 
+const float* Quantizer::checked_training_rows(int64_t n, const float* x, int iters, uint64_t seed,
+                                             int64_t max_points_per_centroid,
+                                             std::vector<float>& sample, int64_t& n_out) const {
+  require_not_frozen("train");  // before the (long) k-means
+  PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
+                             " training vectors; got " + std::to_string(n));
+  PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
+  check_value_range(x, n * dim_, dim_, "train: x");
+  return training_sample(n, x, dim_, max_points_per_centroid * ksub_, seed ^ 0x5a3c9e1ull, sample,
+                         n_out);
+}
+
 void Quantizer::freeze() {
   int s = state_.load();
   while (s != kFrozen) {

@@ -60,6 +60,11 @@ class Quantizer {
   Quantizer(int dim, int m, int nbits, int codeword_dim, const char* name);
   void require_trained(const char* what) const;
   void require_not_frozen(const char* what) const;
+  /// train()'s argument checks (not frozen, n >= ksub, iters >= 0, values in range), then its
+  /// rows: all of x or a seeded sample (training_sample); sets n_out.
+  const float* checked_training_rows(int64_t n, const float* x, int iters, uint64_t seed,
+                                     int64_t max_points_per_centroid, std::vector<float>& sample,
+                                     int64_t& n_out) const;
   /// After centroids_ changed: derived tables (transposed copies, norms).
   virtual void on_centroids() = 0;
 

@@ -48,15 +48,9 @@ void ResidualQuantizer::on_centroids() {
 void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
                               int64_t max_points_per_centroid,
                               const std::function<void()>& interrupt) {
-  require_not_frozen("train");  // before the (long) k-means
-  PTCH_CHECK(n >= ksub_, "train: need at least ksub=" + std::to_string(ksub_) +
-                             " training vectors; got " + std::to_string(n));
-  PTCH_CHECK(iters >= 0, "train: iters must be >= 0; got " + std::to_string(iters));
-  check_value_range(x, n * dim_, dim_, "train: x");
   std::vector<float> sample;
   int64_t ns = 0;
-  const float* data = training_sample(n, x, dim_, max_points_per_centroid * ksub_,
-                                      seed ^ 0x5a3c9e1ull, sample, ns);
+  const float* data = checked_training_rows(n, x, iters, seed, max_points_per_centroid, sample, ns);
   std::vector<float> r(data, data + ns * dim_);  // the residuals, stage after stage
   const int64_t stage = static_cast<int64_t>(ksub_) * dim_;
   std::vector<float> c(static_cast<size_t>(m_) * stage), panels(static_cast<size_t>(stage)), norms(ksub_);
