@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=39000, help="vectors (train and encode)")
     ap.add_argument("--dim", type=int, default=512)
     ap.add_argument("--m", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=25)  # ImageIndex's
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--images", type=int, default=100_000, help="images of 39 patches searched")
     ap.add_argument("--out", default=None)

@@ -135,7 +135,7 @@ class ImageIndex(SearchableIndex):
             :data:`AUTO_PCA_MIN_TRAIN` vectors, ~53 images at L3s), over the flat stores' axes
             (512 from :data:`AUTO_FLAT_PCA_MIN_TRAIN` vectors, ~210 images); product ones
             otherwise (single-pass modes, tiny or raw stores). Within 1.5 mAP of the flat store
-            from 100 to 1,000 images on two seeds, +1.2 to +6.1 over product codes from 200
+            from 100 to 1,000 images on two seeds, +1.1 to +5.8 over product codes from 200
             up; benchmarks/README.md, "Residual codebooks".
         mode : ``"crop"`` embeds each cell separately (the paper); ``"single_pass"`` pools
             every cell from one feature map per image (8x faster at L3, 7-11 mAP lower);

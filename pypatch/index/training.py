@@ -17,9 +17,10 @@ from pypatch.errors import InvalidArgumentError, TooFewVectorsError
 log = logging.getLogger("pypatch")
 
 CODEBOOKS = ("auto", "residual", "product")
-# Lloyd iterations per stage of residual codebooks: 10 matched 25 on the large benchmark
-# (benchmarks/README.md, "Residual codebooks") at 2.5x less training.
-RESIDUAL_TRAIN_ITERS = 10
+# Lloyd iterations a codebook (a sub-space's, or a residual stage's). Residual codebooks with 10
+# trained 2x faster but lost up to 1.3 mAP at 300 images (3 seeds: 1.6 below the flat store on
+# average); benchmarks/README.md, "Residual codebooks".
+TRAIN_ITERS = 25
 
 
 def residual(store: dict) -> bool:
@@ -176,8 +177,8 @@ def train_store(meta: dict, patch_index, parts: list, *, min_auto_train: int,
         spec["trained_on_vectors"] = int(len(x))
         x = transform.apply(x)
     if store["kind"] == "pq":
-        iters = RESIDUAL_TRAIN_ITERS if residual(store) else 25
-        patch_index.train(np.ascontiguousarray(x), iters=iters, seed=seed, num_threads=num_threads)
+        patch_index.train(np.ascontiguousarray(x), iters=TRAIN_ITERS, seed=seed,
+                          num_threads=num_threads)
         store["trained_on_vectors"] = int(len(x))
     return patch_index, transform
 
