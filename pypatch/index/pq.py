@@ -13,7 +13,7 @@ its ``m`` codebooks hold full-dimension codewords that add up: ``x ~ C_0[b_0] + 
 C_{m-1}[b_{m-1}]``, each chosen greedily for what the earlier ones left. On whitened patch
 descriptors it loses far less to the exact store than PQ at the same bytes; its table costs
 ``m * 2**nbits * dim`` multiply-adds a query instead of ``2**nbits * dim``
-(benchmarks/README.md, "Quality defaults").
+(benchmarks/README.md, "Residual codebooks").
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 // lookups (lut[j][c] = <q, C_j[c]>), so every scan is shared with the product quantizer; the
 // table costs m * ksub * dim multiply-adds instead of ksub * dim. On whitened patch
 // descriptors it loses far less to the exact store than PQ at the same bytes
-// (benchmarks/README.md, "Quality defaults").
+// (benchmarks/README.md, "Residual codebooks").
 // Greedy encoding (beam 1): in the measurements faiss's beam search (beam 2-8) gave no better
 // retrieval at 32 x 8 bits, at 2-4x the cost.
 #pragma once
