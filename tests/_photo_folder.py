@@ -32,6 +32,14 @@ def write_cat_scene(root: Path, names=("astronaut", "rocket", "immunohistochemis
     for name in names:
         short = "ihc" if name == "immunohistochemistry" else name
         Image.fromarray(getattr(skimage_data, name)()).save(root / f"{short}.png")
+    return save_cat_scene(root)
+
+
+def save_cat_scene(root: Path) -> Path:
+    """Saves ``scene.png`` in ``root``: coffee with chelsea resized into :data:`CAT_BOX`."""
+    from PIL import Image
+    from skimage import data as skimage_data
+
     scene = Image.fromarray(skimage_data.coffee()).copy()
     x0, y0, x1, y1 = CAT_BOX
     scene.paste(Image.fromarray(skimage_data.chelsea()).resize((x1 - x0, y1 - y0), Image.BICUBIC),

@@ -12,7 +12,9 @@ skimage_data = pytest.importorskip("skimage.data")
 from pypatch.errors import InvalidArgumentError, InvalidTypeError  # noqa: E402
 from pypatch.index.rerank import expand_query, maxsim_scores, sum_of_maxima  # noqa: E402
 
-OBJECT_BOX = (60, 220, 200, 330)  # the cat pasted into the coffee scene (x1/y1 exclusive)
+from _photo_folder import CAT_BOX, save_cat_scene  # noqa: E402
+
+OBJECT_BOX = CAT_BOX  # the cat pasted into the coffee scene (x1/y1 exclusive)
 
 
 # ------------------------------------------------------------------------------- scoring math
@@ -67,12 +69,7 @@ def photo_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("rerank_photos")
     for name, arr in _photos().items():
         Image.fromarray(arr).save(root / name)
-    scene = Image.fromarray(skimage_data.coffee()).copy()
-    x0, y0, x1, y1 = OBJECT_BOX
-    scene.paste(Image.fromarray(skimage_data.chelsea()).resize((x1 - x0, y1 - y0), Image.BICUBIC),
-                (x0, y0))
-    scene.save(root / "scene.png")
-    return root
+    return save_cat_scene(root)
 
 
 # `embedder` and `flat_index` (flat L2 index of this module's photo_dir): tests/conftest.py
