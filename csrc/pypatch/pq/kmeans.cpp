@@ -163,6 +163,15 @@ void pack_panels(const float* c, int k, int d, float* out) {
   }
 }
 
+void squared_norms(const float* c, int k, int d, float* out) {
+  for (int i = 0; i < k; ++i) {
+    const float* w = c + static_cast<int64_t>(i) * d;
+    float s = 0.f;
+    for (int t = 0; t < d; ++t) s = s + w[t] * w[t];
+    out[i] = s;
+  }
+}
+
 void assign_by_ip(int64_t n, const float* x, int64_t ldx, int d, const float* panels,
                   const float* norms, int k, int32_t* out) {
   constexpr int64_t kRows = 128;  // (kRows, k) products stay in L2; each panel serves them all
@@ -211,11 +220,7 @@ double kmeans_wide(int64_t n, const float* x, int64_t ldx, int d, int k, int ite
   int cur = 1;
   auto assign_rows = [&](const float* cc, int32_t* assign, float* dist) {
     pack_panels(cc, cur, d, panels.data());
-    for (int ci = 0; ci < cur; ++ci) {
-      float s = 0.f;
-      for (int t = 0; t < d; ++t) s = s + cc[static_cast<int64_t>(ci) * d + t] * cc[static_cast<int64_t>(ci) * d + t];
-      norms[ci] = s;
-    }
+    squared_norms(cc, cur, d, norms.data());
     const int64_t tasks = (n + kChunk - 1) / kChunk;
     parallel_for(tasks, nt, [&](int64_t t, int) {
       const int64_t i0 = t * kChunk, cnt = std::min(kChunk, n - i0);

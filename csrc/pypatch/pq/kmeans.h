@@ -28,6 +28,9 @@ constexpr int kPanel = 64;
 /// at out + p * kPanel * d (k * d floats in all).
 void pack_panels(const float* c, int k, int d, float* out);
 
+/// out[i] = ||c[i]||^2 for k vectors c (k, d), summed over ascending coordinates.
+void squared_norms(const float* c, int k, int d, float* out);
+
 /// Nearest of k vectors by inner products, for wide vectors: `panels` = pack_panels of them,
 /// norms[c] = ||c||^2; out[i] = argmin_c norms[c] - 2 x[i].c (lowest c on ties), the nearest in
 /// L2. Single-threaded; callers split rows across threads.

@@ -4,7 +4,7 @@
 #include <string>     // messages
 
 #include "pypatch/errors.h"             // InvalidArgument
-#include "pypatch/pq/kmeans.h"          // kmeans_wide, assign_by_ip
+#include "pypatch/pq/kmeans.h"          // kmeans_wide, assign_by_ip, squared_norms
 #include "pypatch/simd/kernels.h"       // ip_rows
 #include "pypatch/util/parallel_for.h"  // encode threads
 #include "pypatch/util/value_limits.h"  // |x| <= 1e15
@@ -26,6 +26,18 @@ int checked_dim(int dim, int m, int nbits) {
 // once per chunk, so chunks are large; their residuals (2 MB at dim 512) stay in L2/L3.
 constexpr int64_t kEncodeChunk = 1024;
 
+// One stage for n residuals r (n, dim), in place: best[i] = the nearest of the stage's k
+// codewords (panels/norms: pack_panels and squared_norms of them), which r[i] then loses.
+void take_nearest(int64_t n, float* r, int dim, const float* codewords, const float* panels,
+                  const float* norms, int k, int32_t* best) {
+  assign_by_ip(n, r, dim, dim, panels, norms, k, best);
+  for (int64_t i = 0; i < n; ++i) {
+    const float* w = codewords + static_cast<int64_t>(best[i]) * dim;
+    float* ri = r + i * dim;
+    for (int t = 0; t < dim; ++t) ri[t] -= w[t];
+  }
+}
+
 }  // namespace
 
 ResidualQuantizer::ResidualQuantizer(int dim, int m, int nbits)
@@ -37,12 +49,7 @@ void ResidualQuantizer::on_centroids() {
   norms_.resize(static_cast<size_t>(cols));
   for (int j = 0; j < m_; ++j)
     pack_panels(centroids_.data() + j * stage, ksub_, dim_, panels_.data() + j * stage);
-  for (int64_t c = 0; c < cols; ++c) {
-    const float* w = centroids_.data() + c * dim_;
-    float s = 0.f;
-    for (int t = 0; t < dim_; ++t) s = s + w[t] * w[t];
-    norms_[c] = s;
-  }
+  squared_norms(centroids_.data(), static_cast<int>(cols), dim_, norms_.data());
 }
 
 void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t seed, int num_threads,
@@ -62,20 +69,11 @@ void ResidualQuantizer::train(int64_t n, const float* x, int iters, uint64_t see
     kmeans_wide(ns, r.data(), dim_, dim_, ksub_, iters, seed + 1000003ull * j, num_threads, cj,
                 interrupt);
     pack_panels(cj, ksub_, dim_, panels.data());
-    for (int k = 0; k < ksub_; ++k) {
-      float s = 0.f;
-      for (int t = 0; t < dim_; ++t) s = s + cj[static_cast<int64_t>(k) * dim_ + t] * cj[static_cast<int64_t>(k) * dim_ + t];
-      norms[k] = s;
-    }
+    squared_norms(cj, ksub_, dim_, norms.data());
     parallel_for(tasks, nt, [&](int64_t task, int) {
       const int64_t i0 = task * kEncodeChunk, cnt = std::min(kEncodeChunk, ns - i0);
-      assign_by_ip(cnt, r.data() + i0 * dim_, dim_, dim_, panels.data(), norms.data(), ksub_,
+      take_nearest(cnt, r.data() + i0 * dim_, dim_, cj, panels.data(), norms.data(), ksub_,
                    assign.data() + i0);
-      for (int64_t i = i0; i < i0 + cnt; ++i) {
-        const float* w = cj + static_cast<int64_t>(assign[i]) * dim_;
-        float* ri = r.data() + i * dim_;
-        for (int t = 0; t < dim_; ++t) ri[t] -= w[t];
-      }
     }, interrupt);
   }
   set_centroids(c.data());
@@ -85,13 +83,9 @@ void ResidualQuantizer::encode_rows(int64_t n, float* r, uint8_t* codes) const {
   std::vector<int32_t> best(static_cast<size_t>(n));
   for (int j = 0; j < m_; ++j) {
     const int64_t c0 = static_cast<int64_t>(j) * ksub_;
-    assign_by_ip(n, r, dim_, dim_, panels_.data() + c0 * dim_, norms_.data() + c0, ksub_, best.data());
-    for (int64_t i = 0; i < n; ++i) {
-      codes[i * m_ + j] = static_cast<uint8_t>(best[i]);
-      const float* w = centroids_.data() + (c0 + best[i]) * dim_;
-      float* ri = r + i * dim_;
-      for (int t = 0; t < dim_; ++t) ri[t] -= w[t];
-    }
+    take_nearest(n, r, dim_, centroids_.data() + c0 * dim_, panels_.data() + c0 * dim_,
+                 norms_.data() + c0, ksub_, best.data());
+    for (int64_t i = 0; i < n; ++i) codes[i * m_ + j] = static_cast<uint8_t>(best[i]);
   }
 }
 
