@@ -24,7 +24,7 @@ class TooFewVectorsError(InvalidArgumentError):
     """Too few training vectors for what the store must learn (PQ codebooks, a PCA).
 
     ``needed`` and ``got`` are the counts; ``what`` is ``"pq"``, ``"pca"``, ``"ivf"`` or
-    ``"rerank"`` (a pq8 re-rank store). The message names the Python arguments of
+    ``"rerank"`` (a PQ re-rank store). The message names the Python arguments of
     ``ImageIndex.build``; the CLI names its own flags."""
 
     def __init__(self, message: str, *, what: str, needed: int, got: int):

@@ -88,12 +88,13 @@ def add_parser(subparsers) -> None:
                    help="PQ stores: an inverted file over the patches; a search probes nprobe "
                         "(default 16) of nlist lists; nlist=auto (default): exhaustive below "
                         "3M patches (~77k images at L3s), about 4*sqrt(patches) lists above")
-    p.add_argument("--rerank-store", choices=("flat16", "flat", "pq8"), default=None,
+    p.add_argument("--rerank-store", choices=("flat16", "flat", "pq8", "pq8-d4"), default=None,
                    help="PQ stores: also keep each patch's vector in a second, exhaustive store "
                         "(<INDEX>.rerank.ptch) that re-scores a search's top candidates exactly "
                         "over all their patches: flat16 (float16, 512 B a patch at 256 dims), "
-                        "flat (float32) or pq8 (8-bit PQ codes, m B a patch); for --pq nbits=4 "
-                        "--ivf speed at 8-bit or float quality")
+                        "flat (float32), pq8 (8-bit PQ codes, m B a patch) or pq8-d4 (8-bit "
+                        "PQ over 4-dim sub-vectors, dim/4 B a patch); for --pq nbits=4 --ivf "
+                        "speed at 8-bit or float quality, and for large collections")
     p.add_argument("--box-maps", type=int, nargs="?", const=True, default=None, metavar="DIM",
                    help="keep a small similarity map of every image (<INDEX>.boxmaps.npz, about "
                         "196 x (DIM + 2) bytes an image; DIM default 128) so that refined boxes "
@@ -195,9 +196,9 @@ def flag_message(exc, args) -> str:
         return (f"--ivf nlist={exc.needed} needs at least {exc.needed} training vectors; "
                 f"{args.source} gave {exc.got}: add images, raise --train-size or lower nlist")
     if exc.what == "rerank":
-        return (f"--rerank-store pq8 needs at least {exc.needed} training vectors to learn its "
-                f"{exc.needed} centroids; {args.source} gave {exc.got}: add images or use "
-                f"--rerank-store flat16")
+        return (f"--rerank-store {args.rerank_store} needs at least {exc.needed} training "
+                f"vectors to learn its {exc.needed} centroids; {args.source} gave {exc.got}: add "
+                f"images or use --rerank-store flat16")
     if exc.what == "pq":
         return (f"the PQ store needs at least {exc.needed} training vectors to learn its "
                 f"{exc.needed} centroids; {args.source} gave {exc.got} (--train-on "

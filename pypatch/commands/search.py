@@ -133,7 +133,8 @@ def run(args) -> int:
             raise
         # the library's message names its Python arguments: name this command's flags
         text = str(exc).replace("rerank_k", "--rerank-k").replace(
-            "rerank_store='flat16' or 'pq8'", "pypatch index --rerank-store flat16|pq8")
+            "rerank_store='flat16', 'pq8' or 'pq8-d4'",
+            "pypatch index --rerank-store flat16|pq8|pq8-d4")
         raise InvalidArgumentError(text) from None
     for (label, _, box), hits in zip(queries, results):
         if args.json:

@@ -175,8 +175,11 @@ class ImageIndex(SearchableIndex):
             store that re-scores the first stage's top ``rerank_k`` images exactly over all
             their patches (:mod:`pypatch.index.rerank_store`): ``"flat16"`` (float16, ``2 x
             dim`` bytes per patch: 512 at the default 256 dims), ``"flat"`` (float32) or
-            ``"pq8"`` (8-bit PQ codes with ``pq_m`` sub-quantizers: ``pq_m`` bytes). For
-            IVF-4-bit speed at 8-bit (pq8) or float (flat16) quality. Saved beside the index
+            ``"pq8"`` (8-bit PQ codes with ``pq_m`` sub-quantizers: ``pq_m`` bytes) or
+            ``"pq8-d4"`` (8-bit PQ codes over 4-dim sub-vectors: ``dim / 4`` bytes, 128 at
+            512 axes). For IVF-4-bit speed at 8-bit (pq8) or float (flat16) quality, and for
+            large collections, where 32-byte codes alone lose to the flat store (5,000
+            images: pq8-d4 or flat16 bring the residual default back). Saved beside the index
             file (``<file>.rerank.ptch``, mapped by ``load(mmap=True)``). None (default): none.
         """
         if isinstance(nlist, str) and nlist == "auto":
@@ -236,7 +239,7 @@ class ImageIndex(SearchableIndex):
         nlist, nprobe = ivf_settings.check(nlist, nprobe, store_info)
         store_info.update(ivf_settings.resolve(nlist, nprobe, n_patches=n_patches,
                                                train_vectors=int(train_size)))
-        rerank = rerank_spec(rerank_store, store_info)
+        rerank = rerank_spec(rerank_store, store_info, stored_dim)
         maps_dim = _box_maps_dim(box_maps)
         if maps_dim is not None:
             from pypatch.extract.embedder import _check_maps
@@ -416,7 +419,7 @@ class ImageIndex(SearchableIndex):
         empty._transform = self._transform
         if self._box_maps is not None:  # same projection: shards' maps read alike
             empty._box_maps = self._box_maps.empty_like()
-        if self._rerank is not None:  # same store, same pq8 codebooks
+        if self._rerank is not None:  # same store, same PQ codebooks
             from pypatch.index.rerank_store import empty_like
 
             empty._rerank = empty_like(self._rerank)
@@ -484,11 +487,11 @@ class ImageIndex(SearchableIndex):
             self._transform = transform
         spec = self._meta.get("rerank")
         if spec is not None:
-            from pypatch.index.rerank_store import new_rerank_index
+            from pypatch.index.rerank_store import PQ_KINDS, new_rerank_index
 
             sample = np.zeros((0, int(self._index.dim)), np.float32)
             _, train_size, seed = train_settings(self._meta)
-            if spec["kind"] == "pq8":  # the first stage's sample, in the stored space
+            if spec["kind"] in PQ_KINDS:  # the first stage's sample, in the stored space
                 sample = np.concatenate(parts) if parts else np.zeros((0, self._meta["dim"]), np.float32)
                 if len(sample) > train_size:
                     rng = np.random.default_rng(seed)
@@ -649,7 +652,7 @@ class ImageIndex(SearchableIndex):
             as_int(rerank_k, "rerank_k", 0)
             if rerank_k and self._rerank is None:
                 raise InvalidArgumentError("rerank_k: this index has no re-rank store (build it "
-                                           "with rerank_store='flat16' or 'pq8')")
+                                           "with rerank_store='flat16', 'pq8' or 'pq8-d4')")
             if rerank_k and rerank_k < k:
                 raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
         q = self._stored_queries(descriptors, stored, int(self._index.dim))

@@ -3,7 +3,10 @@
 ``ImageIndex.build(..., store="pq", rerank_store="flat16")``: every image's stored patch vectors
 (after the pre-transform: the same vectors the first stage quantises) also go to a second,
 exhaustive :class:`~pypatch.PatchIndex`: float16 / float32 vectors (``"flat16"`` / ``"flat"``)
-or 8-bit PQ codes with the first stage's ``m`` (``"pq8"``, codebooks trained on the same sample).
+or 8-bit PQ codes (codebooks trained on the same sample) with the first stage's ``m``
+(``"pq8"``: a 4-bit first stage's 8-bit ranking) or with 4 dimensions a sub-quantizer
+(``"pq8-d4"``: ``dim / 4`` bytes a patch, 128 at 512 axes; near the float stores' quality at an
+eighth of flat16's bytes: benchmarks/README.md, "Residual codebooks").
 A search lets the fast first stage (e.g. IVF over 4-bit codes) pick ``rerank_k`` candidate
 images, which this store re-scores over ALL their patches (``PatchIndex.search(rerank=)``).
 
@@ -24,7 +27,9 @@ from pypatch.errors import IndexFormatError, InvalidArgumentError
 __all__ = ["RERANK_STORES", "rerank_path", "rerank_spec", "new_rerank_index", "bytes_per_patch",
            "load_rerank_index", "SIDE_KEY"]
 
-RERANK_STORES = ("flat16", "flat", "pq8")  # named as ``store=``; pq8: 8-bit PQ, the first stage's m
+RERANK_STORES = ("flat16", "flat", "pq8", "pq8-d4")  # flat ones named as ``store=``
+PQ_KINDS = ("pq8", "pq8-d4")  # 8-bit PQ: the first stage's m / 4 dims a sub-quantizer
+DIMS_PER_SUBQUANTIZER = 4  # pq8-d4
 SIDE_KEY = "pypatch.rerank_store"  # the second file's metadata entry: {"token": ...}
 
 
@@ -33,8 +38,9 @@ def rerank_path(path) -> str:
     return os.fspath(path) + ".rerank.ptch"
 
 
-def rerank_spec(rerank_store, store: dict):
-    """``meta["rerank"]`` for the ``rerank_store`` argument (None: no re-rank store)."""
+def rerank_spec(rerank_store, store: dict, stored_dim: int):
+    """``meta["rerank"]`` for the ``rerank_store`` argument (None: no re-rank store);
+    ``stored_dim``: the store's dimension as built (an automatic PCA may widen it later)."""
     if rerank_store is None:
         return None
     if rerank_store not in RERANK_STORES:
@@ -47,23 +53,39 @@ def rerank_spec(rerank_store, store: dict):
     spec = {"kind": rerank_store}
     if rerank_store == "pq8":
         spec.update(m=int(store["m"]), nbits=8)
+    elif rerank_store == "pq8-d4":  # m follows the stored dimension, final once trained
+        spec.update(m=fine_m(stored_dim), nbits=8)
     return spec
+
+
+def fine_m(dim: int) -> int:
+    """pq8-d4's sub-quantizers for ``dim`` stored axes (InvalidArgumentError if 4 does not
+    divide it)."""
+    if dim % DIMS_PER_SUBQUANTIZER:
+        raise InvalidArgumentError(
+            f"rerank_store='pq8-d4' needs a stored dimension divisible by "
+            f"{DIMS_PER_SUBQUANTIZER}; this index stores {dim} (set pca_dim, or use "
+            f"rerank_store='flat16')")
+    return dim // DIMS_PER_SUBQUANTIZER
 
 
 def new_rerank_index(dim: int, spec: dict, sample: np.ndarray, *, seed: int = 0,
                      num_threads=None):
-    """An empty exhaustive PatchIndex for ``spec``; ``pq8`` codebooks are trained on ``sample``
-    ((n, dim) float32 stored vectors, the first stage's training sample)."""
+    """An empty exhaustive PatchIndex for ``spec``; PQ codebooks are trained on ``sample``
+    ((n, dim) float32 stored vectors, the first stage's training sample). Sets a pq8-d4
+    ``spec["m"]`` from ``dim``."""
     from pypatch.index.patch_index import PatchIndex
 
-    if spec["kind"] != "pq8":
+    if spec["kind"] not in PQ_KINDS:
         return PatchIndex(dim, flat_dtype="float16" if spec["kind"] == "flat16" else "float32")
     from pypatch.errors import TooFewVectorsError
     from pypatch.index.pq import ProductQuantizer
 
+    if spec["kind"] == "pq8-d4":
+        spec["m"] = fine_m(dim)
     if len(sample) < 256:
         raise TooFewVectorsError(
-            f"rerank_store='pq8' needs at least 256 training vectors to learn its 256 centroids; "
+            f"rerank_store={spec['kind']!r} needs at least 256 training vectors to learn its 256 centroids; "
             f"the sample holds {len(sample)}: add images or use rerank_store='flat16'",
             what="rerank", needed=256, got=len(sample))
     index = PatchIndex(dim, pq=ProductQuantizer(dim, spec["m"], nbits=8))
@@ -82,7 +104,7 @@ def empty_like(index):
 
 
 def bytes_per_patch(spec: dict, dim: int) -> float:
-    if spec["kind"] == "pq8":
+    if spec["kind"] in PQ_KINDS:
         return float(spec["m"])
     return float(dim * (2 if spec["kind"] == "flat16" else 4))
 
@@ -121,8 +143,10 @@ def load_rerank_index(path, spec: dict, first, *, mmap: bool, verify: bool):
     if token is None or token != spec.get("token"):
         fail("its token differs (a file of another index, or of an earlier save)")
     kind = {None: "pq8", "float16": "flat16", "float32": "flat"}[index.flat_dtype]
+    if kind == "pq8" and spec.get("kind") in PQ_KINDS:  # the codes' m tells the two apart
+        kind = spec["kind"]
     if index.is_ivf or kind != spec.get("kind") or (
-            kind == "pq8" and (index.pq.m, index.pq.nbits) != (spec.get("m"), 8)):
+            kind in PQ_KINDS and (index.pq.m, index.pq.nbits) != (spec.get("m"), 8)):
         fail(f"it stores {kind}{'' if index.pq is None else f' m={index.pq.m}, nbits={index.pq.nbits}'}"
              f"{' with an inverted file' if index.is_ivf else ''}; the index says {spec.get('kind')}")
     if int(index.dim) != int(first.dim):

@@ -224,6 +224,44 @@ def test_pq8_rerank_store_rescores_with_8bit_adc(photos, cached, tmp_path):
     assert [(h.image, h.patch, h.score) for h in a] == [(h.image, h.patch, h.score) for h in b]
 
 
+def test_pq8_d4_rerank_store_codes_four_dims_a_byte(photos, cached, tmp_path):
+    fine = ImageIndex.build(str(photos), embedder=cached, rerank_store="pq8-d4", **SETTINGS)
+    coarse = ImageIndex.build(str(photos), embedder=cached, rerank_store="pq8", **SETTINGS)
+    store, dim = fine.rerank_store, int(fine.patch_index.dim)
+    assert store.pq.nbits == 8 and store.pq.m == dim // 4 and not store.is_ivf
+    assert fine.info()["rerank_store"]["bytes_per_patch"] == dim // 4
+    assert fine.info()["rerank_store"]["m"] == dim // 4
+    # 4 dims a byte reconstruct the stored vectors far closer than the first stage's m = 8
+    from pypatch.extract.grid import parse_regions
+
+    exact = fine.to_stored(cached.lookup(str(photos / "coffee.png"), parse_regions("L3"),
+                                         "crop").vectors)
+    err = {kind: np.linalg.norm(ix.rerank_store.reconstruct(ix._row["coffee.png"]) - exact, axis=1)
+           for kind, ix in (("pq8-d4", fine), ("pq8", coarse))}
+    assert err["pq8-d4"].mean() < 0.5 * err["pq8"].mean()
+    q = _stored_query(fine, photos, "chelsea_crop.png")
+    _check_hits(fine.search_vectors(q, k=5, stored=True, rerank_k=8)[0],
+                _reference(fine, q[None, :], 5, 8))
+    path = tmp_path / "d4.ptch"
+    fine.save(path)
+    loaded = ImageIndex.load(path, mmap=True)
+    assert loaded.rerank_store.pq.m == dim // 4
+    a = fine.search_vectors(q, k=5, stored=True)[0]
+    b = loaded.search_vectors(q, k=5, stored=True)[0]
+    assert [(h.image, h.patch, h.score) for h in a] == [(h.image, h.patch, h.score) for h in b]
+    # a pq8 file (m = 8) beside an index that says pq8-d4 is refused, not read as its codes
+    coarse.save(tmp_path / "coarse.ptch")
+    token = PatchIndex.load(str(path) + ".rerank.ptch").metadata["pypatch.rerank_store"]["token"]
+    fake = PatchIndex.load(str(tmp_path / "coarse.ptch") + ".rerank.ptch", mmap=False)
+    fake.metadata = {"pypatch.rerank_store": {"token": token}}
+    fake.save(str(path) + ".rerank.ptch")
+    with pytest.raises(IndexFormatError, match="it stores pq8-d4 m=8, nbits=8"):
+        ImageIndex.load(path)
+    with pytest.raises(InvalidArgumentError, match="'pq8-d4' needs a stored dimension divisible by 4"):
+        ImageIndex.create(embedder=cached, regions="L3", store="pq", pq_m=10, pca_dim=250,
+                          rerank_store="pq8-d4")
+
+
 def test_bad_settings_raise_typed_errors(photos, cached, index, tmp_path):
     with pytest.raises(InvalidArgumentError, match="rerank_store: a re-rank store re-scores"):
         ImageIndex.build(str(photos), embedder=cached, regions="L1", store="flat16",
