@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     ap.add_argument("--regions", default="L3",
                     help="the grid the database is embedded at (L3s serves the L3 configs too: "
                          "a plain pyramid is the first cells of its shifted grid)")
+    ap.add_argument("--rerank-store", default=None,
+                    help="the PQ configurations' ImageIndex.build(rerank_store=...): flat16, "
+                         "pq8-d4, ...")
     ap.add_argument("--out", default=str(HERE / "results" / "quality_defaults.jsonl"))
     args = ap.parse_args(argv)
     caching = er.shared_embedder(None, args.threads)
@@ -76,16 +79,20 @@ def main(argv=None) -> int:
         b = subset(bench, int(n)) if n else bench
         for cfg in args.configs:
             t0 = time.time()
-            index = er.build_for_benchmark(b, cfg, num_threads=args.threads)
+            extra = ({"rerank_store": args.rerank_store}
+                     if args.rerank_store and er.parse_config(cfg).get("store") == "pq" else {})
+            index = er.build_for_benchmark(b, cfg, num_threads=args.threads, **extra)
             search = er.split_second_stage(cfg)[1]  # -qe etc.: search-time options
             r = evaluate(b, {cfg: er.IndexRanker(index, search_kwargs=search)},
                          k=100).configs[cfg]
-            row = dict(bench=bench.name, images=len(b.database), queries=len(b.queries), config=cfg,
+            row = dict(bench=bench.name, images=len(b.database), queries=len(b.queries),
+                       config=cfg, rerank_store=extra.get("rerank_store"),
                        map=r.summary["map"], map_small=small_object_map(b, r),
                        transform=index.info()["transform"], seconds=time.time() - t0)
             with open(args.out, "a") as f:
                 f.write(json.dumps(row, default=str) + "\n")
-            print(f"{bench.name} n={row['images']} {cfg:28s} mAP {100 * row['map']:6.2f}  "
+            label = cfg + (f" +{extra['rerank_store']}" if extra else "")
+            print(f"{bench.name} n={row['images']} {label:28s} mAP {100 * row['map']:6.2f}  "
                   f"<10% {100 * row['map_small']:6.2f}", flush=True)
     return 0
 

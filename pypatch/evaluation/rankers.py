@@ -293,11 +293,13 @@ class IndexRanker:
         return [(h.image, h.score, h.box) for h in hits]
 
 
-def build_for_benchmark(benchmark, config: str, model=None, num_threads=None, progress=False):
-    """ImageIndex of configuration ``config`` over ``benchmark.database``."""
+def build_for_benchmark(benchmark, config: str, model=None, num_threads=None, progress=False,
+                        **build_args):
+    """ImageIndex of configuration ``config`` over ``benchmark.database``; ``build_args`` add
+    to (or override) the configuration's ``ImageIndex.build`` arguments."""
     from pypatch.index.image_index import ImageIndex
 
-    kwargs = parse_config(config)
+    kwargs = dict(parse_config(config), **build_args)
     embedder = shared_embedder(model, num_threads)
     source = [(d.id, str(d.image)) for d in benchmark.database]
     return ImageIndex.build(source, embedder=embedder, progress=progress, **kwargs)
