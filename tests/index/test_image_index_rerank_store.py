@@ -330,19 +330,20 @@ def test_cli_index_search_info_with_a_rerank_store(photos, tmp_path, default_mod
     assert exc.value.code == 2
 
 
-def test_pq8_on_too_few_vectors_names_the_rerank_store(photos, cached, tmp_path, capsys,
-                                                       default_model_path):
+@pytest.mark.parametrize("kind", ["pq8", "pq8-d4"])
+def test_pq_rerank_store_on_too_few_vectors_names_it(photos, cached, tmp_path, capsys,
+                                                     default_model_path, kind):
     from pypatch.cli import main
     from pypatch.errors import TooFewVectorsError
 
     few = [(f"{n}.png", str(photos / f"{n}.png")) for n in NAMES[:2]]  # 2 x 30 = 60 vectors
-    with pytest.raises(TooFewVectorsError, match="rerank_store='pq8' needs at least 256") as err:
+    with pytest.raises(TooFewVectorsError, match=f"rerank_store='{kind}' needs at least 256") as err:
         ImageIndex.build(few, embedder=cached, regions="L3", store="pq", pq_m=8, pq_nbits=4,
-                         rerank_store="pq8", progress=False)
+                         rerank_store=kind, progress=False)
     assert err.value.what == "rerank"
     listing = tmp_path / "few.txt"
     listing.write_text("\n".join(p for _, p in few))
     assert main(["index", str(listing), "--out", str(tmp_path / "few.ptch"), "--pq",
-                 "m=8,nbits=4", "--rerank-store", "pq8", "--model", str(default_model_path)]) == 2
+                 "m=8,nbits=4", "--rerank-store", kind, "--model", str(default_model_path)]) == 2
     err = capsys.readouterr().err
-    assert "--rerank-store pq8 needs at least 256" in err and "flat16" in err
+    assert f"--rerank-store {kind} needs at least 256" in err and "flat16" in err
