@@ -262,6 +262,28 @@ def test_pq8_d4_rerank_store_codes_four_dims_a_byte(photos, cached, tmp_path):
                           rerank_store="pq8-d4")
 
 
+def test_pq8_d4_follows_the_automatic_pca_when_it_widens(cached, tmp_path):
+    """Built as PCA-256 (64 sub-quantizers); a sample of 8,192+ vectors widens the residual
+    store to 512 axes, and the re-rank codes follow (128), in memory and in the saved META."""
+    from pypatch.index.image_index import AUTO_FLAT_PCA_DIM, AUTO_FLAT_PCA_MIN_TRAIN, AUTO_PCA_DIM
+
+    index = ImageIndex.create(embedder=cached, regions="L1", store="pq", pq_m=4,
+                              rerank_store="pq8-d4", train_size=AUTO_FLAT_PCA_MIN_TRAIN)
+    assert index._meta["rerank"]["m"] == AUTO_PCA_DIM // 4
+    rng = np.random.default_rng(0)
+    n_images, dim = AUTO_FLAT_PCA_MIN_TRAIN // 5 + 1, cached.dim  # 5 L1 cells an image
+    vecs = rng.standard_normal((n_images, 5, dim)) / np.sqrt(1 + np.arange(dim))  # a spectrum
+    vecs = (vecs / np.linalg.norm(vecs, axis=2, keepdims=True)).astype(np.float32)
+    sizes = [(320, 240)] * n_images
+    index.train_embedded(zip(vecs, sizes))
+    assert int(index.patch_index.dim) == AUTO_FLAT_PCA_DIM
+    assert index.rerank_store.pq.m == AUTO_FLAT_PCA_DIM // 4 == index._meta["rerank"]["m"]
+    index.add_embedded((f"img{i}", None, vecs[i], sizes[i]) for i in range(20))
+    index.save(tmp_path / "wide.ptch")
+    loaded = ImageIndex.load(tmp_path / "wide.ptch")
+    assert loaded.info()["rerank_store"]["m"] == loaded.rerank_store.pq.m == AUTO_FLAT_PCA_DIM // 4
+
+
 def test_bad_settings_raise_typed_errors(photos, cached, index, tmp_path):
     with pytest.raises(InvalidArgumentError, match="rerank_store: a re-rank store re-scores"):
         ImageIndex.build(str(photos), embedder=cached, regions="L1", store="flat16",
