@@ -58,10 +58,10 @@ def build_sharded_ray(source, out, shards: int = 1, *, ray_address=None,
     from pypatch.distributed.sharded_index import ShardedIndex
     from pypatch import __version__
 
-    if settings.get("rerank_store") is not None:
-        from pypatch.distributed.sharded_index import _NO_SHARDED_RERANK
-
-        raise InvalidArgumentError(_NO_SHARDED_RERANK)
+    if settings.get("rerank_store") is not None:  # shard writers would need a second store
+        raise InvalidArgumentError(
+            "rerank_store: Ray builds do not write re-rank stores yet; build in one process "
+            "(ShardedIndex.build / pypatch index --shards without --ray)")
     ray = require_ray(ray_address)
     items, skipped = _items(source)
     n = int(shards)

@@ -102,6 +102,10 @@ class RayShardedIndex(SearchableIndex):
         self._codebooks = ImageIndex.load(
             os.path.join(self._folder, self._manifest["codebooks"]["file"]), mmap=False,
             model=model, num_threads=num_threads)
+        if self._codebooks.rerank_store is not None:  # the actors scan first stages only
+            raise InvalidArgumentError(
+                f"{self._folder!r} has re-rank stores, which Ray search does not use yet: open "
+                f"it in one process (ShardedIndex.open / pypatch serve without --ray)")
         self._grid, self._meta = self._codebooks._grid, self._codebooks._meta
         self._num_threads = num_threads
         self._timeout = float(timeout_s)
@@ -134,7 +138,7 @@ class RayShardedIndex(SearchableIndex):
                        rerank_k: Optional[int] = None) -> list:
         as_int(k, "k", 1)
         if rerank_k:
-            raise InvalidArgumentError("rerank_k: a sharded index holds no re-rank store")
+            raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store")
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
         parts = self._gather([a.search.remote(q, k, threads, nprobe) for a in self.actors])

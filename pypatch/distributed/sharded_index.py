@@ -6,7 +6,9 @@ scores its images exactly as one index over all of them would. All shards are se
 native scan (``_core.MultiIndexSearch``, csrc/pypatch/index/multi_scan.h: one task list over
 every shard for the thread pool, the tables built once, one exact top-k merge; GIL released,
 files mmap'd), so a search costs what the monolithic index's does: ids, scores and boxes are
-those of the monolithic index, ties included (global order = shard, then row).
+those of the monolithic index, ties included (global order = shard, then row). Re-rank stores
+(``rerank_store=``) stay one per shard file; the scan's global top ``rerank_k`` images are
+re-scored each by its shard's store, so re-ranked hits are the monolithic index's too.
 
 Edits (:meth:`add`, :meth:`remove`) happen in memory like ImageIndex's and are written by
 :meth:`save`: changed shards first (atomic), the manifest last, so a crash leaves the old
@@ -90,8 +92,6 @@ class ShardedIndex(SearchableIndex):
         """Split ``index``'s live images into ``shards`` consecutive runs (codes copied, not
         re-encoded) and write them as a sharded index folder ``path``."""
         n = as_int(shards, "shards", 1)
-        if index.rerank_store is not None:
-            raise InvalidArgumentError(_NO_SHARDED_RERANK)
         ids = index.ids
         if n > len(ids):
             raise InvalidArgumentError(f"shards: {n} shards for {len(ids)} images; at most one "
@@ -104,8 +104,6 @@ class ShardedIndex(SearchableIndex):
     def build(cls, source, path, shards: int = 2, **build_args) -> "ShardedIndex":
         """In one process: :meth:`ImageIndex.build` (same arguments), then :meth:`from_index`.
         ``index.skipped`` lists the images that could not be used."""
-        if build_args.get("rerank_store") is not None:  # before embedding anything
-            raise InvalidArgumentError(_NO_SHARDED_RERANK)
         index = ImageIndex.build(source, **build_args)
         out = cls.from_index(index, path, shards=shards)
         out.skipped = list(index.skipped)
@@ -136,29 +134,48 @@ class ShardedIndex(SearchableIndex):
     def search_vectors(self, descriptors, k: int = 10, num_threads: Optional[int] = None,
                        stored: bool = False, nprobe: Optional[int] = None,
                        rerank_k: Optional[int] = None) -> list:
-        """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly (no re-rank
-        store: a positive ``rerank_k`` raises InvalidArgumentError)."""
+        """As :meth:`ImageIndex.search_vectors`, over every shard, merged exactly. With re-rank
+        stores (``ImageIndex.build(rerank_store=...)``, one beside every shard file) the first
+        stage's global top ``rerank_k`` images are re-scored, each by its shard's store: the
+        monolithic index's answer."""
         as_int(k, "k", 1)
-        if rerank_k:
-            raise InvalidArgumentError("rerank_k: a sharded index holds no re-rank store")
+        rerank_k = self._rerank_window(k, rerank_k)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         if not self._shards:
             return [[] for _ in range(len(q))]
         nt = num_threads if num_threads is not None else self._num_threads
+        first_k = max(k, rerank_k)
         if self._codebooks.patch_index.is_ivf:
-            return self._search_lists(q, k, nt, nprobe)
+            first = self._search_lists(q, first_k, nt, nprobe)
+        else:
+            first = self._search_exhaustive(q, first_k, nt)
+        if rerank_k:
+            first = [self._rescore(qv, cands, nt)[:k] for qv, cands in zip(q, first)]
+        return [[self._shards[s]._hit(rank, score, row, patch)
+                 for rank, (s, row, patch, score) in enumerate(cands, 1)] for cands in first]
+
+    def _rerank_window(self, k: int, rerank_k) -> int:
+        """How many first-stage images the re-rank stores re-score (0: none), as ImageIndex."""
+        has_store = self._codebooks.rerank_store is not None
+        if rerank_k is not None:
+            as_int(rerank_k, "rerank_k", 0)
+            if rerank_k and not has_store:
+                raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store "
+                                           "(build it with rerank_store='flat16', 'pq8' or "
+                                           "'pq8-d4')")
+            if rerank_k and rerank_k < k:
+                raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
+            return int(rerank_k)
+        return max(4 * k, 100) if has_store else 0
+
+    def _search_exhaustive(self, q, k: int, num_threads) -> list:
+        """One native scan over every shard: per query [(shard, row, patch, score)], best first."""
         # k needs no clamp to the live images: the core clamps it to the stored ones and pads
         # (row -1) where fewer are live, as PatchIndex.search does
         scores, shards, rows, patches = self._search_all().search(
-            np.ascontiguousarray(q), min(k, INT32_MAX), threads(nt))
-        out = []
-        for sc, sh, rw, pt in zip(scores, shards.tolist(), rows.tolist(), patches.tolist()):
-            hits = []
-            for score, s, row, patch in zip(sc, sh, rw, pt):
-                if row >= 0:  # padding: fewer live images than k
-                    hits.append(self._shards[s]._hit(len(hits) + 1, score, row, patch))
-            out.append(hits)
-        return out
+            np.ascontiguousarray(q), min(k, INT32_MAX), threads(num_threads))
+        return [[(s, row, patch, score) for score, s, row, patch in zip(sc, sh, rw, pt) if row >= 0]
+                for sc, sh, rw, pt in zip(scores, shards.tolist(), rows.tolist(), patches.tolist())]
 
     def _search_lists(self, q, k: int, num_threads, nprobe) -> list:
         """Inverted-file shards: each searched on its own (same coarse centroids, so the same
@@ -166,12 +183,19 @@ class ShardedIndex(SearchableIndex):
         per_shard = [shard.patch_index.search(q, k=min(k, INT32_MAX), num_threads=num_threads,
                                               nprobe=nprobe) if len(shard) else None
                      for shard in self._shards]
+        return [merge_topk([None if r is None else (r[0][qi], r[1][qi], r[2][qi])
+                            for r in per_shard], k) for qi in range(len(q))]
+
+    def _rescore(self, q, cands: list, num_threads) -> list:
+        """``cands`` [(shard, row, patch, score)] re-scored over all their patches by their
+        shards' re-rank stores, ordered by (score desc, shard, row) as one index's rows."""
         out = []
-        for qi in range(len(q)):
-            merged = merge_topk([None if r is None else (r[0][qi], r[1][qi], r[2][qi])
-                                 for r in per_shard], k)
-            out.append([self._shards[s]._hit(rank, score, row, patch)
-                        for rank, (s, row, patch, score) in enumerate(merged, 1)])
+        for s in sorted({c[0] for c in cands}):
+            rows = np.array([[c[1] for c in cands if c[0] == s]], dtype=np.int64)
+            scores, patches = self._shards[s].rerank_store.score_images(q, rows, num_threads)
+            out += [(s, int(r), int(p), float(sc))
+                    for r, p, sc in zip(rows[0], patches[0], scores[0]) if p >= 0]
+        out.sort(key=lambda c: (-c[3], c[0], c[1]))
         return out
 
     def _search_all(self):
@@ -304,6 +328,15 @@ class ShardedIndex(SearchableIndex):
             maps = [(i["box_maps"] or {}).get("bytes_per_image", 0.0) * i["images"] for i in infos]
             out["box_maps"] = dict(out["box_maps"],
                                    bytes_per_image=round(sum(maps) / n, 1) if n else 0.0)
+        if out.get("rerank_store") is not None:  # bytes per image and memory over every shard
+            stores = [i["rerank_store"] for i in infos]
+            rerank_memory: dict = {}
+            for store in stores:
+                for key, v in store["memory_bytes"].items():
+                    rerank_memory[key] = rerank_memory.get(key, 0) + v
+            per_image = sum(r["bytes_per_image"] * i["images"] for r, i in zip(stores, infos))
+            out["rerank_store"] = dict(out["rerank_store"], memory_bytes=rerank_memory,
+                                       bytes_per_image=round(per_image / n, 1) if n else 0.0)
         out.update(images=n, removed=sum(i["removed"] for i in infos), patches=patches,
                    patches_per_image=round(patches / n, 3) if n else 0.0,
                    bytes_per_image=(round(patches * out["bytes_per_patch"] / n + 8, 1)
@@ -341,11 +374,6 @@ class _ShardedBoxMaps:
         return self._maps_of(image_id).similarity(image_id, query)
 
 
-# not yet: each shard would need its own re-rank file, kept in step by add/remove/save
-_NO_SHARDED_RERANK = ("rerank_store: sharded indexes do not support a re-rank store yet; build "
-                      "one index file (ImageIndex.build / pypatch index without --shards)")
-
-
 def _check_shard(folder, entry: dict, shard: ImageIndex, codebooks: ImageIndex) -> None:
     """A shard must hold what the manifest says, with the codebooks' model, grid, store,
     quantizer and pre-transform (else its scores would not merge with the others')."""
@@ -373,6 +401,20 @@ def _check_shard(folder, entry: dict, shard: ImageIndex, codebooks: ImageIndex) 
     if not same:
         raise IndexFormatError(f"{folder!r}: shard {name} was not built with the index's "
                                f"codebooks / pre-transform")
+    # re-rank stores: every shard's of the codebooks' kind (and PQ codebooks), or none
+    kinds = [_rerank_label(m.get("rerank")) for m in (meta, ref)]
+    ra, rb = shard.rerank_store, codebooks.rerank_store
+    if kinds[0] != kinds[1] or (ra is not None and ra.pq is not None
+                                and not np.array_equal(ra.pq.centroids, rb.pq.centroids)):
+        raise IndexFormatError(f"{folder!r}: shard {name} has re-rank store {kinds[0]}, the "
+                               f"codebooks {kinds[1]}" + ("" if kinds[0] != kinds[1] else
+                                                          " with other PQ codebooks"))
+
+
+def _rerank_label(spec) -> str:
+    if spec is None:
+        return "none"
+    return spec["kind"] + (f" m={spec['m']}" if spec.get("m") else "")
 
 
 def _label(record: dict) -> str:

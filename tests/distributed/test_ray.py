@@ -198,3 +198,20 @@ def test_serve_with_ray_actors(cluster, photos, local, embedder):
     finally:
         server.stop()
     assert "Traceback" not in server.output(), server.output()
+
+
+def test_ray_refuses_re_rank_stores_instead_of_ignoring_them(cluster, photos, embedder, tmp_path):
+    """A sharded folder with re-rank stores is searched re-ranked in one process; Ray's actors
+    scan first stages only, so Ray search refuses it (and Ray builds do not write them)."""
+    from pypatch.distributed.ray_build import build_sharded_ray
+    from pypatch.distributed.ray_search import RayShardedIndex
+    from pypatch.errors import InvalidArgumentError
+
+    with_store = ShardedIndex.build(photos, tmp_path / "rr", shards=2, embedder=embedder,
+                                    progress=False, rerank_store="flat16", **SETTINGS)
+    assert with_store.info()["rerank_store"]["kind"] == "flat16"
+    with pytest.raises(InvalidArgumentError, match="re-rank stores, which Ray search does not use"):
+        RayShardedIndex(with_store.folder, timeout_s=60)
+    with pytest.raises(InvalidArgumentError, match="Ray builds do not write re-rank stores"):
+        build_sharded_ray(photos, tmp_path / "ray_rr", shards=2, workers=1,
+                          rerank_store="flat16", **SETTINGS)

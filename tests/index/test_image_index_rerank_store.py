@@ -292,20 +292,74 @@ def test_bad_settings_raise_typed_errors(photos, cached, index, tmp_path):
         ImageIndex.build(str(photos), embedder=cached, rerank_store="f16", **SETTINGS)
     from pypatch import ShardedIndex
 
-    with pytest.raises(InvalidArgumentError, match="sharded indexes do not support"):
-        ShardedIndex.from_index(index, tmp_path / "shards", shards=2)
-    with pytest.raises(InvalidArgumentError, match="sharded indexes do not support"):
-        ShardedIndex.build(str(photos), tmp_path / "shards2", embedder=cached,
-                           rerank_store="flat16", **SETTINGS)
     exhaustive = ImageIndex.build(str(photos), embedder=cached, regions="L3", store="pq",
                                   pq_m=8, pq_nbits=4, progress=False)
     with pytest.raises(InvalidArgumentError, match="rerank_k: this index has no re-rank store"):
         exhaustive.search(str(photos / "coins.png"), k=3, rerank_k=10)
     assert len(exhaustive.search(str(photos / "coins.png"), k=3, rerank_k=0)) == 3
     sharded = ShardedIndex.from_index(exhaustive, tmp_path / "plain_shards", shards=2)
-    with pytest.raises(InvalidArgumentError, match="a sharded index holds no re-rank store"):
+    with pytest.raises(InvalidArgumentError, match="this sharded index has no re-rank store"):
         sharded.search(str(photos / "coins.png"), k=3, rerank_k=10)
     assert len(sharded.search(str(photos / "coins.png"), k=3, rerank_k=0)) == 3
+
+
+def _same_hits(got, want):
+    assert [[(h.image, h.patch, h.score, h.box) for h in hits] for hits in got] == \
+        [[(h.image, h.patch, h.score, h.box) for h in hits] for hits in want]
+
+
+@pytest.mark.parametrize("kind,ivf", [("flat16", True), ("pq8-d4", False)])
+def test_sharded_index_re_ranks_as_the_one_file_index(photos, cached, tmp_path, kind, ivf):
+    """Each shard keeps its own re-rank store; the first stage's global top rerank_k images,
+    re-scored by their shards' stores, give the one-file index's hits (ties included), through
+    from_index, open, edits, save and reopen."""
+    from pypatch import ShardedIndex
+
+    settings = SETTINGS if ivf else dict(SETTINGS, nlist=None, nprobe=None)
+    one = ImageIndex.build(str(photos), embedder=cached, rerank_store=kind, **settings)
+    one.save(tmp_path / "one.ptch")
+    sharded = ShardedIndex.from_index(one, tmp_path / "shards", shards=3)
+    assert all(os.path.exists(tmp_path / "shards" / f"{f}.rerank.ptch")
+               for f in ["codebooks.ptch", *(e["file"] for e in sharded._manifest["shards"])])
+    sharded = ShardedIndex.open(tmp_path / "shards")
+    sharded.set_embedder(cached)
+    names = ["chelsea_crop.png", "coffee.png", "rocket_crop.png"]
+    q = np.stack([_stored_query(one, photos, n) for n in names])
+    for k, rerank_k in ((1, None), (3, 4), (5, 5), (12, None), (4, 0)):
+        _same_hits(sharded.search_vectors(q, k=k, stored=True, rerank_k=rerank_k),
+                   one.search_vectors(q, k=k, stored=True, rerank_k=rerank_k))
+    # the re-rank really re-orders: its scores are the store's, not the first stage's
+    first = one.search_vectors(q, k=12, stored=True, rerank_k=0)
+    again = sharded.search_vectors(q, k=12, stored=True)
+    assert [[h.score for h in hits] for hits in first] != [[h.score for h in hits] for hits in again]
+    info = sharded.info()["rerank_store"]
+    assert info["kind"] == kind and info["bytes_per_image"] == one.info()["rerank_store"]["bytes_per_image"]
+    # edits: remove in both, save, reopen; the answers stay equal
+    gone = ["coffee.png", "rocket.png"]
+    one.remove(gone)
+    sharded.remove(gone)
+    sharded.save()
+    reopened = ShardedIndex.open(tmp_path / "shards")
+    _same_hits(reopened.search_vectors(q, k=6, stored=True), one.search_vectors(q, k=6, stored=True))
+    # images added as a new shard get its re-rank store from the codebooks file
+    back = [(n, str(photos / n)) for n in gone]
+    one.add(back, progress=False)
+    reopened.set_embedder(cached)
+    reopened.add(back, progress=False, new_shard=True)
+    reopened.save()
+    reopened = ShardedIndex.open(tmp_path / "shards")
+    assert len(reopened.shards) == 4 and len(reopened.shards[3].rerank_store) == 2
+    _same_hits(reopened.search_vectors(q, k=12, stored=True), one.search_vectors(q, k=12, stored=True))
+    # a shard whose re-rank store is of another kind is refused on open
+    other = ImageIndex.build(str(photos), embedder=cached, rerank_store="pq8", **settings)
+    other_shards = ShardedIndex.from_index(other, tmp_path / "other", shards=3)
+    first_file = sharded._manifest["shards"][0]["file"]
+    for suffix in ("", ".rerank.ptch"):
+        os.replace(os.path.join(other_shards.folder, first_file + suffix),
+                   tmp_path / "shards" / (first_file + suffix))
+    with pytest.raises(IndexFormatError, match=f"shard-00000.ptch has re-rank store pq8 m=8, "
+                                               f"the codebooks {kind}"):
+        ShardedIndex.open(tmp_path / "shards", verify=False)
 
 
 def test_cli_index_search_info_with_a_rerank_store(photos, tmp_path, default_model_path, capsys):
