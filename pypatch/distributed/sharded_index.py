@@ -150,7 +150,7 @@ class ShardedIndex(SearchableIndex):
         else:
             first = self._search_exhaustive(q, first_k, nt)
         if rerank_k:
-            first = [self._rescore(qv, cands, nt)[:k] for qv, cands in zip(q, first)]
+            first = [cands[:k] for cands in self._rescore(q, first, nt)]
         return [[self._shards[s]._hit(rank, score, row, patch)
                  for rank, (s, row, patch, score) in enumerate(cands, 1)] for cands in first]
 
@@ -186,16 +186,25 @@ class ShardedIndex(SearchableIndex):
         return [merge_topk([None if r is None else (r[0][qi], r[1][qi], r[2][qi])
                             for r in per_shard], k) for qi in range(len(q))]
 
-    def _rescore(self, q, cands: list, num_threads) -> list:
-        """``cands`` [(shard, row, patch, score)] re-scored over all their patches by their
-        shards' re-rank stores, ordered by (score desc, shard, row) as one index's rows."""
-        out = []
-        for s in sorted({c[0] for c in cands}):
-            rows = np.array([[c[1] for c in cands if c[0] == s]], dtype=np.int64)
-            scores, patches = self._shards[s].rerank_store.score_images(q, rows, num_threads)
-            out += [(s, int(r), int(p), float(sc))
-                    for r, p, sc in zip(rows[0], patches[0], scores[0]) if p >= 0]
-        out.sort(key=lambda c: (-c[3], c[0], c[1]))
+    def _rescore(self, q, first: list, num_threads) -> list:
+        """Every query's candidates ``first[i]`` [(shard, row, patch, score)] re-scored over all
+        their patches by their shards' re-rank stores (one batched call a shard), ordered by
+        (score desc, shard, row) as one index's rows."""
+        out = [[] for _ in first]
+        for s, shard in enumerate(self._shards):
+            lists = [[c[1] for c in cands if c[0] == s] for cands in first]
+            width = max(map(len, lists))
+            if not width:
+                continue
+            rows = np.full((len(first), width), -1, dtype=np.int64)  # -1: nothing to score
+            for i, r in enumerate(lists):
+                rows[i, :len(r)] = r
+            scores, patches = shard.rerank_store.score_images(q, rows, num_threads)
+            for i in range(len(first)):
+                out[i] += [(s, int(r), int(p), float(sc))
+                           for r, p, sc in zip(rows[i], patches[i], scores[i]) if p >= 0]
+        for cands in out:
+            cands.sort(key=lambda c: (-c[3], c[0], c[1]))
         return out
 
     def _search_all(self):
