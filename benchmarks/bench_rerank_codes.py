@@ -60,6 +60,9 @@ def pq_decoded(train, x, m, seed=0):
     """x through 8-bit PQ with m sub-quantizers trained on ``train`` (uneven splits allowed)."""
     from pypatch import ProductQuantizer
 
+    if x.shape[1] % m == 0:
+        pq = ProductQuantizer(x.shape[1], m).train(train, seed=seed, num_threads=2)
+        return pq.decode(pq.encode(x))
     out = np.empty_like(x)
     for cols in np.array_split(np.arange(x.shape[1]), m):
         sub = lambda a: np.ascontiguousarray(a[:, cols])  # noqa: E731
