@@ -3,7 +3,9 @@
 Each shard is held by one actor (the file mmap'd once, checked against the manifest's sha256
 when the actor starts or restarts). The driver keeps only the codebooks (model record, grid,
 pre-transform): it embeds and transforms the queries, sends them to every shard actor, and
-merges the per-shard top-k with the same exact merge as the local :class:`ShardedIndex`.
+merges the per-shard top-k with the same exact merge as the local :class:`ShardedIndex`. With
+re-rank stores a second round asks each actor to re-score its images among the merged top
+``rerank_k`` by its shard's store, then merges again: the local index's answer.
 
 Failures: actors restart on death (``max_restarts=-1``) and a call in flight or issued during
 the restart is retried by Ray, so the query waits; a shard that does not answer within
@@ -21,6 +23,7 @@ import numpy as np
 from pypatch._checks import as_int
 from pypatch.distributed import manifest as mf
 from pypatch.distributed.merge import merge_topk
+from pypatch.distributed.sharded_index import rerank_window, shard_rows
 from pypatch.errors import InvalidArgumentError, UnavailableError
 from pypatch.index.image_index import ImageIndex
 from pypatch.index.searchable import SearchableIndex
@@ -68,6 +71,17 @@ class _ShardServer:
                                                               nprobe=nprobe)
         return [(s, r, p, self.index._hits(s, r, p)) for s, r, p in zip(scores, rows, patches)]
 
+    def rescore(self, q, rows, num_threads):
+        """Per query ``(scores, rows, patches, hits)`` of this shard's images ``rows`` ((nq,
+        width), -1 pads) re-scored over all their patches by its re-rank store."""
+        scores, patches = self.index.rerank_store.score_images(q, rows, num_threads)
+        out = []
+        for sc, rw, pt in zip(scores, rows, patches):
+            live = pt >= 0  # padding, removed images
+            sc, rw, pt = sc[live], rw[live], pt[live]
+            out.append((sc, rw, pt, self.index._hits(sc, rw, pt)))
+        return out
+
     def ids(self) -> list:
         return self.index.ids
 
@@ -102,10 +116,6 @@ class RayShardedIndex(SearchableIndex):
         self._codebooks = ImageIndex.load(
             os.path.join(self._folder, self._manifest["codebooks"]["file"]), mmap=False,
             model=model, num_threads=num_threads)
-        if self._codebooks.rerank_store is not None:  # the actors scan first stages only
-            raise InvalidArgumentError(
-                f"{self._folder!r} has re-rank stores, which Ray search does not use yet: open "
-                f"it in one process (ShardedIndex.open / pypatch serve without --ray)")
         self._grid, self._meta = self._codebooks._grid, self._codebooks._meta
         self._num_threads = num_threads
         self._timeout = float(timeout_s)
@@ -137,18 +147,24 @@ class RayShardedIndex(SearchableIndex):
                        stored: bool = False, nprobe: Optional[int] = None,
                        rerank_k: Optional[int] = None) -> list:
         as_int(k, "k", 1)
-        if rerank_k:
-            raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store")
+        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
-        parts = self._gather([a.search.remote(q, k, threads, nprobe) for a in self.actors])
+        first_k = max(k, rerank_k)
+        parts = self._gather([a.search.remote(q, first_k, threads, nprobe) for a in self.actors])
+        if rerank_k:  # the global top rerank_k, re-scored by the shards that hold them
+            first = [_merge(parts, qi, first_k) for qi in range(len(q))]
+            asked = [(s, shard_rows(first, s)) for s in range(len(self.actors))]
+            answers = self._gather([self.actors[s].rescore.remote(q, rows, threads)
+                                    for s, rows in asked if rows is not None])
+            parts = [None] * len(self.actors)
+            for (s, _), answer in zip([a for a in asked if a[1] is not None], answers):
+                parts[s] = answer
         out = []
         for qi in range(len(q)):
-            per_shard = [None if p is None else p[qi] for p in parts]
-            merged = merge_topk([None if p is None else p[:3] for p in per_shard], k)
             hits = []
-            for rank, (s, row, _, _) in enumerate(merged, 1):
-                _, rows, _, shard_hits = per_shard[s]
+            for rank, (s, row, _, _) in enumerate(_merge(parts, qi, k), 1):
+                _, rows, _, shard_hits = parts[s][qi]
                 hit = shard_hits[[int(r) for r in rows if r >= 0].index(row)]
                 hits.append(_with_rank(hit, rank))
             out.append(hits)
@@ -201,6 +217,11 @@ class RayShardedIndex(SearchableIndex):
         for a in self.actors:
             self._ray.kill(a, no_restart=True)
         self.actors = []
+
+
+def _merge(parts, qi: int, k: int) -> list:
+    """The exact top-k of query ``qi`` over the shards' answers (None: shard not asked)."""
+    return merge_topk([None if p is None or p[qi] is None else p[qi][:3] for p in parts], k)
 
 
 def _with_rank(hit, rank: int):

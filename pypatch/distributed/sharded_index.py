@@ -139,7 +139,7 @@ class ShardedIndex(SearchableIndex):
         stage's global top ``rerank_k`` images are re-scored, each by its shard's store: the
         monolithic index's answer."""
         as_int(k, "k", 1)
-        rerank_k = self._rerank_window(k, rerank_k)
+        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k)
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         if not self._shards:
             return [[] for _ in range(len(q))]
@@ -153,20 +153,6 @@ class ShardedIndex(SearchableIndex):
             first = [cands[:k] for cands in self._rescore(q, first, nt)]
         return [[self._shards[s]._hit(rank, score, row, patch)
                  for rank, (s, row, patch, score) in enumerate(cands, 1)] for cands in first]
-
-    def _rerank_window(self, k: int, rerank_k) -> int:
-        """How many first-stage images the re-rank stores re-score (0: none), as ImageIndex."""
-        has_store = self._codebooks.rerank_store is not None
-        if rerank_k is not None:
-            as_int(rerank_k, "rerank_k", 0)
-            if rerank_k and not has_store:
-                raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store "
-                                           "(build it with rerank_store='flat16', 'pq8' or "
-                                           "'pq8-d4')")
-            if rerank_k and rerank_k < k:
-                raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
-            return int(rerank_k)
-        return max(4 * k, 100) if has_store else 0
 
     def _search_exhaustive(self, q, k: int, num_threads) -> list:
         """One native scan over every shard: per query [(shard, row, patch, score)], best first."""
@@ -192,13 +178,9 @@ class ShardedIndex(SearchableIndex):
         (score desc, shard, row) as one index's rows."""
         out = [[] for _ in first]
         for s, shard in enumerate(self._shards):
-            lists = [[c[1] for c in cands if c[0] == s] for cands in first]
-            width = max(map(len, lists))
-            if not width:
+            rows = shard_rows(first, s)
+            if rows is None:
                 continue
-            rows = np.full((len(first), width), -1, dtype=np.int64)  # -1: nothing to score
-            for i, r in enumerate(lists):
-                rows[i, :len(r)] = r
             scores, patches = shard.rerank_store.score_images(q, rows, num_threads)
             for i in range(len(first)):
                 out[i] += [(s, int(r), int(p), float(sc))
@@ -381,6 +363,33 @@ class _ShardedBoxMaps:
 
     def similarity(self, image_id, query) -> np.ndarray:
         return self._maps_of(image_id).similarity(image_id, query)
+
+
+def rerank_window(has_store: bool, k: int, rerank_k) -> int:
+    """How many first-stage images re-rank stores re-score (0: none), as ImageIndex's rule."""
+    if rerank_k is not None:
+        as_int(rerank_k, "rerank_k", 0)
+        if rerank_k and not has_store:
+            raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store "
+                                       "(build it with rerank_store='flat16', 'pq8' or "
+                                       "'pq8-d4')")
+        if rerank_k and rerank_k < k:
+            raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
+        return int(rerank_k)
+    return max(4 * k, 100) if has_store else 0
+
+
+def shard_rows(first: list, s: int):
+    """Rows of shard ``s`` among every query's candidates ``first[i]`` [(shard, row, ...)] as
+    an (nq, width) int64 array, -1 where a query has fewer there; None if it has none."""
+    lists = [[c[1] for c in cands if c[0] == s] for cands in first]
+    width = max(map(len, lists), default=0)
+    if not width:
+        return None
+    rows = np.full((len(first), width), -1, dtype=np.int64)
+    for i, r in enumerate(lists):
+        rows[i, :len(r)] = r
+    return rows
 
 
 def _check_shard(folder, entry: dict, shard: ImageIndex, codebooks: ImageIndex) -> None:

@@ -200,18 +200,29 @@ def test_serve_with_ray_actors(cluster, photos, local, embedder):
     assert "Traceback" not in server.output(), server.output()
 
 
-def test_ray_refuses_re_rank_stores_instead_of_ignoring_them(cluster, photos, embedder, tmp_path):
-    """A sharded folder with re-rank stores is searched re-ranked in one process; Ray's actors
-    scan first stages only, so Ray search refuses it (and Ray builds do not write them)."""
+def test_ray_search_re_ranks_as_the_local_index(cluster, photos, embedder, tmp_path):
+    """With re-rank stores the actors re-score their images among the global top rerank_k:
+    the answers equal the local ShardedIndex's (itself the one-file index's); Ray builds say
+    they do not write re-rank stores."""
     from pypatch.distributed.ray_build import build_sharded_ray
     from pypatch.distributed.ray_search import RayShardedIndex
     from pypatch.errors import InvalidArgumentError
 
-    with_store = ShardedIndex.build(photos, tmp_path / "rr", shards=2, embedder=embedder,
-                                    progress=False, rerank_store="flat16", **SETTINGS)
-    assert with_store.info()["rerank_store"]["kind"] == "flat16"
-    with pytest.raises(InvalidArgumentError, match="re-rank stores, which Ray search does not use"):
-        RayShardedIndex(with_store.folder, timeout_s=60)
+    local = ShardedIndex.build(photos, tmp_path / "rr", shards=3, embedder=embedder,
+                               progress=False, rerank_store="flat16", **SETTINGS)
+    served = RayShardedIndex(local.folder, timeout_s=60)
+    try:
+        rng = np.random.default_rng(1)
+        q = rng.standard_normal((4, embedder.dim)).astype(np.float32)
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        for k, rerank_k in ((1, None), (3, 4), (6, None), (2, 0)):
+            _same(served.search_vectors(q, k=k, rerank_k=rerank_k),
+                  local.search_vectors(q, k=k, rerank_k=rerank_k))
+        # the second round ran: re-ranked scores are not the first stage's
+        assert [h.score for h in served.search_vectors(q, k=6)[0]] != \
+            [h.score for h in served.search_vectors(q, k=6, rerank_k=0)[0]]
+    finally:
+        served.close()
     with pytest.raises(InvalidArgumentError, match="Ray builds do not write re-rank stores"):
         build_sharded_ray(photos, tmp_path / "ray_rr", shards=2, workers=1,
                           rerank_store="flat16", **SETTINGS)
