@@ -154,11 +154,12 @@ class RayShardedIndex(SearchableIndex):
         parts = self._gather([a.search.remote(q, first_k, threads, nprobe) for a in self.actors])
         if rerank_k:  # the global top rerank_k, re-scored by the shards that hold them
             first = [_merge(parts, qi, first_k) for qi in range(len(q))]
-            asked = [(s, shard_rows(first, s)) for s in range(len(self.actors))]
+            asked = {s: rows for s in range(len(self.actors))
+                     if (rows := shard_rows(first, s)) is not None}
             answers = self._gather([self.actors[s].rescore.remote(q, rows, threads)
-                                    for s, rows in asked if rows is not None])
+                                    for s, rows in asked.items()])
             parts = [None] * len(self.actors)
-            for (s, _), answer in zip([a for a in asked if a[1] is not None], answers):
+            for s, answer in zip(asked, answers):
                 parts[s] = answer
         out = []
         for qi in range(len(q)):
