@@ -23,9 +23,10 @@ import numpy as np
 from pypatch._checks import as_int
 from pypatch.distributed import manifest as mf
 from pypatch.distributed.merge import merge_topk
-from pypatch.distributed.sharded_index import rerank_window, shard_rows
+from pypatch.distributed.sharded_index import shard_rows
 from pypatch.errors import InvalidArgumentError, UnavailableError
 from pypatch.index.image_index import ImageIndex
+from pypatch.index.rerank_store import rerank_window
 from pypatch.index.searchable import SearchableIndex
 
 __all__ = ["RayShardedIndex", "ShardUnavailableError", "require_ray"]
@@ -147,7 +148,8 @@ class RayShardedIndex(SearchableIndex):
                        stored: bool = False, nprobe: Optional[int] = None,
                        rerank_k: Optional[int] = None) -> list:
         as_int(k, "k", 1)
-        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k)
+        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k,
+                                 "this sharded index")
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         threads = num_threads if num_threads is not None else self._num_threads
         first_k = max(k, rerank_k)

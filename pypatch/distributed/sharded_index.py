@@ -28,6 +28,7 @@ from pypatch.distributed.merge import merge_topk
 from pypatch.errors import IndexFormatError, InvalidArgumentError, ModelMismatchError
 from pypatch.index.image_index import ImageIndex
 from pypatch.index.model_record import same_model
+from pypatch.index.rerank_store import rerank_window
 from pypatch.index.searchable import SearchableIndex
 from pypatch.index.sources import iter_source
 
@@ -139,7 +140,8 @@ class ShardedIndex(SearchableIndex):
         stage's global top ``rerank_k`` images are re-scored, each by its shard's store: the
         monolithic index's answer."""
         as_int(k, "k", 1)
-        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k)
+        rerank_k = rerank_window(self._codebooks.rerank_store is not None, k, rerank_k,
+                                 "this sharded index")
         q = self._stored_queries(descriptors, stored, int(self._codebooks.patch_index.dim))
         if not self._shards:
             return [[] for _ in range(len(q))]
@@ -363,20 +365,6 @@ class _ShardedBoxMaps:
 
     def similarity(self, image_id, query) -> np.ndarray:
         return self._maps_of(image_id).similarity(image_id, query)
-
-
-def rerank_window(has_store: bool, k: int, rerank_k) -> int:
-    """How many first-stage images re-rank stores re-score (0: none), as ImageIndex's rule."""
-    if rerank_k is not None:
-        as_int(rerank_k, "rerank_k", 0)
-        if rerank_k and not has_store:
-            raise InvalidArgumentError("rerank_k: this sharded index has no re-rank store "
-                                       "(build it with rerank_store='flat16', 'pq8' or "
-                                       "'pq8-d4')")
-        if rerank_k and rerank_k < k:
-            raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
-        return int(rerank_k)
-    return max(4 * k, 100) if has_store else 0
 
 
 def shard_rows(first: list, s: int):

@@ -34,7 +34,7 @@ from pypatch.index.meta import (META_KEY, grid_from_dict, native_transform, new_
 from pypatch.index.model_record import check_model, model_info, new_embedder, recorded_model_location
 from pypatch.extract.grid import DEFAULT_REGIONS
 from pypatch.extract.modes import MODES
-from pypatch.index.rerank_store import load_rerank_index, rerank_path, rerank_spec
+from pypatch.index.rerank_store import load_rerank_index, rerank_path, rerank_spec, rerank_window
 from pypatch.index.results import SearchHit
 from pypatch.index.searchable import SearchableIndex
 from pypatch.index.sources import SourceItem, iter_source, source_length
@@ -648,23 +648,14 @@ class ImageIndex(SearchableIndex):
         their patches by it, and hits carry its scores and winning patches; 0 turns it off
         (the first stage's own ranking). An index without one refuses a positive value."""
         as_int(k, "k", 1)
-        if rerank_k is not None:
-            as_int(rerank_k, "rerank_k", 0)
-            if rerank_k and self._rerank is None:
-                raise InvalidArgumentError("rerank_k: this index has no re-rank store (build it "
-                                           "with rerank_store='flat16', 'pq8' or 'pq8-d4')")
-            if rerank_k and rerank_k < k:
-                raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
+        window = rerank_window(self._rerank is not None, k, rerank_k)
         q = self._stored_queries(descriptors, stored, int(self._index.dim))
         n_live = len(self)
         if n_live == 0:
             return [[] for _ in range(len(q))]
         kk = min(k, n_live)
         threads = num_threads if num_threads is not None else self._num_threads
-        exact = {}
-        if self._rerank is not None and rerank_k != 0:
-            exact = {"rerank": self._rerank,
-                     "rerank_k": max(4 * k, 100) if rerank_k is None else rerank_k}
+        exact = {"rerank": self._rerank, "rerank_k": window} if window else {}
         scores, images, patches = self._index.search(
             np.ascontiguousarray(q), k=kk, num_threads=threads, nprobe=nprobe, **exact)
         return [self._hits(s, im, p) for s, im, p in zip(scores, images, patches)]

@@ -22,10 +22,11 @@ import secrets
 
 import numpy as np
 
+from pypatch._checks import as_int
 from pypatch.errors import IndexFormatError, InvalidArgumentError
 
 __all__ = ["RERANK_STORES", "rerank_path", "rerank_spec", "new_rerank_index", "bytes_per_patch",
-           "load_rerank_index", "SIDE_KEY"]
+           "load_rerank_index", "rerank_window", "SIDE_KEY"]
 
 RERANK_STORES = ("flat16", "flat", "pq8", "pq8-d4")  # flat ones named as ``store=``
 PQ_KINDS = ("pq8", "pq8-d4")  # 8-bit PQ: the first stage's m / 4 dims a sub-quantizer
@@ -56,6 +57,20 @@ def rerank_spec(rerank_store, store: dict, stored_dim: int):
     elif rerank_store == "pq8-d4":  # m follows the stored dimension, final once trained
         spec.update(m=fine_m(stored_dim), nbits=8)
     return spec
+
+
+def rerank_window(has_store: bool, k: int, rerank_k, what: str = "this index") -> int:
+    """How many first-stage images a search's re-rank store re-scores (0: none): ``rerank_k``
+    checked (0, or at least k; refused without a store), default ``max(4 * k, 100)``."""
+    if rerank_k is not None:
+        as_int(rerank_k, "rerank_k", 0)
+        if rerank_k and not has_store:
+            raise InvalidArgumentError(f"rerank_k: {what} has no re-rank store (build it with "
+                                       f"rerank_store='flat16', 'pq8' or 'pq8-d4')")
+        if rerank_k and rerank_k < k:
+            raise InvalidArgumentError(f"rerank_k must be 0 or >= k ({k}); got {rerank_k}")
+        return int(rerank_k)
+    return max(4 * k, 100) if has_store else 0
 
 
 def fine_m(dim: int) -> int:
