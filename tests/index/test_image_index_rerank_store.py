@@ -206,6 +206,16 @@ def test_remove_add_compact_subset_keep_both_stores_in_step(photos, cached, tmp_
                 _reference(loaded, q[None, :], 5, 100))
 
 
+def _reloaded_answers_alike(index, q, path):
+    """``index`` saved to ``path`` and loaded mapped: the same hits, bit for bit. Returns it."""
+    index.save(path)
+    loaded = ImageIndex.load(path, mmap=True)
+    a = index.search_vectors(q, k=5, stored=True)[0]
+    b = loaded.search_vectors(q, k=5, stored=True)[0]
+    assert [(h.image, h.patch, h.score) for h in a] == [(h.image, h.patch, h.score) for h in b]
+    return loaded
+
+
 def test_pq8_rerank_store_rescores_with_8bit_adc(photos, cached, tmp_path):
     ix = ImageIndex.build(str(photos), embedder=cached, rerank_store="pq8", **SETTINGS)
     store = ix.rerank_store
@@ -215,13 +225,8 @@ def test_pq8_rerank_store_rescores_with_8bit_adc(photos, cached, tmp_path):
     # reconstruct decodes the 8-bit codes: its inner product is the ADC score
     _check_hits(ix.search_vectors(q, k=5, stored=True, rerank_k=8)[0],
                 _reference(ix, q[None, :], 5, 8))
-    path = tmp_path / "pq8.ptch"
-    ix.save(path)
-    loaded = ImageIndex.load(path, mmap=True)
+    loaded = _reloaded_answers_alike(ix, q, tmp_path / "pq8.ptch")
     assert loaded.rerank_store.pq.nbits == 8
-    a = ix.search_vectors(q, k=5, stored=True)[0]
-    b = loaded.search_vectors(q, k=5, stored=True)[0]
-    assert [(h.image, h.patch, h.score) for h in a] == [(h.image, h.patch, h.score) for h in b]
 
 
 def test_pq8_d4_rerank_store_codes_four_dims_a_byte(photos, cached, tmp_path):
@@ -243,12 +248,8 @@ def test_pq8_d4_rerank_store_codes_four_dims_a_byte(photos, cached, tmp_path):
     _check_hits(fine.search_vectors(q, k=5, stored=True, rerank_k=8)[0],
                 _reference(fine, q[None, :], 5, 8))
     path = tmp_path / "d4.ptch"
-    fine.save(path)
-    loaded = ImageIndex.load(path, mmap=True)
+    loaded = _reloaded_answers_alike(fine, q, path)
     assert loaded.rerank_store.pq.m == dim // 4
-    a = fine.search_vectors(q, k=5, stored=True)[0]
-    b = loaded.search_vectors(q, k=5, stored=True)[0]
-    assert [(h.image, h.patch, h.score) for h in a] == [(h.image, h.patch, h.score) for h in b]
     # a pq8 file (m = 8) beside an index that says pq8-d4 is refused, not read as its codes
     coarse.save(tmp_path / "coarse.ptch")
     token = PatchIndex.load(str(path) + ".rerank.ptch").metadata["pypatch.rerank_store"]["token"]
